@@ -86,12 +86,18 @@ impl Card {
 
 /// Escapes `&`, `<`, `>` for mrkdwn (only these three).
 pub fn escape_mrkdwn(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The colour of a state (`#RRGGBB`); `expected` matters for EXITED only.
 pub fn color(state: State, expected: Option<bool>) -> &'static str {
-    match (state, expected) { (State::Running, _) => "#2EB67D", (State::Fatal, _) => "#A30200", _ => "#9E9E9E" }
+    match (state, expected) {
+        (State::Running, _) => "#2EB67D",
+        (State::Fatal, _) => "#A30200",
+        _ => "#9E9E9E",
+    }
 }
 
 /// Renders cards from templates (built-in, or a user's `templates_dir`).
@@ -125,5 +131,10 @@ impl Renderer {
 /// A plain-text card (no blocks) for when Slack refused the rich one.
 pub fn plain_text(events: &[ProcessState], _variant: Variant) -> Card {
     let e = events.last().unwrap();
-    Card { text: format!("{} {} {} -> {}", e.host, e.process, e.from, e.to), color: color(e.to, e.expected).into(), fallback: String::new(), blocks: Value::Null }
+    Card {
+        text: format!("{} {} {} -> {}", e.host, e.process, e.from, e.to),
+        color: color(e.to, e.expected).into(),
+        fallback: String::new(),
+        blocks: Value::Null,
+    }
 }

@@ -141,8 +141,12 @@ impl<const N: usize> Env for [(&str, &str); N] {
 
 /// Parses a duration such as `24h`, `90s`, `1m 30s`.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(key, format!("{text:?} is not a duration ({e}); write e.g. \"90s\", \"5m\", \"24h\"")))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{text:?} is not a duration ({e}); write e.g. \"90s\", \"5m\", \"24h\""),
+        )
+    })
 }
 
 /// Reads and parses a settings file.
@@ -162,7 +166,9 @@ pub fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
 pub fn load(config: Option<&Path>, env: &dyn Env) -> Result<Settings, ConfigError> {
     let file = match config {
         Some(p) => read_file(p)?,
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            read_file(Path::new(DEFAULT_CONFIG_PATH))?
+        }
         None => FileSettings::default(),
     };
     resolve(file, env)
@@ -172,7 +178,11 @@ pub fn load(config: Option<&Path>, env: &dyn Env) -> Result<Settings, ConfigErro
 pub fn resolve(file: FileSettings, env: &dyn Env) -> Result<Settings, ConfigError> {
     let token = if let Some(t) = env.var("SLACK_TOKEN") {
         Some(Secret::new(t.trim()))
-    } else if let Some(path) = env.var("SLACK_TOKEN_FILE").map(PathBuf::from).or(file.token_file.clone()) {
+    } else if let Some(path) = env
+        .var("SLACK_TOKEN_FILE")
+        .map(PathBuf::from)
+        .or(file.token_file.clone())
+    {
         Some(read_token_file(&path)?)
     } else {
         None
@@ -192,7 +202,10 @@ pub fn resolve(file: FileSettings, env: &dyn Env) -> Result<Settings, ConfigErro
         .trim_end_matches('/')
         .to_string();
     if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-        return Err(invalid("api_url", format!("{api_url:?} is not an http(s) URL")));
+        return Err(invalid(
+            "api_url",
+            format!("{api_url:?} is not an http(s) URL"),
+        ));
     }
     let host = match env.var("SUPERVISOR_SLACK_HOST").or(file.host) {
         Some(h) => h,
@@ -201,7 +214,9 @@ pub fn resolve(file: FileSettings, env: &dyn Env) -> Result<Settings, ConfigErro
             .unwrap_or_else(|_| "unknown-host".to_string()),
     };
     let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-        v.map(|t| parse_duration(key, &t)).transpose().map(|d| d.unwrap_or(default))
+        v.map(|t| parse_duration(key, &t))
+            .transpose()
+            .map(|d| d.unwrap_or(default))
     };
     let post_burst = file.post_burst.unwrap_or(2);
     if post_burst == 0 {
@@ -221,16 +236,27 @@ pub fn resolve(file: FileSettings, env: &dyn Env) -> Result<Settings, ConfigErro
         api_url,
         host,
         environment: env.var("SUPERVISOR_SLACK_ENVIRONMENT").or(file.environment),
-        state: env.var("SUPERVISOR_SLACK_STATE").map(PathBuf::from).or(file.state),
+        state: env
+            .var("SUPERVISOR_SLACK_STATE")
+            .map(PathBuf::from)
+            .or(file.state),
         templates_dir: file.templates_dir,
-        thread_ttl: dur("thread_ttl", file.thread_ttl, Duration::from_secs(24 * 3600))?,
+        thread_ttl: dur(
+            "thread_ttl",
+            file.thread_ttl,
+            Duration::from_secs(24 * 3600),
+        )?,
         broadcast_failures: file.broadcast_failures.unwrap_or(true),
         call_timeout: dur("call_timeout", file.call_timeout, Duration::from_secs(10))?,
         post_interval: dur("post_interval", file.post_interval, Duration::from_secs(1))?,
         post_burst,
         updates_per_minute,
         coalesce_max,
-        setup_retry: dur("setup_retry", env.var("SUPERVISOR_SLACK_SETUP_RETRY").or(file.setup_retry), Duration::from_secs(60))?,
+        setup_retry: dur(
+            "setup_retry",
+            env.var("SUPERVISOR_SLACK_SETUP_RETRY").or(file.setup_retry),
+            Duration::from_secs(60),
+        )?,
     })
 }
 
@@ -248,7 +274,10 @@ fn read_token_file(path: &Path) -> Result<Secret, ConfigError> {
     }
     let token = text.trim();
     if token.is_empty() {
-        return Err(invalid("token_file", format!("{} is empty", path.display())));
+        return Err(invalid(
+            "token_file",
+            format!("{} is empty", path.display()),
+        ));
     }
     Ok(Secret::new(token))
 }
@@ -269,7 +298,10 @@ pub fn default_state_path(env: &dyn Env) -> PathBuf {
     let base = env
         .var("XDG_STATE_HOME")
         .map(PathBuf::from)
-        .or_else(|| env.var("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| {
+            env.var("HOME")
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("supervisor-slack").join("state.db")
 }

@@ -46,7 +46,8 @@ impl Bucket {
     /// Takes a token, or says how long to wait for one.
     fn take(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.cap);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.cap);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -152,7 +153,10 @@ impl Dispatcher {
             limits: Limits {
                 closed_until: Mutex::new(None),
                 posts: Mutex::new(HashMap::new()),
-                updates: Mutex::new(Bucket::new(settings.updates_per_minute.clamp(1, 5), per_update)),
+                updates: Mutex::new(Bucket::new(
+                    settings.updates_per_minute.clamp(1, 5),
+                    per_update,
+                )),
                 post_burst: settings.post_burst,
                 post_interval: settings.post_interval,
             },
@@ -162,7 +166,10 @@ impl Dispatcher {
         })
     }
 
-    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         f(&mut self.store.lock().unwrap())
     }
 
@@ -175,7 +182,10 @@ impl Dispatcher {
             Vec::new()
         });
         if !start.is_empty() {
-            tracing::info!(threads = start.len(), "delivering what the outbox held from before");
+            tracing::info!(
+                threads = start.len(),
+                "delivering what the outbox held from before"
+            );
         }
         for w in start {
             self.clone().nudge(&mut workers, w);
@@ -210,7 +220,9 @@ impl Dispatcher {
     async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, notify: Arc<Notify>) {
         let mut backoff = Backoff::new();
         loop {
-            let batch = match self.with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max)) {
+            let batch = match self
+                .with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max))
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(thread = %key, error = %e, "cannot read the outbox; retrying");
@@ -233,14 +245,20 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(&self, key: &ThreadKey, channel: &str, batch: &[OutboxEntry]) -> Result<Outcome, StoreError> {
+    async fn deliver(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        batch: &[OutboxEntry],
+    ) -> Result<Outcome, StoreError> {
         let events: Vec<ProcessState> = batch.iter().map(|e| e.event.clone()).collect();
         let latest = events.last().expect("non-empty batch").clone();
         let now = Utc::now();
         let mut thread = self
             .with_store(|s| s.thread(key, channel))?
             .unwrap_or_else(|| ThreadRecord::new(key.clone(), channel));
-        let ttl = chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl =
+            chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
         if thread.parent_ts.is_some() && now - thread.created > ttl {
             tracing::info!(thread = %key, "thread is older than thread_ttl: starting a new parent");
             thread.parent_ts = None;
@@ -295,7 +313,8 @@ impl Dispatcher {
             channel: channel.to_string(),
             card: reply,
             thread_ts: thread.parent_ts.clone(),
-            broadcast: self.settings.broadcast_failures && events.iter().any(ProcessState::is_failure),
+            broadcast: self.settings.broadcast_failures
+                && events.iter().any(ProcessState::is_failure),
             identity: Some(identity),
         };
         match self.post(&out, &events, Variant::Reply).await {
@@ -322,7 +341,11 @@ impl Dispatcher {
     /// Edits the parent to show the thread's current state; a parent that can no
     /// longer be edited is replaced by a new one.
     async fn refresh_parent(&self, thread: &mut ThreadRecord) -> Result<(), StoreError> {
-        let (Some(latest), Some(ts), Some(channel_id)) = (thread.latest.clone(), thread.parent_ts.clone(), thread.channel_id.clone()) else {
+        let (Some(latest), Some(ts), Some(channel_id)) = (
+            thread.latest.clone(),
+            thread.parent_ts.clone(),
+            thread.channel_id.clone(),
+        ) else {
             return Ok(());
         };
         let card = self.renderer.parent(&ParentInput {
@@ -333,14 +356,19 @@ impl Dispatcher {
             flapping: false,
         });
         let result = self
-            .with_policy(Call::Update, &thread.channel, || self.api.update(&channel_id, &ts, &card))
+            .with_policy(Call::Update, &thread.channel, || {
+                self.api.update(&channel_id, &ts, &card)
+            })
             .await;
         let result = match result {
             Err(Failure::BadPayload(code)) => {
                 tracing::warn!(thread = %thread.key, code, "Slack refused the parent card; editing it as plain text");
                 self.stats.lock().unwrap().fallbacks += 1;
                 let plain = card::plain_text(std::slice::from_ref(&latest), Variant::Parent);
-                self.with_policy(Call::Update, &thread.channel, || self.api.update(&channel_id, &ts, &plain)).await
+                self.with_policy(Call::Update, &thread.channel, || {
+                    self.api.update(&channel_id, &ts, &plain)
+                })
+                .await
             }
             other => other,
         };
@@ -358,14 +386,19 @@ impl Dispatcher {
                     broadcast: false,
                     identity: None,
                 };
-                match self.post(&out, std::slice::from_ref(&latest), Variant::Parent).await {
+                match self
+                    .post(&out, std::slice::from_ref(&latest), Variant::Parent)
+                    .await
+                {
                     Ok(posted) => {
                         thread.parent_ts = Some(posted.ts);
                         thread.channel_id = Some(posted.channel_id);
                         thread.created = Utc::now();
                         thread.parent_stale = false;
                     }
-                    Err(f) => tracing::error!(thread = %thread.key, "cannot post a new parent: {f}"),
+                    Err(f) => {
+                        tracing::error!(thread = %thread.key, "cannot post a new parent: {f}")
+                    }
                 }
             }
             Err(f) => {
@@ -378,8 +411,18 @@ impl Dispatcher {
 
     /// Posts a message under the policy; when Slack refuses the card itself, posts a
     /// plain-text version once.
-    async fn post(&self, out: &Outgoing, events: &[ProcessState], variant: Variant) -> Result<Posted, Failure> {
-        match self.with_policy(Call::Post(&out.channel), &out.channel, || self.api.post(out)).await {
+    async fn post(
+        &self,
+        out: &Outgoing,
+        events: &[ProcessState],
+        variant: Variant,
+    ) -> Result<Posted, Failure> {
+        match self
+            .with_policy(Call::Post(&out.channel), &out.channel, || {
+                self.api.post(out)
+            })
+            .await
+        {
             Err(Failure::BadPayload(code)) => {
                 tracing::warn!(code, "Slack refused the card; sending it as plain text");
                 self.stats.lock().unwrap().fallbacks += 1;
@@ -387,7 +430,11 @@ impl Dispatcher {
                     card: card::plain_text(events, variant),
                     ..out.clone()
                 };
-                let r = self.with_policy(Call::Post(&out.channel), &out.channel, || self.api.post(&plain)).await;
+                let r = self
+                    .with_policy(Call::Post(&out.channel), &out.channel, || {
+                        self.api.post(&plain)
+                    })
+                    .await;
                 if r.is_ok() {
                     self.stats.lock().unwrap().posts += 1;
                 }
@@ -405,7 +452,12 @@ impl Dispatcher {
     /// waits out 429s (no call at all before Retry-After), retries transient failures
     /// with exponential backoff and jitter, retries setup errors slowly after logging
     /// the hint once.
-    async fn with_policy<T, F, Fut>(&self, call: Call<'_>, channel: &str, mut f: F) -> Result<T, Failure>
+    async fn with_policy<T, F, Fut>(
+        &self,
+        call: Call<'_>,
+        channel: &str,
+        mut f: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -423,19 +475,32 @@ impl Dispatcher {
                     return Ok(v);
                 }
                 Err(Failure::RateLimited(d)) => {
-                    tracing::warn!(channel, retry_after = d.as_secs_f32(), "Slack rate limit hit: waiting before any further call");
+                    tracing::warn!(
+                        channel,
+                        retry_after = d.as_secs_f32(),
+                        "Slack rate limit hit: waiting before any further call"
+                    );
                     self.stats.lock().unwrap().rate_limited += 1;
                     self.limits.close_for(d);
                 }
                 Err(Failure::Transient(m)) => {
                     let wait = backoff.next();
-                    tracing::warn!(channel, wait_secs = wait.as_secs_f32(), "Slack call failed ({m}); retrying");
+                    tracing::warn!(
+                        channel,
+                        wait_secs = wait.as_secs_f32(),
+                        "Slack call failed ({m}); retrying"
+                    );
                     self.stats.lock().unwrap().retries += 1;
                     tokio::time::sleep(wait).await;
                 }
                 Err(Failure::Setup { code, hint }) => {
                     if self.reported.lock().unwrap().insert(code.clone()) {
-                        tracing::error!(channel, code, "Slack refused: {hint}. Events are kept and retried every {}s", self.settings.setup_retry.as_secs());
+                        tracing::error!(
+                            channel,
+                            code,
+                            "Slack refused: {hint}. Events are kept and retried every {}s",
+                            self.settings.setup_retry.as_secs()
+                        );
                     }
                     self.stats.lock().unwrap().retries += 1;
                     tokio::time::sleep(self.settings.setup_retry).await;
@@ -447,7 +512,13 @@ impl Dispatcher {
 
     /// A batch Slack will not take in any form: recorded as delivered so it does not
     /// block the thread forever, and reported loudly with what was lost.
-    fn give_up(&self, key: &ThreadKey, batch: &[OutboxEntry], thread: &ThreadRecord, f: Failure) -> Result<Outcome, StoreError> {
+    fn give_up(
+        &self,
+        key: &ThreadKey,
+        batch: &[OutboxEntry],
+        thread: &ThreadRecord,
+        f: Failure,
+    ) -> Result<Outcome, StoreError> {
         let serials: Vec<u64> = batch.iter().map(|e| e.event.serial).collect();
         tracing::error!(thread = %key, ?serials, "gave up on these events: {f}");
         self.stats.lock().unwrap().given_up += batch.len() as u64;

@@ -191,7 +191,10 @@ impl Handler {
         );
         let instance = instance_id(&event.server);
         if self.recent.check_and_insert(&instance, event.serial) {
-            tracing::info!(serial = event.serial, "dropped a duplicate: supervisord sent this serial before");
+            tracing::info!(
+                serial = event.serial,
+                "dropped a duplicate: supervisord sent this serial before"
+            );
             return;
         }
         let Some(channel) = self.router.channel_for(&event) else {
@@ -214,7 +217,9 @@ impl Handler {
             self.reopen();
         }
         while let Some(h) = self.held.front() {
-            let Some(store) = self.store.as_mut() else { break };
+            let Some(store) = self.store.as_mut() else {
+                break;
+            };
             match store.append(&h.instance, &h.channel, &h.event, h.dropped_before) {
                 Ok(Appended::Inserted(_)) => {
                     if let Some(w) = &self.wake {
@@ -223,7 +228,10 @@ impl Handler {
                     self.held.pop_front();
                 }
                 Ok(Appended::Duplicate) => {
-                    tracing::info!(serial = h.event.serial, "dropped a duplicate: already in the outbox");
+                    tracing::info!(
+                        serial = h.event.serial,
+                        "dropped a duplicate: already in the outbox"
+                    );
                     self.held.pop_front();
                 }
                 Err(e) => {
@@ -249,7 +257,10 @@ impl Handler {
     }
 
     fn reopen(&mut self) {
-        if self.last_reopen.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self
+            .last_reopen
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.last_reopen = Some(Instant::now());
@@ -286,7 +297,12 @@ pub struct Lifecycle {
 
 /// The protocol loop: READY, read, handle, answer, repeat until EOF or stop. Bad
 /// input is reported on stderr, answered OK, and reading goes on.
-pub fn serve<R: IoRead, W: Write>(input: R, out: &mut W, handler: &mut Handler, life: &Lifecycle) -> io::Result<()> {
+pub fn serve<R: IoRead, W: Write>(
+    input: R,
+    out: &mut W,
+    handler: &mut Handler,
+    life: &Lifecycle,
+) -> io::Result<()> {
     let mut reader = EventReader::new(input);
     protocol::write_ready(out)?;
     loop {

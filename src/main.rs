@@ -35,7 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve supervisord's event-listener protocol on stdin/stdout (run by supervisord).
-    #[command(after_help = "Example supervisord block:\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE\n  buffer_size=1024\n  priority=-1\n  autorestart=true\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\"")]
+    #[command(
+        after_help = "Example supervisord block:\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE\n  buffer_size=1024\n  priority=-1\n  autorestart=true\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\""
+    )]
     Listen {
         /// The state database (outbox and thread map). Default: $STATE_DIRECTORY/state.db,
         /// /var/lib/supervisor-slack/state.db when writable, else ~/.local/state/supervisor-slack/state.db.
@@ -44,7 +46,9 @@ enum Command {
     },
     /// Read raw supervisord events on stdin and print, one JSON object per line, the
     /// chat.postMessage body each PROCESS_STATE event would produce.
-    #[command(after_help = "Example:\n  supervisor-slack render --host web-1 --variant parent < tests/fixtures/supervisord-4.2.5-events.bin")]
+    #[command(
+        after_help = "Example:\n  supervisor-slack render --host web-1 --variant parent < tests/fixtures/supervisord-4.2.5-events.bin"
+    )]
     Render {
         /// Host label to show (default: the settings, else this machine's hostname).
         #[arg(long)]
@@ -66,7 +70,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Listen { ref state } => listen(cli.config.as_deref(), state.clone()),
-        Command::Render { ref host, variant } => render(cli.config.as_deref(), host.clone(), variant),
+        Command::Render { ref host, variant } => {
+            render(cli.config.as_deref(), host.clone(), variant)
+        }
     };
     if let Err(e) = result {
         tracing::error!("{e:#}");
@@ -78,7 +84,9 @@ fn main() {
 /// Logs go to stderr, never stdout (stdout is supervisord's protocol channel).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SUPERVISOR_SLACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,slack_morphism=warn,hyper=warn,rustls=warn"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,slack_morphism=warn,hyper=warn,rustls=warn")
+        });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -92,7 +100,9 @@ fn load_settings(config: Option<&Path>) -> Result<Settings> {
 
 fn renderer(settings: &Settings) -> Result<Renderer> {
     match &settings.templates_dir {
-        Some(dir) => Renderer::from_dir(dir).with_context(|| format!("templates_dir {}", dir.display())),
+        Some(dir) => {
+            Renderer::from_dir(dir).with_context(|| format!("templates_dir {}", dir.display()))
+        }
         None => Ok(Renderer::builtin()),
     }
 }
@@ -139,18 +149,29 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
                 }
             }
         };
-        Dispatcher::new(api, store, renderer, settings).run(wake_rx).await;
+        Dispatcher::new(api, store, renderer, settings)
+            .run(wake_rx)
+            .await;
     });
 
     let life = Arc::new(Lifecycle::default());
     listen::watch_signals(life.clone()).context("installing signal handlers")?;
-    let mut handler = Handler::new(host, reader_store, state_path, Box::new(OneChannel(channel)), Some(wake_tx));
+    let mut handler = Handler::new(
+        host,
+        reader_store,
+        state_path,
+        Box::new(OneChannel(channel)),
+        Some(wake_tx),
+    );
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     listen::serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
     if handler.held_count() > 0 {
-        tracing::error!(held = handler.held_count(), "exiting with events that never reached the disk");
+        tracing::error!(
+            held = handler.held_count(),
+            "exiting with events that never reached the disk"
+        );
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
@@ -160,7 +181,10 @@ fn render(config: Option<&Path>, host: Option<String>, variant: VariantArg) -> R
     let settings = load_settings(config)?;
     let renderer = renderer(&settings)?;
     let host = host.unwrap_or_else(|| settings.host.clone());
-    let channel = settings.channel.clone().unwrap_or_else(|| "#channel".to_string());
+    let channel = settings
+        .channel
+        .clone()
+        .unwrap_or_else(|| "#channel".to_string());
     let mut reader = EventReader::new(std::io::stdin().lock());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

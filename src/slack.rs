@@ -93,11 +93,19 @@ pub fn classify(err: &SlackClientError, channel: &str) -> Failure {
         }
         SlackClientError::HttpProtocolError(e) => Failure::Transient(format!(
             "network error: {}",
-            e.cause.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "connection failed".into())
+            e.cause
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "connection failed".into())
         )),
-        SlackClientError::ProtocolError(e) => Failure::Transient(format!("unreadable answer from Slack: {}", e.json_error)),
+        SlackClientError::ProtocolError(e) => {
+            Failure::Transient(format!("unreadable answer from Slack: {}", e.json_error))
+        }
         SlackClientError::EndOfStream(_) => Failure::Transient("connection closed by Slack".into()),
-        SlackClientError::SystemError(e) => Failure::Transient(format!("system error: {}", e.message.clone().unwrap_or_default())),
+        SlackClientError::SystemError(e) => Failure::Transient(format!(
+            "system error: {}",
+            e.message.clone().unwrap_or_default()
+        )),
         SlackClientError::SocketModeProtocolError(e) => Failure::Transient(e.message.clone()),
     }
 }
@@ -150,7 +158,8 @@ pub const METADATA_EVENT_TYPE: &str = "supervisor_slack_event";
 fn content(card: &Card, identity: Option<&Identity>) -> SlackMessageContent {
     let mut c = SlackMessageContent::new().with_text(card.text.clone());
     if !card.blocks.is_null() {
-        let blocks: Vec<SlackBlock> = serde_json::from_value(card.blocks.clone()).unwrap_or_default();
+        let blocks: Vec<SlackBlock> =
+            serde_json::from_value(card.blocks.clone()).unwrap_or_default();
         c = c.with_attachments(vec![SlackMessageAttachment::new()
             .with_color(card.color.clone())
             .with_fallback(card.fallback.clone())
@@ -162,7 +171,11 @@ fn content(card: &Card, identity: Option<&Identity>) -> SlackMessageContent {
         payload.insert("server".to_string(), id.server.clone());
         payload.insert(
             "serials".to_string(),
-            id.serials.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            id.serials
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         );
         c = c.with_metadata(SlackMessageMetadata {
             event_type: METADATA_EVENT_TYPE.to_string(),
@@ -176,10 +189,13 @@ fn content(card: &Card, identity: Option<&Identity>) -> SlackMessageContent {
 /// (`serde_json::to_value` of it). Mentions in untrusted text stay inert:
 /// `link_names` is off and unfurling is off.
 pub fn post_request(out: &Outgoing) -> SlackApiChatPostMessageRequest {
-    let mut req = SlackApiChatPostMessageRequest::new(out.channel.clone().into(), content(&out.card, out.identity.as_ref()))
-        .with_link_names(false)
-        .with_unfurl_links(false)
-        .with_unfurl_media(false);
+    let mut req = SlackApiChatPostMessageRequest::new(
+        out.channel.clone().into(),
+        content(&out.card, out.identity.as_ref()),
+    )
+    .with_link_names(false)
+    .with_unfurl_links(false)
+    .with_unfurl_media(false);
     if let Some(ts) = &out.thread_ts {
         req = req.with_thread_ts(ts.clone().into());
         if out.broadcast {
@@ -196,7 +212,8 @@ pub fn update_request(channel_id: &str, ts: &str, card: &Card) -> SlackApiChatUp
         // A plain-text parent must not keep the old coloured attachment.
         c = c.with_attachments(vec![]);
     }
-    SlackApiChatUpdateRequest::new(channel_id.to_string().into(), c, ts.to_string().into()).with_link_names(false)
+    SlackApiChatUpdateRequest::new(channel_id.to_string().into(), c, ts.to_string().into())
+        .with_link_names(false)
 }
 
 /// Where a posted message landed.
@@ -236,8 +253,13 @@ impl SlackApi {
                 hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
             }
         };
-        let https = builder.https_or_http().enable_http1().enable_http2().build();
-        let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
+        let https = builder
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let connector =
+            SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
         SlackApi {
             client: SlackClient::new(connector),
             token: SlackApiToken::new(token.expose().to_string().into()),
@@ -252,7 +274,10 @@ impl SlackApi {
         fut: impl std::future::Future<Output = Result<T, SlackClientError>>,
     ) -> Result<T, Failure> {
         match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(Failure::Transient(format!("no answer within {}s", self.timeout.as_secs_f32()))),
+            Err(_) => Err(Failure::Transient(format!(
+                "no answer within {}s",
+                self.timeout.as_secs_f32()
+            ))),
             Ok(Err(e)) => Err(self.redacted(classify(&e, channel))),
             Ok(Ok(v)) => Ok(v),
         }
@@ -273,7 +298,9 @@ impl SlackApi {
     pub async fn post(&self, out: &Outgoing) -> Result<Posted, Failure> {
         let req = post_request(out);
         let session = self.client.open_session(&self.token);
-        let resp = self.timed(&out.channel, session.chat_post_message(&req)).await?;
+        let resp = self
+            .timed(&out.channel, session.chat_post_message(&req))
+            .await?;
         Ok(Posted {
             channel_id: resp.channel.to_string(),
             ts: resp.ts.to_string(),
@@ -283,7 +310,9 @@ impl SlackApi {
     pub async fn update(&self, channel_id: &str, ts: &str, card: &Card) -> Result<(), Failure> {
         let req = update_request(channel_id, ts, card);
         let session = self.client.open_session(&self.token);
-        self.timed(channel_id, session.chat_update(&req)).await.map(|_| ())
+        self.timed(channel_id, session.chat_update(&req))
+            .await
+            .map(|_| ())
     }
 
     pub async fn auth_test(&self) -> Result<Whoami, Failure> {

@@ -155,7 +155,8 @@ impl Store {
         match Self::open_inner(path) {
             Ok(s) => Ok(s),
             Err(e) if is_corruption(&e) => {
-                let aside = path.with_extension(format!("db.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%S")));
+                let aside = path
+                    .with_extension(format!("db.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%S")));
                 tracing::error!(
                     path = %path.display(), moved_to = %aside.display(), error = %e,
                     "the state database is corrupt: moved it aside and started a fresh one (undelivered events in it are not sent; thread parents will be posted anew)"
@@ -166,7 +167,10 @@ impl Store {
                 })?;
                 for suffix in ["-wal", "-shm"] {
                     let side = PathBuf::from(format!("{}{suffix}", path.display()));
-                    let _ = std::fs::rename(&side, PathBuf::from(format!("{}{suffix}", aside.display())));
+                    let _ = std::fs::rename(
+                        &side,
+                        PathBuf::from(format!("{}{suffix}", aside.display())),
+                    );
                 }
                 Self::open_inner(path)
             }
@@ -181,8 +185,10 @@ impl Store {
         };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
@@ -196,7 +202,8 @@ impl Store {
         }
         conn.execute_batch(SCHEMA).map_err(err)?;
         // Version 1 is the first schema; later versions add their migrations here.
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
@@ -292,7 +299,12 @@ impl Store {
     }
 
     /// Undelivered entries of one thread, in event order, at most `limit`.
-    pub fn pending(&self, key: &ThreadKey, channel: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    pub fn pending(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -336,12 +348,20 @@ impl Store {
     /// How many entries wait in the outbox.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
 
-    pub fn thread(&self, key: &ThreadKey, channel: &str) -> Result<Option<ThreadRecord>, StoreError> {
+    pub fn thread(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+    ) -> Result<Option<ThreadRecord>, StoreError> {
         let row = self
             .conn
             .prepare_cached(
@@ -394,7 +414,11 @@ impl Store {
 
     /// Saves the thread record and marks `delivered` entries as delivered, in one
     /// transaction.
-    pub fn commit_delivery(&mut self, thread: &ThreadRecord, delivered: &[i64]) -> Result<(), StoreError> {
+    pub fn commit_delivery(
+        &mut self,
+        thread: &ThreadRecord,
+        delivered: &[i64],
+    ) -> Result<(), StoreError> {
         let now = Utc::now().to_rfc3339();
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
@@ -425,7 +449,9 @@ impl Store {
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))
     }
