@@ -64,6 +64,7 @@ pub struct FileSettings {
     pub updates_per_minute: Option<u32>,
     pub coalesce_max: Option<usize>,
     pub setup_retry: Option<String>,
+    pub outbox_cap: Option<u64>,
 }
 
 /// Everything the program needs, resolved.
@@ -92,6 +93,9 @@ pub struct Settings {
     pub coalesce_max: usize,
     /// How long to wait before retrying after a setup error (bad token, channel...).
     pub setup_retry: Duration,
+    /// Waiting events beyond which new events of a thread are folded into its newest
+    /// waiting one.
+    pub outbox_cap: u64,
 }
 
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
@@ -257,6 +261,11 @@ pub fn resolve(file: FileSettings, env: &dyn Env) -> Result<Settings, ConfigErro
             env.var("SUPERVISOR_SLACK_SETUP_RETRY").or(file.setup_retry),
             Duration::from_secs(60),
         )?,
+        outbox_cap: match file.outbox_cap {
+            Some(0) => return Err(invalid("outbox_cap", "must be at least 1")),
+            Some(n) => n,
+            None => 100_000,
+        },
     })
 }
 

@@ -538,6 +538,13 @@ fn notes(batch: &[OutboxEntry], previous: Option<&ProcessState>) -> Vec<String> 
             if dropped == 1 { "" } else { "s" }
         ));
     }
+    let coalesced: u64 = batch.iter().map(|e| e.coalesced).sum();
+    if coalesced > 0 {
+        notes.push(format!(
+            "{coalesced} earlier transition{} folded into this one: the outbox was full while Slack was unreachable",
+            if coalesced == 1 { " was" } else { "s were" }
+        ));
+    }
     let mut last_bad = previous.filter(|p| is_trouble(p)).map(|p| p.to);
     for e in batch {
         if e.event.to == State::Running {

@@ -133,6 +133,13 @@ pub struct Handler {
     gaps: GapTracker,
     held: VecDeque<Held>,
     last_reopen: Option<Instant>,
+    /// Waiting entries beyond which events are folded (see [`Store::coalesce`]).
+    pub outbox_cap: u64,
+    /// Waiting entries, as last counted plus what was added since; recounted now and
+    /// then because the dispatcher removes entries through its own connection.
+    pending: Option<u64>,
+    appended_since_count: u32,
+    full_reported: bool,
 }
 
 impl Handler {
@@ -153,7 +160,34 @@ impl Handler {
             gaps: GapTracker::default(),
             held: VecDeque::new(),
             last_reopen: None,
+            outbox_cap: 100_000,
+            pending: None,
+            appended_since_count: 0,
+            full_reported: false,
         }
+    }
+
+    /// Whether the outbox holds `outbox_cap` waiting entries or more.
+    fn outbox_full(&mut self) -> bool {
+        if self.pending.is_none() || self.appended_since_count >= 1000 {
+            if let Some(store) = &self.store {
+                self.pending = store.pending_count().ok();
+                self.appended_since_count = 0;
+            }
+        }
+        let full = self.pending.is_some_and(|n| n >= self.outbox_cap);
+        if full != self.full_reported {
+            self.full_reported = full;
+            if full {
+                tracing::error!(
+                    cap = self.outbox_cap,
+                    "the outbox is full (Slack has not taken events for a long while): new events now replace the newest waiting event of their process, and cards say how many were folded"
+                );
+            } else {
+                tracing::info!("the outbox has room again: every event is kept");
+            }
+        }
+        full
     }
 
     /// Handles one well-framed event. Never fails: whatever goes wrong is logged and
@@ -216,12 +250,22 @@ impl Handler {
         if self.store.is_none() {
             self.reopen();
         }
-        while let Some(h) = self.held.front() {
-            let Some(store) = self.store.as_mut() else {
+        while !self.held.is_empty() {
+            let full = self.outbox_full();
+            let (Some(h), Some(store)) = (self.held.front(), self.store.as_mut()) else {
                 break;
             };
-            match store.append(&h.instance, &h.channel, &h.event, h.dropped_before) {
-                Ok(Appended::Inserted(_)) => {
+            let result = if full {
+                store.coalesce(&h.instance, &h.channel, &h.event, h.dropped_before)
+            } else {
+                store.append(&h.instance, &h.channel, &h.event, h.dropped_before)
+            };
+            match result {
+                Ok(Appended::Inserted(_)) | Ok(Appended::Coalesced(_)) => {
+                    self.appended_since_count += 1;
+                    if let Some(n) = self.pending.as_mut() {
+                        *n += 1;
+                    }
                     if let Some(w) = &self.wake {
                         let _ = w.send((h.event.thread_key(), h.channel.clone()));
                     }

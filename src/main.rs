@@ -137,6 +137,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
     let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
     let host = settings.host.clone();
+    let outbox_cap = settings.outbox_cap;
     let path = state_path.clone();
     runtime.spawn(async move {
         // The dispatcher has its own connection; wait for the disk if it is not there.
@@ -163,6 +164,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
         Box::new(OneChannel(channel)),
         Some(wake_tx),
     );
+    handler.outbox_cap = outbox_cap;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -33,6 +33,8 @@ pub struct OutboxEntry {
     pub event: ProcessState,
     /// "N events dropped by supervisord" noticed just before this event (0 if none).
     pub dropped_before: u64,
+    /// Earlier transitions folded into this entry because the outbox was full.
+    pub coalesced: u64,
 }
 
 /// What `append` did.
@@ -41,6 +43,9 @@ pub enum Appended {
     Inserted(i64),
     /// Same (instance, serial) already stored: supervisord resent it.
     Duplicate,
+    /// The outbox was full: the event replaced the thread's newest waiting entry
+    /// (whose transition is counted in `coalesced`).
+    Coalesced(i64),
 }
 
 /// A thread's state: where its parent is and what it has shown.
@@ -115,6 +120,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     channel        TEXT    NOT NULL,
     event          TEXT    NOT NULL,
     dropped_before INTEGER NOT NULL DEFAULT 0,
+    coalesced      INTEGER NOT NULL DEFAULT 0,
     received_at    TEXT    NOT NULL,
     delivered_at   TEXT,
     UNIQUE (instance, serial)
@@ -273,6 +279,53 @@ impl Store {
         })
     }
 
+    /// When the outbox is full: folds `event` into the newest waiting entry of its
+    /// thread, so the thread still ends in the right state and the card can say how
+    /// many transitions were folded. Inserts normally when the thread has no waiting
+    /// entry (every process keeps at least one).
+    pub fn coalesce(
+        &mut self,
+        instance: &str,
+        channel: &str,
+        event: &ProcessState,
+        dropped_before: u64,
+    ) -> Result<Appended, StoreError> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL
+                 AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![event.host, event.group, event.process, channel],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(|e| self.err(e))?;
+        let Some(id) = last else {
+            return self.append(instance, channel, event, dropped_before);
+        };
+        let json = serde_json::to_string(event).expect("events serialize");
+        self.conn
+            .prepare_cached(
+                "UPDATE OR IGNORE outbox SET instance = ?1, serial = ?2, event = ?3,
+                 dropped_before = dropped_before + ?4, coalesced = coalesced + 1
+                 WHERE id = ?5",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    instance,
+                    event.serial as i64,
+                    json,
+                    dropped_before as i64,
+                    id
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(Appended::Coalesced(id))
+    }
+
     /// Thread keys (with channel) that have undelivered entries, oldest entry first.
     pub fn pending_keys(&self) -> Result<Vec<(ThreadKey, String)>, StoreError> {
         let mut st = self
@@ -308,7 +361,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, instance, channel, event, dropped_before FROM outbox
+                "SELECT id, instance, channel, event, dropped_before, coalesced FROM outbox
                  WHERE delivered_at IS NULL AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4
                  ORDER BY id LIMIT ?5",
             )
@@ -323,13 +376,14 @@ impl Store {
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
                     ))
                 },
             )
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         rows.into_iter()
-            .map(|(id, instance, channel, json, dropped)| {
+            .map(|(id, instance, channel, json, dropped, coalesced)| {
                 let event = serde_json::from_str(&json).map_err(|e| StoreError::Other {
                     path: self.path.clone(),
                     message: format!("outbox entry {id} cannot be read back: {e}"),
@@ -340,6 +394,7 @@ impl Store {
                     channel,
                     event,
                     dropped_before: dropped as u64,
+                    coalesced: coalesced as u64,
                 })
             })
             .collect()
