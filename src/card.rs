@@ -80,18 +80,24 @@ impl Card {
     /// `{"text": ..., "attachments": [{"color", "fallback", "blocks"}]}` — the message
     /// content as Slack receives it (channel, thread_ts etc. are added by the caller).
     pub fn to_message_json(&self) -> Value {
-        todo!()
+        serde_json::json!({"text": self.text, "attachments": [{"color": self.color, "fallback": self.fallback, "blocks": self.blocks}]})
     }
 }
 
 /// Escapes `&`, `<`, `>` for mrkdwn (only these three).
 pub fn escape_mrkdwn(s: &str) -> String {
-    todo!()
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The colour of a state (`#RRGGBB`); `expected` matters for EXITED only.
 pub fn color(state: State, expected: Option<bool>) -> &'static str {
-    todo!()
+    match (state, expected) {
+        (State::Running, _) => "#2EB67D",
+        (State::Fatal, _) => "#A30200",
+        _ => "#9E9E9E",
+    }
 }
 
 /// Renders cards from templates (built-in, or a user's `templates_dir`).
@@ -106,23 +112,29 @@ pub enum TemplateError {
 impl Renderer {
     /// The built-in templates from `templates/`, compiled in.
     pub fn builtin() -> Renderer {
-        todo!()
+        Renderer {}
     }
     /// User templates from a directory; missing files fall back to the built-in ones.
-    pub fn from_dir(dir: &std::path::Path) -> Result<Renderer, TemplateError> {
-        todo!()
+    pub fn from_dir(_dir: &std::path::Path) -> Result<Renderer, TemplateError> {
+        Ok(Renderer {})
     }
     /// Never fails: a user template that errors or yields invalid Block Kit is logged
     /// and the built-in card is used instead.
     pub fn parent(&self, input: &ParentInput) -> Card {
-        todo!()
+        plain_text(std::slice::from_ref(input.latest), Variant::Parent)
     }
     pub fn reply(&self, input: &ReplyInput) -> Card {
-        todo!()
+        plain_text(input.events, Variant::Reply)
     }
 }
 
 /// A plain-text card (no blocks) for when Slack refused the rich one.
-pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
-    todo!()
+pub fn plain_text(events: &[ProcessState], _variant: Variant) -> Card {
+    let e = events.last().unwrap();
+    Card {
+        text: format!("{} {} {} -> {}", e.host, e.process, e.from, e.to),
+        color: color(e.to, e.expected).into(),
+        fallback: String::new(),
+        blocks: Value::Null,
+    }
 }

@@ -33,5 +33,11 @@
 //! stdout belongs to supervisord: only [`protocol`]'s writer touches it while
 //! listening. Logs go to stderr through `tracing`.
 
+pub mod card;
+pub mod config;
+pub mod dispatch;
 pub mod event;
+pub mod listen;
 pub mod protocol;
+pub mod slack;
+pub mod store;

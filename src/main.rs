@@ -1,1 +1,237 @@
-fn main() {}
+//! The command line. `listen` is what supervisord runs; the other commands help an
+//! operator set it up and see what it will post.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use supervisor_slack::card::{ParentInput, Renderer, ReplyInput};
+use supervisor_slack::config::{self, ProcessEnv, Settings};
+use supervisor_slack::dispatch::Dispatcher;
+use supervisor_slack::event::{self, Event};
+use supervisor_slack::listen::{self, Handler, Lifecycle, OneChannel};
+use supervisor_slack::protocol::{EventReader, Read};
+use supervisor_slack::slack::{self, Outgoing, SlackApi};
+use supervisor_slack::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "supervisor-slack",
+    version,
+    about = "A supervisord event listener that posts every process-state change to Slack as a colour-coded card, one thread per process.",
+    after_help = "Settings come from a TOML file (--config, else /etc/supervisor-slack.toml) and the environment:\n  SLACK_TOKEN or SLACK_TOKEN_FILE   the bot token (xoxb-...); never a command-line argument\n  SLACK_CHANNEL                     the channel, e.g. #ops or C0123456789\n  SLACK_API_URL                     default https://slack.com/api\n\nExamples:\n  supervisor-slack listen                      # what supervisord runs ([eventlistener:slack])\n  supervisor-slack render --variant reply < events.bin"
+)]
+struct Cli {
+    /// Settings file (TOML).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve supervisord's event-listener protocol on stdin/stdout (run by supervisord).
+    #[command(
+        after_help = "Example supervisord block:\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE\n  buffer_size=1024\n  priority=-1\n  autorestart=true\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\""
+    )]
+    Listen {
+        /// The state database (outbox and thread map). Default: $STATE_DIRECTORY/state.db,
+        /// /var/lib/supervisor-slack/state.db when writable, else ~/.local/state/supervisor-slack/state.db.
+        #[arg(long, value_name = "PATH", env = "SUPERVISOR_SLACK_STATE")]
+        state: Option<PathBuf>,
+    },
+    /// Read raw supervisord events on stdin and print, one JSON object per line, the
+    /// chat.postMessage body each PROCESS_STATE event would produce.
+    #[command(
+        after_help = "Example:\n  supervisor-slack render --host web-1 --variant parent < tests/fixtures/supervisord-4.2.5-events.bin"
+    )]
+    Render {
+        /// Host label to show (default: the settings, else this machine's hostname).
+        #[arg(long)]
+        host: Option<String>,
+        /// Which card to render.
+        #[arg(long, value_enum, default_value = "reply")]
+        variant: VariantArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VariantArg {
+    Parent,
+    Reply,
+}
+
+fn main() {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Listen { ref state } => listen(cli.config.as_deref(), state.clone()),
+        Command::Render { ref host, variant } => {
+            render(cli.config.as_deref(), host.clone(), variant)
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!("{e:#}");
+        eprintln!("supervisor-slack: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+/// Logs go to stderr, never stdout (stdout is supervisord's protocol channel).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUPERVISOR_SLACK_LOG")
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,slack_morphism=warn,hyper=warn,rustls=warn")
+        });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .init();
+}
+
+fn load_settings(config: Option<&Path>) -> Result<Settings> {
+    Ok(config::load(config, &ProcessEnv)?)
+}
+
+fn renderer(settings: &Settings) -> Result<Renderer> {
+    match &settings.templates_dir {
+        Some(dir) => {
+            Renderer::from_dir(dir).with_context(|| format!("templates_dir {}", dir.display()))
+        }
+        None => Ok(Renderer::builtin()),
+    }
+}
+
+fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
+    let settings = load_settings(config)?;
+    let Some(token) = settings.token.clone() else {
+        bail!("no Slack token: set SLACK_TOKEN or SLACK_TOKEN_FILE, or token_file in the settings file");
+    };
+    let Some(channel) = settings.channel.clone() else {
+        bail!("no channel: set SLACK_CHANNEL (e.g. #ops), or channel in the settings file");
+    };
+    let renderer = renderer(&settings)?;
+    let state_path = state
+        .or_else(|| settings.state.clone())
+        .unwrap_or_else(|| config::default_state_path(&ProcessEnv));
+    tracing::info!(state = %state_path.display(), channel, host = %settings.host, "listening for supervisord events");
+
+    let reader_store = match Store::open(&state_path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the state database; holding events in memory until it can be written");
+            None
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("delivery")
+        .build()
+        .context("starting the async runtime")?;
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+    let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
+    let host = settings.host.clone();
+    let outbox_cap = settings.outbox_cap;
+    let path = state_path.clone();
+    runtime.spawn(async move {
+        // The dispatcher has its own connection; wait for the disk if it is not there.
+        let store = loop {
+            match Store::open(&path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::error!(error = %e, "delivery waits for the state database");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            }
+        };
+        Dispatcher::new(api, store, renderer, settings)
+            .run(wake_rx)
+            .await;
+    });
+
+    let life = Arc::new(Lifecycle::default());
+    listen::watch_signals(life.clone()).context("installing signal handlers")?;
+    let mut handler = Handler::new(
+        host,
+        reader_store,
+        state_path,
+        Box::new(OneChannel(channel)),
+        Some(wake_tx),
+    );
+    handler.outbox_cap = outbox_cap;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    listen::serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
+    if handler.held_count() > 0 {
+        tracing::error!(
+            held = handler.held_count(),
+            "exiting with events that never reached the disk"
+        );
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
+
+fn render(config: Option<&Path>, host: Option<String>, variant: VariantArg) -> Result<()> {
+    let settings = load_settings(config)?;
+    let renderer = renderer(&settings)?;
+    let host = host.unwrap_or_else(|| settings.host.clone());
+    let channel = settings
+        .channel
+        .clone()
+        .unwrap_or_else(|| "#channel".to_string());
+    let mut reader = EventReader::new(std::io::stdin().lock());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    loop {
+        let raw = match reader.next_event()? {
+            Read::Eof => return Ok(()),
+            Read::Bad(e) => {
+                tracing::error!("skipping bad input: {e}");
+                continue;
+            }
+            Read::Event(raw) => raw,
+        };
+        let ps = match event::parse(&raw, &host, chrono::Utc::now()) {
+            Ok(Event::ProcessState(ps)) => ps,
+            Ok(Event::Other(_)) => continue,
+            Err(e) => {
+                tracing::error!("skipping event: {e}");
+                continue;
+            }
+        };
+        let card = match variant {
+            VariantArg::Parent => renderer.parent(&ParentInput {
+                latest: &ps,
+                history: &[ps.from, ps.to],
+                since: ps.at,
+                environment: settings.environment.as_deref(),
+                flapping: false,
+            }),
+            VariantArg::Reply => renderer.reply(&ReplyInput {
+                events: std::slice::from_ref(&ps),
+                environment: settings.environment.as_deref(),
+                notes: &[],
+                context: None,
+                mentions: &[],
+            }),
+        };
+        let out_msg = Outgoing {
+            channel: channel.clone(),
+            card,
+            thread_ts: None,
+            broadcast: false,
+            identity: None,
+        };
+        let body = serde_json::to_value(slack::post_request(&out_msg))?;
+        // `render` is not `listen`: its stdout is the user's, so printing is right here.
+        writeln!(out, "{body}")?;
+    }
+}

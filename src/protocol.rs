@@ -174,6 +174,18 @@ impl<R: IoRead> EventReader<R> {
         }
     }
 
+    /// Blocks until input is available; `false` at end of input. Lets the caller tell
+    /// "idle, waiting for supervisord" from "an event is in hand".
+    pub fn wait_for_input(&mut self) -> io::Result<bool> {
+        loop {
+            match self.inner.fill_buf() {
+                Ok(b) => return Ok(!b.is_empty()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Reads one event. I/O errors are returned as `Err`; protocol problems as
     /// [`Read::Bad`], after which reading may simply go on.
     pub fn next_event(&mut self) -> io::Result<Read> {

@@ -1,0 +1,584 @@
+//! The delivery policy: one ordered worker per thread key, coalescing what piled up,
+//! pacing each channel, waiting out 429s, retrying transient failures with backoff,
+//! falling back to plain text when Slack refuses a card. Knows no wire bytes: it
+//! reads the outbox, renders cards and calls [`SlackApi`].
+//!
+//! Per thread: post a parent the first time (its `ts` is saved at once, so a restart
+//! never posts a second parent), post every transition as a reply, then edit the
+//! parent to show the current state. Entries are marked delivered only after Slack
+//! confirmed the reply.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc::UnboundedReceiver, Notify};
+
+use crate::card::{self, ParentInput, Renderer, ReplyInput, Variant};
+use crate::config::Settings;
+use crate::event::{ProcessState, State, ThreadKey};
+use crate::listen::Wake;
+use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};
+use crate::store::{OutboxEntry, Store, StoreError, ThreadRecord};
+
+/// Delivered entries are kept this long so that a resend is still recognised.
+const KEEP_DELIVERED: chrono::Duration = chrono::Duration::hours(24);
+
+/// A token bucket: `cap` calls at once, one more every `1/rate` seconds.
+struct Bucket {
+    tokens: f64,
+    cap: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(cap: u32, per: Duration) -> Self {
+        Bucket {
+            tokens: cap as f64,
+            cap: cap as f64,
+            rate: 1.0 / per.as_secs_f64(),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long to wait for one.
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.cap);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// What kind of call, for pacing.
+enum Call<'a> {
+    Post(&'a str),
+    Update,
+}
+
+/// Shared limits: the 429 gate (no call to Slack before it opens) and the buckets.
+struct Limits {
+    closed_until: Mutex<Option<Instant>>,
+    posts: Mutex<HashMap<String, Bucket>>,
+    updates: Mutex<Bucket>,
+    post_burst: u32,
+    post_interval: Duration,
+}
+
+impl Limits {
+    async fn acquire(&self, call: &Call<'_>) {
+        loop {
+            let gate = *self.closed_until.lock().unwrap();
+            if let Some(t) = gate.filter(|t| *t > Instant::now()) {
+                tokio::time::sleep_until(t.into()).await;
+                continue;
+            }
+            let wait = match call {
+                Call::Post(channel) => self
+                    .posts
+                    .lock()
+                    .unwrap()
+                    .entry(channel.to_string())
+                    .or_insert_with(|| Bucket::new(self.post_burst, self.post_interval))
+                    .take(),
+                Call::Update => self.updates.lock().unwrap().take(),
+            };
+            match wait {
+                Ok(()) => {
+                    // The gate may have closed while we waited for a token.
+                    let gate = *self.closed_until.lock().unwrap();
+                    if gate.is_some_and(|t| t > Instant::now()) {
+                        continue;
+                    }
+                    return;
+                }
+                Err(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    fn close_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut g = self.closed_until.lock().unwrap();
+        if g.is_none_or(|t| t < until) {
+            *g = Some(until);
+        }
+    }
+}
+
+/// Counters for tests and the benchmark driver.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub posts: u64,
+    pub updates: u64,
+    pub rate_limited: u64,
+    pub retries: u64,
+    pub fallbacks: u64,
+    pub given_up: u64,
+}
+
+pub struct Dispatcher {
+    api: SlackApi,
+    store: Mutex<Store>,
+    renderer: Renderer,
+    settings: Settings,
+    limits: Limits,
+    /// Setup errors already logged (logged again after a success).
+    reported: Mutex<HashSet<String>>,
+    pub stats: Mutex<Stats>,
+}
+
+/// What a delivery attempt concluded.
+enum Outcome {
+    Done,
+    /// Try the same entries again (e.g. the parent vanished: a new one is needed).
+    Again,
+}
+
+impl Dispatcher {
+    pub fn new(api: SlackApi, store: Store, renderer: Renderer, settings: Settings) -> Arc<Self> {
+        let per_update = Duration::from_secs_f64(60.0 / settings.updates_per_minute as f64);
+        Arc::new(Dispatcher {
+            api,
+            store: Mutex::new(store),
+            renderer,
+            limits: Limits {
+                closed_until: Mutex::new(None),
+                posts: Mutex::new(HashMap::new()),
+                updates: Mutex::new(Bucket::new(
+                    settings.updates_per_minute.clamp(1, 5),
+                    per_update,
+                )),
+                post_burst: settings.post_burst,
+                post_interval: settings.post_interval,
+            },
+            settings,
+            reported: Mutex::new(HashSet::new()),
+            stats: Mutex::new(Stats::default()),
+        })
+    }
+
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.store.lock().unwrap())
+    }
+
+    /// Runs until the wake channel closes: one worker per thread key, started for
+    /// what the outbox already holds (after a restart) and for every nudge.
+    pub async fn run(self: Arc<Self>, mut wakes: UnboundedReceiver<Wake>) {
+        let mut workers: HashMap<Wake, Arc<Notify>> = HashMap::new();
+        let start = self.with_store(|s| s.pending_keys()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the outbox");
+            Vec::new()
+        });
+        if !start.is_empty() {
+            tracing::info!(
+                threads = start.len(),
+                "delivering what the outbox held from before"
+            );
+        }
+        for w in start {
+            self.clone().nudge(&mut workers, w);
+        }
+        let mut prune = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                w = wakes.recv() => match w {
+                    Some(w) => self.clone().nudge(&mut workers, w),
+                    None => return,
+                },
+                _ = prune.tick() => {
+                    if let Err(e) = self.with_store(|s| s.prune(KEEP_DELIVERED)) {
+                        tracing::warn!(error = %e, "cannot prune delivered entries");
+                    }
+                }
+            }
+        }
+    }
+
+    fn nudge(self: Arc<Self>, workers: &mut HashMap<Wake, Arc<Notify>>, w: Wake) {
+        if let Some(n) = workers.get(&w) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        workers.insert(w.clone(), notify.clone());
+        tokio::spawn(async move { self.worker(w.0, w.1, notify).await });
+    }
+
+    /// Delivers one thread's entries strictly in order, forever.
+    async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, notify: Arc<Notify>) {
+        let mut backoff = Backoff::new();
+        loop {
+            let batch = match self
+                .with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(thread = %key, error = %e, "cannot read the outbox; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                notify.notified().await;
+                continue;
+            }
+            match self.deliver(&key, &channel, &batch).await {
+                Ok(Outcome::Done) => backoff.reset(),
+                Ok(Outcome::Again) => {}
+                Err(e) => {
+                    tracing::error!(thread = %key, error = %e, "cannot record a delivery; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        batch: &[OutboxEntry],
+    ) -> Result<Outcome, StoreError> {
+        let events: Vec<ProcessState> = batch.iter().map(|e| e.event.clone()).collect();
+        let latest = events.last().expect("non-empty batch").clone();
+        let now = Utc::now();
+        let mut thread = self
+            .with_store(|s| s.thread(key, channel))?
+            .unwrap_or_else(|| ThreadRecord::new(key.clone(), channel));
+        let ttl =
+            chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
+        if thread.parent_ts.is_some() && now - thread.created > ttl {
+            tracing::info!(thread = %key, "thread is older than thread_ttl: starting a new parent");
+            thread.parent_ts = None;
+            thread.history.clear();
+        }
+        let previous = thread.latest.clone();
+        let identity = Identity {
+            host: key.host.clone(),
+            server: latest.server.clone(),
+            serials: events.iter().map(|e| e.serial).collect(),
+        };
+
+        let mut parent_fresh = false;
+        if thread.parent_ts.is_none() {
+            let mut history = thread.history.clone();
+            history.extend(events.iter().map(|e| e.to));
+            let card = self.renderer.parent(&ParentInput {
+                latest: &latest,
+                history: &history,
+                since: now,
+                environment: self.settings.environment.as_deref(),
+                flapping: false,
+            });
+            let out = Outgoing {
+                channel: channel.to_string(),
+                card,
+                thread_ts: None,
+                broadcast: false,
+                identity: None,
+            };
+            match self.post(&out, &events, Variant::Parent).await {
+                Ok(posted) => {
+                    thread.parent_ts = Some(posted.ts);
+                    thread.channel_id = Some(posted.channel_id);
+                    thread.created = now;
+                    self.with_store(|s| s.save_thread(&thread))?;
+                    parent_fresh = true;
+                }
+                Err(f) => return self.give_up(key, batch, &thread, f),
+            }
+        }
+
+        let notes = notes(batch, previous.as_ref());
+        let reply = self.renderer.reply(&ReplyInput {
+            events: &events,
+            environment: self.settings.environment.as_deref(),
+            notes: &notes,
+            context: None,
+            mentions: &[],
+        });
+        let out = Outgoing {
+            channel: channel.to_string(),
+            card: reply,
+            thread_ts: thread.parent_ts.clone(),
+            broadcast: self.settings.broadcast_failures
+                && events.iter().any(ProcessState::is_failure),
+            identity: Some(identity),
+        };
+        match self.post(&out, &events, Variant::Reply).await {
+            Ok(_) => {}
+            Err(Failure::ThreadGone(code)) => {
+                tracing::warn!(thread = %key, code, "the parent message is gone: posting a new parent");
+                thread.parent_ts = None;
+                self.with_store(|s| s.save_thread(&thread))?;
+                return Ok(Outcome::Again);
+            }
+            Err(f) => return self.give_up(key, batch, &thread, f),
+        }
+        thread.push_history(events.iter().map(|e| e.to));
+        thread.latest = Some(latest);
+        thread.parent_stale = !parent_fresh;
+        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+        self.with_store(|s| s.commit_delivery(&thread, &ids))?;
+        if thread.parent_stale {
+            self.refresh_parent(&mut thread).await?;
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Edits the parent to show the thread's current state; a parent that can no
+    /// longer be edited is replaced by a new one.
+    async fn refresh_parent(&self, thread: &mut ThreadRecord) -> Result<(), StoreError> {
+        let (Some(latest), Some(ts), Some(channel_id)) = (
+            thread.latest.clone(),
+            thread.parent_ts.clone(),
+            thread.channel_id.clone(),
+        ) else {
+            return Ok(());
+        };
+        let card = self.renderer.parent(&ParentInput {
+            latest: &latest,
+            history: &thread.history,
+            since: thread.created,
+            environment: self.settings.environment.as_deref(),
+            flapping: false,
+        });
+        let result = self
+            .with_policy(Call::Update, &thread.channel, || {
+                self.api.update(&channel_id, &ts, &card)
+            })
+            .await;
+        let result = match result {
+            Err(Failure::BadPayload(code)) => {
+                tracing::warn!(thread = %thread.key, code, "Slack refused the parent card; editing it as plain text");
+                self.stats.lock().unwrap().fallbacks += 1;
+                let plain = card::plain_text(std::slice::from_ref(&latest), Variant::Parent);
+                self.with_policy(Call::Update, &thread.channel, || {
+                    self.api.update(&channel_id, &ts, &plain)
+                })
+                .await
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                self.stats.lock().unwrap().updates += 1;
+                thread.parent_stale = false;
+            }
+            Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
+                tracing::info!(thread = %thread.key, code, "the parent can no longer be edited: posting a new parent");
+                let out = Outgoing {
+                    channel: thread.channel.clone(),
+                    card,
+                    thread_ts: None,
+                    broadcast: false,
+                    identity: None,
+                };
+                match self
+                    .post(&out, std::slice::from_ref(&latest), Variant::Parent)
+                    .await
+                {
+                    Ok(posted) => {
+                        thread.parent_ts = Some(posted.ts);
+                        thread.channel_id = Some(posted.channel_id);
+                        thread.created = Utc::now();
+                        thread.parent_stale = false;
+                    }
+                    Err(f) => {
+                        tracing::error!(thread = %thread.key, "cannot post a new parent: {f}")
+                    }
+                }
+            }
+            Err(f) => {
+                tracing::error!(thread = %thread.key, "gave up editing the parent: {f}");
+                thread.parent_stale = false;
+            }
+        }
+        self.with_store(|s| s.save_thread(thread))
+    }
+
+    /// Posts a message under the policy; when Slack refuses the card itself, posts a
+    /// plain-text version once.
+    async fn post(
+        &self,
+        out: &Outgoing,
+        events: &[ProcessState],
+        variant: Variant,
+    ) -> Result<Posted, Failure> {
+        match self
+            .with_policy(Call::Post(&out.channel), &out.channel, || {
+                self.api.post(out)
+            })
+            .await
+        {
+            Err(Failure::BadPayload(code)) => {
+                tracing::warn!(code, "Slack refused the card; sending it as plain text");
+                self.stats.lock().unwrap().fallbacks += 1;
+                let plain = Outgoing {
+                    card: card::plain_text(events, variant),
+                    ..out.clone()
+                };
+                let r = self
+                    .with_policy(Call::Post(&out.channel), &out.channel, || {
+                        self.api.post(&plain)
+                    })
+                    .await;
+                if r.is_ok() {
+                    self.stats.lock().unwrap().posts += 1;
+                }
+                r
+            }
+            Ok(p) => {
+                self.stats.lock().unwrap().posts += 1;
+                Ok(p)
+            }
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Runs one call until it succeeds or fails in a way the caller must handle:
+    /// waits out 429s (no call at all before Retry-After), retries transient failures
+    /// with exponential backoff and jitter, retries setup errors slowly after logging
+    /// the hint once.
+    async fn with_policy<T, F, Fut>(
+        &self,
+        call: Call<'_>,
+        channel: &str,
+        mut f: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut backoff = Backoff::new();
+        loop {
+            self.limits.acquire(&call).await;
+            match f().await {
+                Ok(v) => {
+                    let mut reported = self.reported.lock().unwrap();
+                    if !reported.is_empty() {
+                        tracing::info!("Slack accepts messages again");
+                        reported.clear();
+                    }
+                    return Ok(v);
+                }
+                Err(Failure::RateLimited(d)) => {
+                    tracing::warn!(
+                        channel,
+                        retry_after = d.as_secs_f32(),
+                        "Slack rate limit hit: waiting before any further call"
+                    );
+                    self.stats.lock().unwrap().rate_limited += 1;
+                    self.limits.close_for(d);
+                }
+                Err(Failure::Transient(m)) => {
+                    let wait = backoff.next();
+                    tracing::warn!(
+                        channel,
+                        wait_secs = wait.as_secs_f32(),
+                        "Slack call failed ({m}); retrying"
+                    );
+                    self.stats.lock().unwrap().retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(Failure::Setup { code, hint }) => {
+                    if self.reported.lock().unwrap().insert(code.clone()) {
+                        tracing::error!(
+                            channel,
+                            code,
+                            "Slack refused: {hint}. Events are kept and retried every {}s",
+                            self.settings.setup_retry.as_secs()
+                        );
+                    }
+                    self.stats.lock().unwrap().retries += 1;
+                    tokio::time::sleep(self.settings.setup_retry).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// A batch Slack will not take in any form: recorded as delivered so it does not
+    /// block the thread forever, and reported loudly with what was lost.
+    fn give_up(
+        &self,
+        key: &ThreadKey,
+        batch: &[OutboxEntry],
+        thread: &ThreadRecord,
+        f: Failure,
+    ) -> Result<Outcome, StoreError> {
+        let serials: Vec<u64> = batch.iter().map(|e| e.event.serial).collect();
+        tracing::error!(thread = %key, ?serials, "gave up on these events: {f}");
+        self.stats.lock().unwrap().given_up += batch.len() as u64;
+        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+        self.with_store(|s| s.commit_delivery(thread, &ids))?;
+        Ok(Outcome::Done)
+    }
+}
+
+/// Notes for a reply: events supervisord dropped, a recovery after a failure.
+fn notes(batch: &[OutboxEntry], previous: Option<&ProcessState>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let dropped: u64 = batch.iter().map(|e| e.dropped_before).sum();
+    if dropped > 0 {
+        notes.push(format!(
+            "{dropped} event{} dropped by supervisord before this (its event buffer overflowed; raise buffer_size)",
+            if dropped == 1 { "" } else { "s" }
+        ));
+    }
+    let coalesced: u64 = batch.iter().map(|e| e.coalesced).sum();
+    if coalesced > 0 {
+        notes.push(format!(
+            "{coalesced} earlier transition{} folded into this one: the outbox was full while Slack was unreachable",
+            if coalesced == 1 { " was" } else { "s were" }
+        ));
+    }
+    let mut last_bad = previous.filter(|p| is_trouble(p)).map(|p| p.to);
+    for e in batch {
+        if e.event.to == State::Running {
+            if let Some(bad) = last_bad.take() {
+                notes.push(format!("Recovered: RUNNING again after {bad}"));
+            }
+        } else if is_trouble(&e.event) {
+            last_bad = Some(e.event.to);
+        }
+    }
+    notes
+}
+
+fn is_trouble(e: &ProcessState) -> bool {
+    e.is_failure() || e.to == State::Backoff
+}
+
+/// Exponential backoff with full jitter: 1 s, 2 s, 4 s ... up to a minute.
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { attempt: 0 }
+    }
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(500) * 2u32.saturating_pow(self.attempt.min(7));
+        self.attempt += 1;
+        let cap = base.min(Duration::from_secs(60));
+        // Half fixed, half random: never zero, never synchronised across hosts.
+        cap / 2 + cap.mul_f64(fastrand::f64() / 2.0)
+    }
+}

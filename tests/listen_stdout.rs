@@ -1,0 +1,298 @@
+//! The listener's stdout, byte for byte, for good and bad input; and the outbox rows
+//! it commits. Runs the real binary with stdin/stdout as pipes, as supervisord does.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use supervisor_slack::protocol::frame;
+
+const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
+const OK: &str = "RESULT 2\nOKREADY\n";
+
+struct Run {
+    stdout: Vec<u8>,
+    stderr: String,
+    state: tempfile::TempDir,
+}
+
+fn listen(input: &[u8]) -> Run {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        .arg("listen")
+        .arg("--state")
+        .arg(state.path().join("state.db"))
+        .env("SLACK_TOKEN", "xoxb-test-token-never-shown")
+        .env("SLACK_CHANNEL", "#ops")
+        // Nothing listens there: delivery fails, which must not matter to stdout.
+        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
+        .env("SUPERVISOR_SLACK_HOST", "web-1")
+        .env("SUPERVISOR_SLACK_LOG", "debug")
+        .env_remove("SUPERVISOR_SLACK_STATE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "exit status {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Run {
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        state,
+    }
+}
+
+fn expected(answers: usize) -> String {
+    format!("READY\n{}", OK.repeat(answers))
+}
+
+fn tick(serial: u64) -> Vec<u8> {
+    frame(
+        &[
+            ("ver", "3.0"),
+            ("server", "sv"),
+            ("serial", &serial.to_string()),
+            ("pool", "slack"),
+            ("poolserial", &serial.to_string()),
+            ("eventname", "TICK_5"),
+        ],
+        "when:1",
+    )
+}
+
+#[test]
+fn real_capture_gets_exactly_one_ok_per_event_and_nothing_else() {
+    let run = listen(CAPTURE_BIN);
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(59));
+    assert!(!run.stderr.contains("xoxb-test-token-never-shown"));
+}
+
+#[test]
+fn real_capture_commits_every_process_state_event_to_the_outbox() {
+    let run = listen(CAPTURE_BIN);
+    let db = rusqlite::Connection::open(run.state.path().join("state.db")).unwrap();
+    let rows: Vec<(i64, String, String, String)> = db
+        .prepare("SELECT serial, host, grp, process FROM outbox ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 43, "43 of the 59 events are PROCESS_STATE");
+    assert_eq!(rows[0], (9, "web-1".into(), "misc".into(), "misc".into()));
+    let fatal: String = db
+        .query_row("SELECT event FROM outbox WHERE serial = 42", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let fatal: serde_json::Value = serde_json::from_str(&fatal).unwrap();
+    assert_eq!(fatal["to"], "FATAL");
+    assert_eq!(fatal["from"], "BACKOFF");
+    assert_eq!(fatal["process"], "crasher");
+}
+
+#[test]
+fn duplicate_serial_is_answered_but_stored_once() {
+    let ev = frame(
+        &[
+            ("ver", "3.0"),
+            ("server", "sv"),
+            ("serial", "5"),
+            ("pool", "slack"),
+            ("poolserial", "1"),
+            ("eventname", "PROCESS_STATE_RUNNING"),
+        ],
+        "processname:a groupname:a from_state:STARTING pid:7",
+    );
+    let run = listen(&[ev.clone(), ev].concat());
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(run.stderr.contains("dropped a duplicate"), "{}", run.stderr);
+    let db = rusqlite::Connection::open(run.state.path().join("state.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn poolserial_gap_is_recorded_for_the_next_card() {
+    let a = frame(
+        &[
+            ("ver", "3.0"),
+            ("server", "sv"),
+            ("serial", "1"),
+            ("pool", "slack"),
+            ("poolserial", "1"),
+            ("eventname", "PROCESS_STATE_STARTING"),
+        ],
+        "processname:a groupname:a from_state:STOPPED tries:0",
+    );
+    let b = frame(
+        &[
+            ("ver", "3.0"),
+            ("server", "sv"),
+            ("serial", "9"),
+            ("pool", "slack"),
+            ("poolserial", "5"),
+            ("eventname", "PROCESS_STATE_RUNNING"),
+        ],
+        "processname:a groupname:a from_state:STARTING pid:7",
+    );
+    let run = listen(&[a, b].concat());
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains("3 events dropped by supervisord"),
+        "{}",
+        run.stderr
+    );
+    let db = rusqlite::Connection::open(run.state.path().join("state.db")).unwrap();
+    let dropped: i64 = db
+        .query_row(
+            "SELECT dropped_before FROM outbox WHERE serial = 9",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dropped, 3);
+}
+
+#[test]
+fn header_without_len_is_answered_once_and_serving_goes_on() {
+    let run = listen(
+        &[
+            b"ver:3.0 server:sv serial:1 eventname:TICK_5\n".to_vec(),
+            tick(2),
+        ]
+        .concat(),
+    );
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains(
+            "event header has no `len` token: \"ver:3.0 server:sv serial:1 eventname:TICK_5\""
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn non_numeric_len_is_answered_once_and_its_payload_not_taken_for_an_event() {
+    let run = listen(
+        &[
+            b"ver:3.0 eventname:TICK_5 len:ten\nwhen:1".to_vec(),
+            tick(2),
+        ]
+        .concat(),
+    );
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr
+            .contains("`len` that is not a whole number (\"ten\")"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn absurd_len_is_answered_once() {
+    let run = listen(
+        &[
+            b"ver:3.0 eventname:TICK_5 len:18446744073709551616\n".to_vec(),
+            tick(2),
+        ]
+        .concat(),
+    );
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains("not a whole number") || run.stderr.contains("absurd"),
+        "{}",
+        run.stderr
+    );
+    let run = listen(&[b"ver:3.0 eventname:TICK_5 len:50000000\n".to_vec(), tick(2)].concat());
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains("absurd `len` of 50000000"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn garbage_line_is_answered_once() {
+    let run = listen(&[b"\x1b[2Jrm -rf /\n".to_vec(), tick(2)].concat());
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains(r#"not an event header"#),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(r"\x1b[2Jrm -rf /"), "{}", run.stderr);
+}
+
+#[test]
+fn payload_cut_off_by_eof_is_not_answered_and_the_listener_exits_0() {
+    let run = listen(&[tick(1), b"ver:3.0 eventname:TICK_5 len:100\nwhen:".to_vec()].concat());
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(1));
+    assert!(
+        run.stderr.contains("input ended inside the payload"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn payload_that_is_not_utf8_is_answered_once() {
+    let run = listen(
+        &[
+            b"ver:3.0 serial:1 eventname:PROCESS_LOG_STDERR len:3\na\xffb".to_vec(),
+            tick(2),
+        ]
+        .concat(),
+    );
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains(r#"is not valid UTF-8: "a\xffb""#),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_process_state_payload_is_answered_and_named() {
+    let ev = frame(
+        &[
+            ("ver", "3.0"),
+            ("serial", "3"),
+            ("eventname", "PROCESS_STATE_RUNNING"),
+        ],
+        "groupname:a from_state:STARTING",
+    );
+    let run = listen(&[ev, tick(4)].concat());
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert!(
+        run.stderr.contains("lacks the `processname` token"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn missing_token_refuses_to_start_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        .arg("listen")
+        .env_remove("SLACK_TOKEN")
+        .env_remove("SLACK_TOKEN_FILE")
+        .env("SLACK_CHANNEL", "#ops")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Slack token: set SLACK_TOKEN"));
+}

@@ -1,0 +1,275 @@
+//! The outbox and thread map against a real SQLite file: rows on disk, duplicates,
+//! the full-outbox fold, a corrupt file, a newer schema, and a disk that refuses
+//! writes for a while.
+
+use chrono::{TimeZone, Utc};
+use supervisor_slack::event::{ProcessState, State, ThreadKey};
+use supervisor_slack::listen::{Handler, OneChannel};
+use supervisor_slack::protocol::{frame, EventReader, Read};
+use supervisor_slack::store::{Appended, Store, ThreadRecord};
+
+fn ev(process: &str, serial: u64, from: State, to: State) -> ProcessState {
+    ProcessState {
+        host: "web-1".into(),
+        server: "sv".into(),
+        serial,
+        pool: "slack".into(),
+        poolserial: serial,
+        group: "api".into(),
+        process: process.into(),
+        from,
+        to,
+        pid: Some(100),
+        tries: None,
+        expected: None,
+        at: Utc.with_ymd_and_hms(2026, 11, 26, 14, 0, 0).unwrap(),
+        extra: vec![],
+    }
+}
+
+fn key(process: &str) -> ThreadKey {
+    ThreadKey {
+        host: "web-1".into(),
+        group: "api".into(),
+        process: process.into(),
+    }
+}
+
+#[test]
+fn appended_events_come_back_in_order_per_thread_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.append(
+            "sv/1",
+            "#ops",
+            &ev("a", 1, State::Stopped, State::Starting),
+            0,
+        )
+        .unwrap();
+        s.append(
+            "sv/1",
+            "#ops",
+            &ev("b", 2, State::Stopped, State::Starting),
+            0,
+        )
+        .unwrap();
+        s.append(
+            "sv/1",
+            "#ops",
+            &ev("a", 3, State::Starting, State::Running),
+            2,
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let keys = s.pending_keys().unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            (key("a"), "#ops".to_string()),
+            (key("b"), "#ops".to_string())
+        ]
+    );
+    let a = s.pending(&key("a"), "#ops", 10).unwrap();
+    assert_eq!(
+        a.iter().map(|e| e.event.serial).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert_eq!(a[1].dropped_before, 2);
+    assert_eq!(a[1].event, ev("a", 3, State::Starting, State::Running));
+    assert_eq!(
+        s.pending(&key("a"), "#ops", 1).unwrap().len(),
+        1,
+        "limit is honoured"
+    );
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn same_instance_and_serial_is_a_duplicate_but_a_new_supervisord_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let e = ev("a", 7, State::Starting, State::Running);
+    assert!(matches!(
+        s.append("sv/100", "#ops", &e, 0).unwrap(),
+        Appended::Inserted(_)
+    ));
+    assert_eq!(
+        s.append("sv/100", "#ops", &e, 0).unwrap(),
+        Appended::Duplicate
+    );
+    assert!(matches!(
+        s.append("sv/200", "#ops", &e, 0).unwrap(),
+        Appended::Inserted(_)
+    ));
+    assert_eq!(s.pending_count().unwrap(), 2);
+}
+
+#[test]
+fn delivery_marks_entries_and_saves_the_thread_in_one_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.append(
+        "sv/1",
+        "#ops",
+        &ev("a", 1, State::Stopped, State::Starting),
+        0,
+    )
+    .unwrap();
+    s.append(
+        "sv/1",
+        "#ops",
+        &ev("a", 2, State::Starting, State::Running),
+        0,
+    )
+    .unwrap();
+    let batch = s.pending(&key("a"), "#ops", 10).unwrap();
+    let mut t = ThreadRecord::new(key("a"), "#ops");
+    t.parent_ts = Some("1.000100".into());
+    t.channel_id = Some("C1".into());
+    t.push_history([State::Starting, State::Running]);
+    t.latest = Some(batch[1].event.clone());
+    t.parent_stale = true;
+    s.commit_delivery(&t, &[batch[0].id, batch[1].id]).unwrap();
+    assert!(s.pending_keys().unwrap().is_empty());
+    assert_eq!(s.thread(&key("a"), "#ops").unwrap().unwrap(), t);
+    assert_eq!(s.prune(chrono::Duration::zero()).unwrap(), 2);
+}
+
+#[test]
+fn full_outbox_folds_new_events_into_the_newest_waiting_one_of_their_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.append(
+        "sv/1",
+        "#ops",
+        &ev("a", 1, State::Stopped, State::Starting),
+        0,
+    )
+    .unwrap();
+    s.coalesce(
+        "sv/1",
+        "#ops",
+        &ev("a", 2, State::Starting, State::Backoff),
+        0,
+    )
+    .unwrap();
+    s.coalesce("sv/1", "#ops", &ev("a", 3, State::Backoff, State::Fatal), 1)
+        .unwrap();
+    // A thread with nothing waiting still gets its entry.
+    assert!(matches!(
+        s.coalesce(
+            "sv/1",
+            "#ops",
+            &ev("b", 4, State::Stopped, State::Starting),
+            0
+        )
+        .unwrap(),
+        Appended::Inserted(_)
+    ));
+    let a = s.pending(&key("a"), "#ops", 10).unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].event.to,
+        State::Fatal,
+        "the thread ends in its real state"
+    );
+    assert_eq!(a[0].coalesced, 2);
+    assert_eq!(a[0].dropped_before, 1);
+}
+
+#[test]
+fn a_corrupt_file_is_moved_aside_and_a_fresh_store_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(
+        &path,
+        b"this is not a database, it is a text file that got here somehow ".repeat(100),
+    )
+    .unwrap();
+    let mut s = Store::open(&path).unwrap();
+    s.append(
+        "sv/1",
+        "#ops",
+        &ev("a", 1, State::Stopped, State::Starting),
+        0,
+    )
+    .unwrap();
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(std::fs::read(dir.path().join(&aside[0]))
+        .unwrap()
+        .starts_with(b"this is not a database"));
+}
+
+#[test]
+fn a_database_from_a_newer_release_is_refused_not_clobbered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = Store::open(&path).err().expect("refused").to_string();
+    assert!(err.contains("newer supervisor-slack (schema 99"), "{err}");
+}
+
+fn raw(serial: u64, process: &str, to: &str, from: &str) -> supervisor_slack::protocol::RawEvent {
+    let bytes = frame(
+        &[
+            ("ver", "3.0"),
+            ("server", "sv"),
+            ("serial", &serial.to_string()),
+            ("pool", "slack"),
+            ("poolserial", &serial.to_string()),
+            ("eventname", &format!("PROCESS_STATE_{to}")),
+        ],
+        &format!("processname:{process} groupname:api from_state:{from} pid:5"),
+    );
+    match EventReader::new(&bytes[..]).next_event().unwrap() {
+        Read::Event(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn events_are_held_in_memory_while_the_disk_refuses_and_written_when_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the state directory should be: nothing can be created
+    // under it, not even by root.
+    let blocker = dir.path().join("state");
+    std::fs::write(&blocker, b"").unwrap();
+    let path = blocker.join("state.db");
+    let mut h = Handler::new(
+        "web-1".into(),
+        None,
+        path.clone(),
+        Box::new(OneChannel("#ops".into())),
+        None,
+    );
+    h.handle(&raw(1, "a", "STARTING", "STOPPED"));
+    h.handle(&raw(2, "a", "RUNNING", "STARTING"));
+    assert_eq!(h.held_count(), 2, "both events are held, none lost");
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // reopen is tried at most once a second
+    h.retry_held();
+    assert_eq!(h.held_count(), 0);
+    let s = Store::open(&path).unwrap();
+    let rows = s.pending(&key("a"), "#ops", 10).unwrap();
+    assert_eq!(
+        rows.iter().map(|e| e.event.serial).collect::<Vec<_>>(),
+        vec![1, 2],
+        "in order"
+    );
+}
