@@ -21,7 +21,8 @@
 //!
 //! The supervisord binary comes from `$SUPERVISORD`, else
 //! `<CARGO_MANIFEST_DIR>/.venv/bin/supervisord` (made by `scripts/test-env`).
-//! `supervisorctl` is looked up beside it.
+//! `supervisorctl` is looked up beside it. Set `HARNESS_KEEP_DIR=1` to keep each
+//! temp dir (config, logs) after the test for a post-mortem.
 
 #![allow(dead_code)] // each test crate uses its own part of the harness
 
@@ -622,6 +623,10 @@ impl Supervisord {
 
 impl Drop for Supervisord {
     fn drop(&mut self) {
+        if std::env::var_os("HARNESS_KEEP_DIR").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("harness: kept {}", kept.display());
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -639,10 +644,6 @@ impl Drop for Supervisord {
         }
         for p in descendants {
             signal(p, "KILL");
-        }
-        if std::env::var_os("HARNESS_KEEP_DIR").is_some() {
-            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-            eprintln!("harness: kept {}", dir.keep().display());
         }
     }
 }
