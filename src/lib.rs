@@ -33,5 +33,6 @@
 //! stdout belongs to supervisord: only [`protocol`]'s writer touches it while
 //! listening. Logs go to stderr through `tracing`.
 
+pub mod card;
 pub mod event;
 pub mod protocol;
