@@ -191,7 +191,7 @@ fn coalesced_reply_lists_every_transition_in_order() {
     let text = all_mrkdwn(&msg);
     let pos: Vec<usize> = ["RUNNING → EXITED", "EXITED → STARTING", "STARTING → BACKOFF", "BACKOFF → FATAL"]
         .iter()
-        .map(|t| text.find(&format!("{t}")).unwrap_or_else(|| panic!("{t} missing: {text}")))
+        .map(|t| text.find(t).unwrap_or_else(|| panic!("{t} missing: {text}")))
         .collect();
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "out of order: {text}");
     assert!(text.contains("*4 changes, oldest first*"));
@@ -342,4 +342,13 @@ fn json_j2_templates_are_auto_escaped_as_json() {
     let out = env.get_template("t.json.j2").unwrap().render(minijinja::context! { v => "a\"b\n<c>" }).unwrap();
     let back: String = serde_json::from_str(&out).unwrap();
     assert_eq!(back, "a\"b\n<c>");
+}
+
+#[test]
+fn empty_input_does_not_panic() {
+    // The contract says a reply is never empty; a bug upstream must still not crash.
+    let card = Renderer::builtin().reply(&ReplyInput { events: &[], environment: None, notes: &[], context: None, mentions: &[] });
+    check_limits(&card.to_message_json()).unwrap();
+    let plain = plain_text(&[], Variant::Reply).to_message_json();
+    assert_eq!(plain, serde_json::json!({"text": "(no events)"}));
 }

@@ -103,7 +103,7 @@ fn assert_card_ok(card: &Card, mentions: &[String]) -> Result<(), TestCaseError>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
     #[test]
     fn parent_cards_stay_within_limits(

@@ -416,19 +416,15 @@ pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
     let first_from = events.first().map_or(latest.from, |e| e.from);
     let at = model::When::new(latest.at);
     let mut text = match variant {
-        Variant::Parent => format!("{} · {}", model::notification_text(latest, None, latest.from), at.slack),
-        Variant::Reply if events.len() == 1 => {
-            format!("{} · {}", model::notification_text(latest, None, latest.from), at.slack)
-        }
-        Variant::Reply => format!(
+        Variant::Reply if events.len() > 1 => format!(
             "{} ({} changes)",
             model::notification_text(latest, None, first_from),
             events.len()
         ),
+        _ => format!("{} · {}", model::notification_text(latest, None, latest.from), at.slack),
     };
     if variant == Variant::Reply && events.len() > 1 {
-        let mut shown = 0;
-        for e in events {
+        for (shown, e) in events.iter().enumerate() {
             let line = format!("\n• {} {} → {}", model::When::new(e.at).slack_time, e.from, e.to);
             let left = events.len() - shown;
             let reserve = text::cost(&format!("\n… and {left} more"));
@@ -437,7 +433,6 @@ pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
                 break;
             }
             text.push_str(&line);
-            shown += 1;
         }
     }
     Card {
