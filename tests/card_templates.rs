@@ -105,3 +105,9 @@ fn a_missing_directory_is_an_error_and_an_empty_one_is_builtin() {
     assert_eq!(r.reply(&input), Renderer::builtin().reply(&input));
     assert_eq!(check_templates(dir.path()), Ok(()));
 }
+
+#[test]
+fn renderer_can_be_shared_across_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Renderer>();
+}
