@@ -35,3 +35,4 @@
 
 pub mod event;
 pub mod protocol;
+pub mod standin;
