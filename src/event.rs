@@ -143,7 +143,10 @@ pub enum EventError {
 pub fn tokens(line: &str) -> Option<Vec<(String, String)>> {
     line.split(' ')
         .filter(|t| !t.is_empty())
-        .map(|t| t.split_once(':').map(|(k, v)| (k.to_string(), v.to_string())))
+        .map(|t| {
+            t.split_once(':')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -182,7 +185,11 @@ pub fn parse(raw: &RawEvent, host: &str, at: DateTime<Utc>) -> Result<Event, Eve
                 token: key,
             })
     };
-    fn num<T: FromStr>(event: &str, key: &'static str, v: Option<&str>) -> Result<Option<T>, EventError> {
+    fn num<T: FromStr>(
+        event: &str,
+        key: &'static str,
+        v: Option<&str>,
+    ) -> Result<Option<T>, EventError> {
         v.map(|v| {
             v.parse().map_err(|_| EventError::BadToken {
                 event: event.to_string(),
@@ -207,7 +214,14 @@ pub fn parse(raw: &RawEvent, host: &str, at: DateTime<Utc>) -> Result<Event, Eve
             })
         }
     };
-    const KNOWN: [&str; 6] = ["processname", "groupname", "from_state", "pid", "tries", "expected"];
+    const KNOWN: [&str; 6] = [
+        "processname",
+        "groupname",
+        "from_state",
+        "pid",
+        "tries",
+        "expected",
+    ];
     Ok(Event::ProcessState(ProcessState {
         host: host.to_string(),
         server: raw.header.get("server").unwrap_or("").to_string(),

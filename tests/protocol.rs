@@ -24,7 +24,11 @@ fn expected_from_rendering() -> Vec<(String, String)> {
     for block in CAPTURE_TXT.split("\n\n[").skip(1) {
         let (first, rest) = block.split_once('\n').unwrap();
         let header = first.split_once("] ").unwrap().1;
-        let header = header.split("   (payload bytes").next().unwrap().to_string();
+        let header = header
+            .split("   (payload bytes")
+            .next()
+            .unwrap()
+            .to_string();
         let payload = rest.trim_end_matches('\n');
         let payload = &payload[1..payload.len() - 1]; // strip the |...|
         out.push((header, payload.replace("⏎\n", "\n")));
@@ -42,7 +46,12 @@ fn real_capture_parses_into_its_59_events_exactly() {
         let Read::Event(ev) = read else {
             panic!("event {i} did not parse: {read:?}")
         };
-        let line: Vec<String> = ev.header.tokens.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let line: Vec<String> = ev
+            .header
+            .tokens
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
         assert_eq!(&line.join(" "), header, "header of event {i}");
         assert_eq!(&ev.payload, payload, "payload of event {i}");
     }
@@ -57,7 +66,9 @@ fn real_capture_multibyte_payload_is_read_by_code_points() {
     assert_eq!(ev.payload.len(), 139);
     assert!(ev.payload.ends_with("second line naïve ☃\n"));
     // and the next event is still in step
-    let Read::Event(next) = &got[31] else { panic!() };
+    let Read::Event(next) = &got[31] else {
+        panic!()
+    };
     assert_eq!(next.header.event_name(), "PROCESS_STATE_BACKOFF");
 }
 
@@ -71,7 +82,11 @@ fn real_capture_types_every_process_state_event() {
         match event::parse(&raw, "web-1", at).unwrap() {
             Event::ProcessState(ps) => states.push(ps),
             Event::Other(o) => {
-                assert!(o.name.starts_with("TICK_") || o.name.starts_with("PROCESS_LOG_"), "{}", o.name);
+                assert!(
+                    o.name.starts_with("TICK_") || o.name.starts_with("PROCESS_LOG_"),
+                    "{}",
+                    o.name
+                );
                 other += 1;
             }
         }
@@ -79,11 +94,20 @@ fn real_capture_types_every_process_state_event() {
     assert_eq!(states.len(), 43);
     assert_eq!(other, 16);
     let fatal = states.iter().find(|s| s.to == State::Fatal).unwrap();
-    assert_eq!((fatal.group.as_str(), fatal.process.as_str(), fatal.from), ("crasher", "crasher", State::Backoff));
-    assert_eq!((fatal.serial, fatal.poolserial, fatal.pool.as_str()), (42, 32, "rawlog"));
+    assert_eq!(
+        (fatal.group.as_str(), fatal.process.as_str(), fatal.from),
+        ("crasher", "crasher", State::Backoff)
+    );
+    assert_eq!(
+        (fatal.serial, fatal.poolserial, fatal.pool.as_str()),
+        (42, 32, "rawlog")
+    );
     assert_eq!(fatal.server, "research-sv");
     assert_eq!(fatal.pid, None);
-    let exited = states.iter().find(|s| s.to == State::Exited && s.process == "shortlived").unwrap();
+    let exited = states
+        .iter()
+        .find(|s| s.to == State::Exited && s.process == "shortlived")
+        .unwrap();
     assert_eq!((exited.expected, exited.pid), (Some(true), Some(12716)));
     let backoff = states.iter().find(|s| s.to == State::Backoff).unwrap();
     assert!(backoff.tries.is_some());
@@ -92,8 +116,17 @@ fn real_capture_types_every_process_state_event() {
 
 #[test]
 fn len_zero_and_back_to_back_events() {
-    let mut bytes = frame(&[("ver", "3.0"), ("eventname", "SUPERVISOR_STATE_CHANGE_RUNNING")], "");
-    bytes.extend(frame(&[("eventname", "PROCESS_GROUP_ADDED"), ("ver", "3.0")], "groupname:g\n"));
+    let mut bytes = frame(
+        &[
+            ("ver", "3.0"),
+            ("eventname", "SUPERVISOR_STATE_CHANGE_RUNNING"),
+        ],
+        "",
+    );
+    bytes.extend(frame(
+        &[("eventname", "PROCESS_GROUP_ADDED"), ("ver", "3.0")],
+        "groupname:g\n",
+    ));
     bytes.extend(frame(&[("future", "x"), ("eventname", "TICK_5")], "when:1"));
     let got = read_all(&bytes);
     assert_eq!(got.len(), 3);
@@ -116,7 +149,10 @@ fn bad(bytes: &[u8]) -> (ProtocolError, Vec<Read>) {
 }
 
 fn good_event() -> Vec<u8> {
-    frame(&[("ver", "3.0"), ("serial", "7"), ("eventname", "TICK_5")], "when:1")
+    frame(
+        &[("ver", "3.0"), ("serial", "7"), ("eventname", "TICK_5")],
+        "when:1",
+    )
 }
 
 #[test]
@@ -135,9 +171,15 @@ fn non_numeric_len_is_named() {
     let mut input = b"ver:3.0 eventname:TICK_5 len:abc\nwhen:1".to_vec();
     input.extend(good_event());
     let (e, rest) = bad(&input);
-    assert!(e.to_string().contains("not a whole number (\"abc\")"), "{e}");
+    assert!(
+        e.to_string().contains("not a whole number (\"abc\")"),
+        "{e}"
+    );
     // the leftover payload is not taken for an event of its own
-    assert!(matches!(&rest[..], [Read::Event(ev)] if ev.header.get("serial") == Some("7")), "{rest:?}");
+    assert!(
+        matches!(&rest[..], [Read::Event(ev)] if ev.header.get("serial") == Some("7")),
+        "{rest:?}"
+    );
 }
 
 #[test]
@@ -162,7 +204,10 @@ fn garbage_line_is_shown_escaped() {
 #[test]
 fn payload_cut_off_by_eof() {
     let (e, rest) = bad(b"ver:3.0 serial:3 eventname:TICK_5 len:20\nwhen:12");
-    assert!(e.to_string().contains("`len` says 20 characters, got 7"), "{e}");
+    assert!(
+        e.to_string().contains("`len` says 20 characters, got 7"),
+        "{e}"
+    );
     assert!(e.to_string().contains("when:12"), "{e}");
     assert!(rest.is_empty());
 }
@@ -191,7 +236,10 @@ fn header_that_is_not_utf8() {
 fn endless_header_line_is_refused() {
     let input = vec![b'x'; 100_000];
     let got = read_all(&input);
-    assert!(matches!(&got[0], Read::Bad(ProtocolError::HeaderTooLong { .. })));
+    assert!(matches!(
+        &got[0],
+        Read::Bad(ProtocolError::HeaderTooLong { .. })
+    ));
 }
 
 #[test]
@@ -204,12 +252,42 @@ fn unknown_state_and_missing_tokens_are_typed_errors() {
         }
     };
     let now = chrono::Utc::now();
-    let e = event::parse(&raw("PROCESS_STATE_SLEEPING", "processname:a groupname:a from_state:RUNNING"), "h", now);
-    assert_eq!(e.unwrap_err().to_string(), "unknown process state \"SLEEPING\"");
-    let e = event::parse(&raw("PROCESS_STATE_RUNNING", "groupname:a from_state:STARTING pid:1"), "h", now);
-    assert_eq!(e.unwrap_err().to_string(), "PROCESS_STATE_RUNNING payload lacks the `processname` token");
-    let e = event::parse(&raw("PROCESS_STATE_RUNNING", "processname:a groupname:a from_state:STARTING pid:x"), "h", now);
-    assert_eq!(e.unwrap_err().to_string(), "PROCESS_STATE_RUNNING payload has a bad `pid` value \"x\"");
+    let e = event::parse(
+        &raw(
+            "PROCESS_STATE_SLEEPING",
+            "processname:a groupname:a from_state:RUNNING",
+        ),
+        "h",
+        now,
+    );
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "unknown process state \"SLEEPING\""
+    );
+    let e = event::parse(
+        &raw(
+            "PROCESS_STATE_RUNNING",
+            "groupname:a from_state:STARTING pid:1",
+        ),
+        "h",
+        now,
+    );
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "PROCESS_STATE_RUNNING payload lacks the `processname` token"
+    );
+    let e = event::parse(
+        &raw(
+            "PROCESS_STATE_RUNNING",
+            "processname:a groupname:a from_state:STARTING pid:x",
+        ),
+        "h",
+        now,
+    );
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "PROCESS_STATE_RUNNING payload has a bad `pid` value \"x\""
+    );
 }
 
 proptest! {
