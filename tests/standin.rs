@@ -491,6 +491,44 @@ async fn a_fault_can_target_one_method() {
 }
 
 #[tokio::test]
+async fn fault_rules_stack_and_the_first_match_applies() {
+    let (standin, client) = start_unlimited().await;
+    let token = token();
+    let session = client.open_session(&token);
+    standin.set_fault(Fault::Status(500).on("auth.test"));
+    standin.add_fault(
+        Fault::api_error("invalid_blocks")
+            .on("chat.postMessage")
+            .times(1),
+    );
+    let text = || SlackMessageContent::new().with_text("x".into());
+    assert!(matches!(
+        session.auth_test().await,
+        Err(SlackClientError::HttpError(_))
+    ));
+    assert_eq!(
+        api_error_code(
+            session
+                .chat_post_message(&post("ops", text()))
+                .await
+                .unwrap_err()
+        ),
+        "invalid_blocks"
+    );
+    session
+        .chat_post_message(&post("ops", text()))
+        .await
+        .expect("the counted rule is used up");
+    assert!(
+        matches!(
+            session.auth_test().await,
+            Err(SlackClientError::HttpError(_))
+        ),
+        "the other rule stays"
+    );
+}
+
+#[tokio::test]
 async fn metadata_and_broadcast_replies_are_kept() {
     let (standin, client) = start_unlimited().await;
     let token = token();
