@@ -40,4 +40,5 @@ pub mod event;
 pub mod listen;
 pub mod protocol;
 pub mod slack;
+pub mod standin;
 pub mod store;
