@@ -691,14 +691,19 @@ impl ContextSource {
                 return;
             }
         };
-        // supervisord keeps only the latest run: a process restarted (BACKOFF retries,
-        // autorestart) after this event shows the new run's times and has lost the
-        // old spawn error. Reporting those would describe the wrong run.
-        let restarted_since = info.start > event.at.timestamp();
+        // supervisord keeps only the latest run, and a new spawn clears the exit status
+        // and spawn error. A process restarted since this event (BACKOFF retries,
+        // autorestart, a delivery delayed by an outage) is in another state now, or
+        // started after the event: its details would describe the wrong run.
+        let restarted_since =
+            info.statename != event.to.as_str() || info.start > event.at.timestamp();
         if restarted_since {
             add_reason(
                 ctx,
-                "the process was restarted before supervisord was asked: exit details are gone; the log tail may include the new run".into(),
+                format!(
+                    "the process was restarted before supervisord was asked (now {}): exit details are gone; the log tail may include the new run",
+                    info.statename
+                ),
             );
         } else {
             apply_info(event, &info, ctx);

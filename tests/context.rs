@@ -171,7 +171,10 @@ async fn a_log_with_non_utf8_bytes_still_gives_a_card_ready_answer() {
     ));
     sv.wait_for_state("binary", "EXITED", secs(10));
     let raw = std::fs::read(sv.dir().join("binary.stderr.log")).unwrap();
-    assert!(raw.starts_with(b"\xff\xfe garbage\n"), "fixture drifted: {raw:?}");
+    assert!(
+        raw.starts_with(b"\xff\xfe garbage\n"),
+        "fixture drifted: {raw:?}"
+    );
 
     let started = Instant::now();
     let ctx = context_for(
@@ -297,6 +300,47 @@ async fn a_password_protected_socket_works_with_the_right_credentials_only() {
         !reason.contains("nope"),
         "the password must not be shown: {reason}"
     );
+}
+
+#[tokio::test]
+async fn details_of_a_later_run_are_not_passed_off_as_this_ones() {
+    let sv = Supervisord::start(
+        SupervisordConfig::new().program(
+            Program::new(
+                "again",
+                "/bin/sh -c 'echo \"died once\" >&2; exec sleep 100'",
+            )
+            .startsecs(0),
+        ),
+    );
+    sv.wait_for_state("again", "RUNNING", secs(10));
+    let src = source(&sv.server_url());
+
+    // The EXITED event of a run before this one: the process is RUNNING again.
+    let ctx = context_for(
+        &src,
+        &event("again", State::Running, State::Exited, Some(false)),
+    )
+    .await;
+    assert_eq!(
+        (ctx.exit_status, &ctx.spawn_error, ctx.uptime_secs),
+        (None, &None, None)
+    );
+    let reason = ctx.unavailable.clone().unwrap();
+    assert!(
+        reason.starts_with("the process was restarted before supervisord was asked (now RUNNING)"),
+        "{reason}"
+    );
+    // the log is still worth showing
+    assert_eq!(ctx.log_tail.as_deref(), Some("died once"));
+
+    // An event delivered long after it happened (an outage): the process has been
+    // started since.
+    let mut old = event("again", State::Running, State::Exited, Some(false));
+    old.at -= chrono::Duration::seconds(60);
+    let ctx = context_for(&src, &old).await;
+    assert_eq!(ctx.exit_status, None);
+    assert!(ctx.unavailable.unwrap().contains("restarted"));
 }
 
 #[tokio::test]
