@@ -258,6 +258,23 @@ impl RpcClient {
         }
     }
 
+    /// `supervisor.readLog(offset, length)`: supervisord's own log (`logfile=`), read
+    /// like a process log.
+    pub async fn read_main_log(&self, offset: i64, length: i64) -> Result<String, ContextError> {
+        match self
+            .call(
+                "supervisor.readLog",
+                &[Param::Int(offset), Param::Int(length)],
+            )
+            .await?
+        {
+            Value::Str(s) => Ok(s),
+            other => Err(ContextError::BadResponse(format!(
+                "supervisor.readLog answered {other:?}, not a string"
+            ))),
+        }
+    }
+
     /// One XML-RPC call: POST /RPC2, then the answer's value or its fault.
     pub(crate) async fn call(
         &self,
@@ -697,16 +714,33 @@ impl ContextSource {
         // started after the event: its details would describe the wrong run.
         let restarted_since =
             info.statename != event.to.as_str() || info.start > event.at.timestamp();
-        if restarted_since {
-            add_reason(
-                ctx,
-                format!(
-                    "the process was restarted before supervisord was asked (now {}): exit details are gone; the log tail may include the new run",
-                    info.statename
-                ),
-            );
-        } else {
+        if !restarted_since {
             apply_info(event, &info, ctx);
+        }
+        // getProcessInfo has no exit status for a run that ended before startsecs
+        // (BACKOFF/FATAL), none once the process was restarted (autorestart restarts
+        // it before the listener even receives the EXITED event), and only -1 for a
+        // signal. supervisord's own log has the line `exited: NAME (exit status 3; not
+        // expected)` for every one of them.
+        if ctx.exit_status.is_none_or(|s| s < 0) {
+            if let Some(exit) = self.exit_from_main_log(event).await {
+                ctx.exit_status = exit.status;
+                if let Some(signal) = exit.signal {
+                    // more telling than getProcessInfo's "Bad exit code -1"
+                    ctx.spawn_error = Some(signal);
+                }
+                if restarted_since {
+                    ctx.uptime_secs = exit.uptime_secs;
+                }
+            } else if restarted_since {
+                add_reason(
+                    ctx,
+                    format!(
+                        "the process was restarted before supervisord was asked (now {}): exit details are gone",
+                        info.statename
+                    ),
+                );
+            }
         }
 
         let channel = if !info.stderr_logfile.is_empty() {
@@ -730,47 +764,144 @@ impl ContextSource {
         }
     }
 
-    /// The last lines of a log, or why not. A window that supervisord cannot decode
-    /// (HTTP 500: it starts inside a multi-byte character, or the log holds non-UTF-8
-    /// bytes) is retried starting 1, 2 and 3 bytes later — one of those starts on a
-    /// character boundary, since a character is at most 4 bytes — then given up on.
+    /// The last lines of a log, or why not.
     async fn log_tail(&self, channel: LogChannel, name: &str) -> Result<Option<String>, String> {
         let window = (self.opts.tail_chars.max(1) * 4) as i64;
+        match self.read_window(Some((channel, name)), window).await {
+            Ok((text, starts_mid_file)) => {
+                let tail = cut_tail(
+                    &text,
+                    starts_mid_file,
+                    self.opts.tail_lines,
+                    self.opts.tail_chars,
+                );
+                Ok((!tail.is_empty()).then_some(tail))
+            }
+            Err(ContextError::Fault {
+                code: FAULT_NO_FILE,
+                ..
+            }) => Err(format!(
+                "the {} log file does not exist (yet)",
+                channel.as_str()
+            )),
+            Err(ContextError::ServerError) => Err(format!(
+                "{} log tail unreadable (not UTF-8 at the window start, or the log holds non-UTF-8 bytes)",
+                channel.as_str()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The last `window` bytes of a process log (`Some`) or of supervisord's own log
+    /// (`None`), and whether they start mid-file. A window supervisord cannot decode
+    /// (HTTP 500: it starts inside a multi-byte character, or the log holds non-UTF-8
+    /// bytes) is retried starting 1, 2 and 3 bytes later — one of those starts on a
+    /// character boundary, since a character is at most 4 bytes — then given up on
+    /// with [`ContextError::ServerError`].
+    async fn read_window(
+        &self,
+        log: Option<(LogChannel, &str)>,
+        window: i64,
+    ) -> Result<(String, bool), ContextError> {
         for shift in 0..=3 {
             let bytes = window - shift;
-            match self.client.read_log(channel, name, -bytes, 0).await {
+            let read = match log {
+                Some((channel, name)) => self.client.read_log(channel, name, -bytes, 0).await,
+                None => self.client.read_main_log(-bytes, 0).await,
+            };
+            match read {
+                // Fewer bytes than asked: the window began at the start of the file.
                 Ok(text) => {
-                    // Fewer bytes than asked: the window began at the start of the file.
-                    let whole_file = (text.len() as i64) < bytes;
-                    let tail = cut_tail(
-                        &text,
-                        !whole_file,
-                        self.opts.tail_lines,
-                        self.opts.tail_chars,
-                    );
-                    return Ok((!tail.is_empty()).then_some(tail));
+                    let starts_mid_file = text.len() as i64 >= bytes;
+                    return Ok((text, starts_mid_file));
                 }
                 Err(ContextError::ServerError) => {
-                    tracing::debug!(process = name, shift, "log window not UTF-8, shifting it");
-                    continue;
+                    tracing::debug!(shift, "log window not UTF-8, shifting it");
                 }
-                Err(ContextError::Fault {
-                    code: FAULT_NO_FILE,
-                    ..
-                }) => {
-                    return Err(format!(
-                        "the {} log file does not exist (yet)",
-                        channel.as_str()
-                    ))
-                }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
-        Err(format!(
-            "{} log tail unreadable (not UTF-8 at the window start, or the log holds non-UTF-8 bytes)",
-            channel.as_str()
-        ))
+        Err(ContextError::ServerError)
     }
+
+    /// The death of `event`'s process as supervisord logged it, if its line is in the
+    /// last 16 KiB of supervisord's log.
+    async fn exit_from_main_log(&self, event: &ProcessState) -> Option<LoggedExit> {
+        match self.read_window(None, 16 * 1024).await {
+            Ok((log, _)) => {
+                let not_after = event.at.with_timezone(&chrono::Local).naive_local()
+                    + chrono::Duration::seconds(1);
+                find_logged_exit(&log, &event.process, not_after)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read supervisord's log for the exit status");
+                None
+            }
+        }
+    }
+}
+
+/// A process's death as supervisord's own log tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedExit {
+    /// The exit status; `None` when a signal ended the process.
+    pub status: Option<i64>,
+    /// "terminated by SIGSEGV (core dumped)" when a signal ended the process.
+    pub signal: Option<String>,
+    /// From the `spawned:` line before it to the `exited:` line, when both are there.
+    pub uptime_secs: Option<i64>,
+}
+
+/// Finds the last `exited: NAME (...)` line of supervisord's log at or before
+/// `not_after` (local time, as the log writes it) and reads the exit from it:
+///
+/// ```text
+/// 2026-11-26 15:04:08,556 INFO spawned: 'quick' with pid 24213
+/// 2026-11-26 15:04:08,592 WARN exited: quick (exit status 1; not expected)
+/// 2026-11-26 15:04:09,101 WARN exited: web (terminated by SIGSEGV (core dumped); not expected)
+/// ```
+pub fn find_logged_exit(
+    log: &str,
+    process: &str,
+    not_after: chrono::NaiveDateTime,
+) -> Option<LoggedExit> {
+    let exited = format!("exited: {process} (");
+    let spawned = format!("spawned: '{process}' with pid ");
+    let mut last_spawn: Option<chrono::NaiveDateTime> = None;
+    let mut found = None;
+    for line in log.lines() {
+        // `2026-11-26 15:04:08,556 LEVL message`
+        let Some(at) = line
+            .get(..23)
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S,%3f").ok())
+        else {
+            continue;
+        };
+        if at > not_after {
+            break;
+        }
+        let Some(message) = line[23..].trim_start().split_once(' ').map(|(_, m)| m) else {
+            continue;
+        };
+        if message.starts_with(&spawned) {
+            last_spawn = Some(at);
+        } else if let Some(rest) = message.strip_prefix(&exited) {
+            let how = rest
+                .strip_suffix("; not expected)")
+                .or_else(|| rest.strip_suffix("; expected)"))
+                .unwrap_or(rest);
+            let (status, signal) = match how.strip_prefix("exit status ") {
+                Some(n) => (n.trim().parse().ok(), None),
+                None => (None, Some(how.to_string())),
+            };
+            found = Some(LoggedExit {
+                status,
+                signal,
+                uptime_secs: last_spawn.map(|s| (at - s).num_seconds()),
+            });
+        }
+    }
+    found
 }
 
 /// Exit status, spawn error and uptime from `getProcessInfo`.
@@ -1004,6 +1135,62 @@ mod tests {
         assert_eq!(cut_tail("aaaaaaaaaa\nbbb\n", false, 20, 6), "bbb");
         // a cut right after a newline keeps the whole next line
         assert_eq!(cut_tail("aaaa\nbbb\ncc", false, 20, 6), "bbb\ncc");
+    }
+
+    const MAIN_LOG: &str = "\
+2026-11-26 15:04:07,488 INFO spawned: 'quick' with pid 24201
+2026-11-26 15:04:07,524 WARN exited: quick (exit status 1; not expected)
+2026-11-26 15:04:08,556 INFO spawned: 'quick' with pid 24213
+2026-11-26 15:04:09,592 WARN exited: quick (exit status 2; not expected)
+2026-11-26 15:04:09,581 INFO gave up: quick entered FATAL state, too many start retries too quickly
+2026-11-26 15:04:10,000 INFO spawned: 'web' with pid 300
+2026-11-26 15:05:12,100 WARN exited: web (terminated by SIGSEGV (core dumped); not expected)
+2026-11-26 15:05:12,200 INFO spawned: 'web' with pid 301
+2026-11-26 15:09:00,000 WARN exited: quick (exit status 9; not expected)
+";
+
+    fn local(s: &str) -> chrono::NaiveDateTime {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn the_logged_exit_is_the_last_one_before_the_event() {
+        assert_eq!(
+            find_logged_exit(MAIN_LOG, "quick", local("2026-11-26 15:05:00")),
+            Some(LoggedExit {
+                status: Some(2),
+                signal: None,
+                uptime_secs: Some(1),
+            })
+        );
+        // a later crash is not this event's
+        assert_eq!(
+            find_logged_exit(MAIN_LOG, "quick", local("2026-11-26 15:04:08"))
+                .unwrap()
+                .status,
+            Some(1)
+        );
+        assert_eq!(
+            find_logged_exit(MAIN_LOG, "quick", local("2026-11-26 15:04:00")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_signal_death_is_told_in_words() {
+        assert_eq!(
+            find_logged_exit(MAIN_LOG, "web", local("2026-11-26 16:00:00")),
+            Some(LoggedExit {
+                status: None,
+                signal: Some("terminated by SIGSEGV (core dumped)".into()),
+                uptime_secs: Some(62),
+            })
+        );
+        // a name that is a prefix of another is not confused with it
+        assert_eq!(
+            find_logged_exit(MAIN_LOG, "we", local("2026-11-26 16:00:00")),
+            None
+        );
     }
 
     #[test]

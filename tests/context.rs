@@ -72,7 +72,7 @@ async fn unexpected_exit_shows_exit_status_and_the_stderr_tail() {
 }
 
 #[tokio::test]
-async fn fatal_after_quick_exits_shows_the_spawn_error_and_no_made_up_exit_status() {
+async fn fatal_after_quick_exits_shows_the_spawn_error_and_the_logged_exit_status() {
     let sv = Supervisord::start(
         SupervisordConfig::new().program(
             Program::new(
@@ -95,9 +95,9 @@ async fn fatal_after_quick_exits_shows_the_spawn_error_and_no_made_up_exit_statu
         ctx.spawn_error.as_deref(),
         Some("Exited too quickly (process log may have details)")
     );
-    // supervisord records no status for a process that died before startsecs (it
-    // reports 0): the card must not claim "exit status 0".
-    assert_eq!(ctx.exit_status, None);
+    // getProcessInfo reports 0 for a process that died before startsecs; the real
+    // status comes from supervisord's log.
+    assert_eq!(ctx.exit_status, Some(1), "{ctx:?}");
     assert_eq!(
         ctx.log_tail.as_deref(),
         Some("panic: DATABASE_URL is not set")
@@ -341,6 +341,71 @@ async fn details_of_a_later_run_are_not_passed_off_as_this_ones() {
     let ctx = context_for(&src, &old).await;
     assert_eq!(ctx.exit_status, None);
     assert!(ctx.unavailable.unwrap().contains("restarted"));
+}
+
+#[tokio::test]
+async fn an_autorestarted_crash_still_shows_its_exit_status() {
+    // autorestart restarts the process before the listener even receives EXITED, and
+    // the restart clears getProcessInfo's exit status: it comes from supervisord's log.
+    let sv = Supervisord::start(
+        SupervisordConfig::new().program(
+            Program::new(
+                "loop",
+                "/bin/sh -c 'echo \"worker crashed: out of memory\" >&2; sleep 0.5; exit 3'",
+            )
+            .startsecs(0)
+            .autorestart("true"),
+        ),
+    );
+    assert!(
+        wait_until(secs(10), || sv
+            .main_log()
+            .contains("exited: loop (exit status 3")),
+        "{}",
+        sv.diagnostics()
+    );
+
+    let ctx = context_for(
+        &source(&sv.server_url()),
+        &event("loop", State::Running, State::Exited, Some(false)),
+    )
+    .await;
+
+    assert_eq!(ctx.exit_status, Some(3), "{ctx:?}");
+    assert!(matches!(ctx.uptime_secs, Some(0..=1)), "{ctx:?}");
+    assert_eq!(ctx.unavailable, None);
+    assert!(ctx
+        .log_tail
+        .unwrap()
+        .ends_with("worker crashed: out of memory"));
+}
+
+#[tokio::test]
+async fn a_death_by_signal_is_told_in_words() {
+    let sv = Supervisord::start(
+        SupervisordConfig::new().program(
+            Program::new(
+                "killed",
+                "/bin/sh -c 'echo \"about to die\" >&2; kill -TERM $$'",
+            )
+            .startsecs(0),
+        ),
+    );
+    sv.wait_for_state("killed", "EXITED", secs(10));
+
+    let ctx = context_for(
+        &source(&sv.server_url()),
+        &event("killed", State::Running, State::Exited, Some(false)),
+    )
+    .await;
+
+    assert_eq!(
+        ctx.spawn_error.as_deref(),
+        Some("terminated by SIGTERM"),
+        "{ctx:?}"
+    );
+    assert_eq!(ctx.exit_status, None);
+    assert_eq!(ctx.log_tail.as_deref(), Some("about to die"));
 }
 
 #[tokio::test]
