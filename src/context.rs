@@ -5,6 +5,9 @@
 //! has the exit status, the spawn error and the run's start/stop times, and
 //! `readProcessStderrLog` has the last bytes the process wrote. [`ContextSource`]
 //! fetches both and hands the dispatcher a [`CrashContext`] for the thread reply.
+//! Where `getProcessInfo` has lost the exit status (a run that ended before
+//! `startsecs`, a process autorestarted before the listener got the event, a signal),
+//! supervisord's own log (`readLog`) still has its `exited:` line.
 //!
 //! Crash context is best effort and bounded: [`ContextSource::for_event`] never
 //! fails and never takes longer than [`ContextOptions::timeout`]. When something is
