@@ -25,6 +25,8 @@
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
 //!   every failure (retry, wait, fall back, give up).
 //! - [`store`]: the *outbox* of undelivered events and the thread map, in SQLite.
+//! - [`context`]: crash context — exit status, spawn error, uptime and the stderr tail
+//!   of a process that died, asked of supervisord over XML-RPC; best effort, bounded.
 //! - [`dispatch`]: the policy — ordering per thread key, coalescing, pacing, retries.
 //! - [`listen`]: the `listen` command — the stdin reader thread and its hand-off.
 //! - [`config`]: settings from the environment and an optional TOML file.
@@ -35,9 +37,11 @@
 
 pub mod card;
 pub mod config;
+pub mod context;
 pub mod dispatch;
 pub mod event;
 pub mod listen;
 pub mod protocol;
 pub mod slack;
+pub mod standin;
 pub mod store;

@@ -1,0 +1,519 @@
+//! The template context: every value a card template can show, already escaped for
+//! mrkdwn and already cut to a budget, so that any layout of them stays within Slack's
+//! limits and a template cannot forget to escape. Raw text for `plain_text` (the header)
+//! lives apart, under `plain`. `templates/README.md` documents every key.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::text::{cost, fit_escaped, fit_escaped_tail, fit_plain, sanitize_line, sanitize_log, ELLIPSIS};
+use super::{color, emoji, CrashContext, ParentInput, ReplyInput};
+use crate::event::{ProcessState, State};
+
+// Budgets, in cost units (see `text`). Together they keep the built-in cards under
+// CARD_BUDGET whatever the input; the proptest in tests/card_limits.rs holds them to it.
+const HOST_MAX: usize = 120;
+const ENV_MAX: usize = 40;
+const NAME_PART_MAX: usize = 200;
+const HEADER_NAME_MAX: usize = 80;
+const HEADER_HOST_MAX: usize = 40;
+const TEXT_HOST_MAX: usize = 60;
+const TEXT_NAME_MAX: usize = 100;
+const TRANSITIONS_MAX: usize = 1800;
+const LOG_MAX: usize = 2000;
+const SPAWN_ERROR_MAX: usize = 300;
+const UNAVAILABLE_MAX: usize = 300;
+const LOG_NAME_MAX: usize = 20;
+const NOTE_MAX: usize = 300;
+const NOTES_MAX: usize = 1000;
+const MENTIONS_MAX: usize = 500;
+/// How many runs of the history trail a parent card shows (the most recent ones).
+pub const TRAIL_RUNS_MAX: usize = 10;
+
+/// A point in time, three ways.
+#[derive(Debug, Clone, Serialize)]
+pub struct When {
+    /// Seconds since the Unix epoch.
+    pub epoch: i64,
+    /// `2026-11-26 14:03:05 UTC`
+    pub utc: String,
+    /// Slack's date token: shows in each reader's own time zone, `utc` as fallback.
+    pub slack: String,
+    /// Slack's date token for the time of day only (with seconds).
+    pub slack_time: String,
+}
+
+impl When {
+    pub fn new(at: DateTime<Utc>) -> When {
+        let epoch = at.timestamp();
+        let utc = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let time = at.format("%H:%M:%S UTC").to_string();
+        When {
+            epoch,
+            slack: format!("<!date^{epoch}^{{date_short_pretty}} {{time}}|{utc}>"),
+            slack_time: format!("<!date^{epoch}^{{time_secs}}|{time}>"),
+            utc,
+        }
+    }
+}
+
+/// Raw (unescaped, but sanitised and cut) text, for `plain_text` objects only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plain {
+    pub host: String,
+    pub environment: Option<String>,
+    pub group: String,
+    pub process: String,
+    pub name: String,
+    /// The built-in header: `🔴 api:api_0 FATAL on web-1`, at most 150 characters.
+    pub header: String,
+}
+
+/// What both cards share: the latest event of the thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct Common {
+    /// `parent` or `reply`.
+    pub variant: &'static str,
+    pub host: String,
+    pub environment: Option<String>,
+    pub group: String,
+    pub process: String,
+    /// `group:process`, or `process` when they are the same.
+    pub name: String,
+    pub pid: Option<u32>,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub tries: Option<u32>,
+    pub expected: Option<bool>,
+    /// `RUNNING → FATAL`
+    pub transition: String,
+    pub color: &'static str,
+    pub emoji: &'static str,
+    /// The notification text (escaped), also the card's top-level `text`.
+    pub text: String,
+    pub at: When,
+    pub plain: Plain,
+}
+
+/// One run of the history trail: `states` repeated `count` times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Run {
+    /// One state, or a cycle of two (`STARTING`, `BACKOFF`).
+    pub states: Vec<&'static str>,
+    pub count: usize,
+}
+
+/// The parent card's context.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParentContext {
+    #[serde(flatten)]
+    pub common: Common,
+    /// `STARTING → RUNNING → (STARTING → BACKOFF) ×3 → FATAL`, most recent part only.
+    pub trail: String,
+    /// The runs shown in `trail`.
+    pub history: Vec<Run>,
+    /// Whether older runs were left out of `trail` (it then starts with `… →`).
+    pub history_cut: bool,
+    /// How many states the thread has seen.
+    pub history_len: usize,
+    pub since: When,
+    pub flapping: bool,
+}
+
+/// One transition of a reply card.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventLine {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub emoji: &'static str,
+    pub pid: Option<u32>,
+    pub tries: Option<u32>,
+    pub expected: Option<bool>,
+    pub at: When,
+    /// The built-in line: `• 14:03:05 RUNNING → EXITED · pid 42 · unexpected`.
+    pub line: String,
+}
+
+/// The crash context, escaped and cut.
+#[derive(Debug, Clone, Serialize)]
+pub struct Crash {
+    pub exit_status: Option<i64>,
+    pub spawn_error: Option<String>,
+    pub uptime_secs: Option<i64>,
+    /// `2m 05s`
+    pub uptime: Option<String>,
+    /// The END of the log, escaped, cut to fit, backtick runs defused; `None` when empty.
+    pub log_tail: Option<String>,
+    pub log_name: String,
+    pub unavailable: Option<String>,
+}
+
+/// The reply card's context.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplyContext {
+    #[serde(flatten)]
+    pub common: Common,
+    /// The transitions shown, oldest first.
+    pub events: Vec<EventLine>,
+    /// How many transitions the reply stands for.
+    pub events_total: usize,
+    /// How many were left out of `events` (shown as `… and N more`).
+    pub events_more: usize,
+    /// The lines of `events` joined by newlines, plus `… and N more` when cut.
+    pub transitions: String,
+    pub notes: Vec<String>,
+    pub crash: Option<Crash>,
+    /// The operator's mentions, NOT escaped, joined by spaces ("" when none).
+    pub mentions: String,
+}
+
+fn esc_line(raw: &str, max: usize) -> String {
+    fit_escaped(&sanitize_line(raw), max)
+}
+
+fn transition(from: State, to: State) -> String {
+    format!("{from} → {to}")
+}
+
+/// `45s`, `3m 05s`, `2h 03m`, `3d 4h`.
+pub fn format_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// The notification text: `🔴 web-1 (prod) · api:api_0 RUNNING → FATAL`, escaped,
+/// short (host and name cut), readable on a phone's lock screen.
+pub fn notification_text(ev: &ProcessState, environment: Option<&str>, from: State) -> String {
+    let env = environment
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| format!(" ({})", esc_line(e, 20)))
+        .unwrap_or_default();
+    format!(
+        "{} {}{env} · {} {}",
+        emoji(ev.to, ev.expected),
+        esc_line(&ev.host, TEXT_HOST_MAX),
+        esc_line(&ev.display_name(), TEXT_NAME_MAX),
+        transition(from, ev.to),
+    )
+}
+
+fn common(variant: &'static str, ev: &ProcessState, environment: Option<&str>, shown_from: State) -> Common {
+    let environment = environment.filter(|e| !e.trim().is_empty());
+    let name_raw = sanitize_line(&ev.display_name());
+    let host_raw = sanitize_line(&ev.host);
+    let env_raw = environment.map(sanitize_line);
+    let emoji = emoji(ev.to, ev.expected);
+
+    let header = format!(
+        "{emoji} {} {} on {}",
+        fit_plain(&name_raw, HEADER_NAME_MAX),
+        ev.to,
+        fit_plain(&host_raw, HEADER_HOST_MAX)
+    );
+    let transition = transition(shown_from, ev.to);
+    let text = notification_text(ev, environment, shown_from);
+    Common {
+        variant,
+        host: fit_escaped(&host_raw, HOST_MAX),
+        environment: env_raw.as_deref().map(|e| fit_escaped(e, ENV_MAX)),
+        group: esc_line(&ev.group, NAME_PART_MAX),
+        process: esc_line(&ev.process, NAME_PART_MAX),
+        name: fit_escaped(&name_raw, 2 * NAME_PART_MAX),
+        pid: ev.pid,
+        from: shown_from.as_str(),
+        to: ev.to.as_str(),
+        tries: ev.tries,
+        expected: ev.expected,
+        transition,
+        color: color(ev.to, ev.expected),
+        emoji,
+        text,
+        at: When::new(ev.at),
+        plain: Plain {
+            host: fit_plain(&host_raw, HOST_MAX),
+            environment: env_raw.as_deref().map(|e| fit_plain(e, ENV_MAX)),
+            group: fit_plain(&sanitize_line(&ev.group), NAME_PART_MAX),
+            process: fit_plain(&sanitize_line(&ev.process), NAME_PART_MAX),
+            name: fit_plain(&name_raw, 2 * NAME_PART_MAX),
+            header: fit_plain(&header, super::limits::HEADER_MAX),
+        },
+    }
+}
+
+/// Compacts a history into runs: repeats of one state (`BACKOFF ×3`) and repeats of a
+/// two-state cycle (`(STARTING → BACKOFF) ×3`, supervisord's crash loop).
+pub fn compact_history(history: &[State]) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let n = history.len();
+    let mut i = 0;
+    while i < n {
+        let a = history[i];
+        let single = history[i..].iter().take_while(|s| **s == a).count();
+        if single >= 2 {
+            runs.push(Run { states: vec![a.as_str()], count: single });
+            i += single;
+            continue;
+        }
+        if i + 1 < n {
+            let b = history[i + 1];
+            let mut reps = 0;
+            while i + 2 * reps + 1 < n && history[i + 2 * reps] == a && history[i + 2 * reps + 1] == b {
+                reps += 1;
+            }
+            if reps >= 2 {
+                runs.push(Run { states: vec![a.as_str(), b.as_str()], count: reps });
+                i += 2 * reps;
+                continue;
+            }
+        }
+        runs.push(Run { states: vec![a.as_str()], count: 1 });
+        i += 1;
+    }
+    runs
+}
+
+fn run_text(run: &Run) -> String {
+    let inner = run.states.join(" → ");
+    match (run.states.len(), run.count) {
+        (_, 1) => inner,
+        (1, n) => format!("{inner} ×{n}"),
+        (_, n) => format!("({inner}) ×{n}"),
+    }
+}
+
+/// The history trail shown on a parent card: run-length compacted, only the most recent
+/// [`TRAIL_RUNS_MAX`] runs, with a leading `… →` when older ones were left out.
+pub fn trail(history: &[State]) -> String {
+    let runs = compact_history(history);
+    let cut = runs.len() > TRAIL_RUNS_MAX;
+    let shown = &runs[runs.len().saturating_sub(TRAIL_RUNS_MAX)..];
+    let body = shown.iter().map(run_text).collect::<Vec<_>>().join(" → ");
+    if cut {
+        format!("{ELLIPSIS} → {body}")
+    } else {
+        body
+    }
+}
+
+pub fn parent_context(input: &ParentInput) -> ParentContext {
+    let ev = input.latest;
+    let runs = compact_history(input.history);
+    let history_cut = runs.len() > TRAIL_RUNS_MAX;
+    let history = runs[runs.len().saturating_sub(TRAIL_RUNS_MAX)..].to_vec();
+    let trail = if input.history.is_empty() {
+        ev.to.as_str().to_string()
+    } else {
+        trail(input.history)
+    };
+    ParentContext {
+        common: common("parent", ev, input.environment, ev.from),
+        trail,
+        history,
+        history_cut,
+        history_len: input.history.len(),
+        since: When::new(input.since),
+        flapping: input.flapping,
+    }
+}
+
+fn event_line(ev: &ProcessState, latest_name: &str) -> EventLine {
+    let at = When::new(ev.at);
+    let mut line = format!("• {} {} {}", at.slack_time, emoji(ev.to, ev.expected), transition(ev.from, ev.to));
+    let name = ev.display_name();
+    if name != latest_name {
+        line.push_str(&format!(" · {}", esc_line(&name, 100)));
+    }
+    if let Some(pid) = ev.pid {
+        line.push_str(&format!(" · pid {pid}"));
+    }
+    if matches!(ev.to, State::Starting | State::Backoff) {
+        if let Some(t) = ev.tries {
+            line.push_str(&format!(" · tries {t}"));
+        }
+    }
+    if ev.to == State::Exited {
+        match ev.expected {
+            Some(true) => line.push_str(" · expected"),
+            Some(false) => line.push_str(" · *unexpected*"),
+            None => {}
+        }
+    }
+    EventLine {
+        from: ev.from.as_str(),
+        to: ev.to.as_str(),
+        emoji: emoji(ev.to, ev.expected),
+        pid: ev.pid,
+        tries: ev.tries,
+        expected: ev.expected,
+        at,
+        line,
+    }
+}
+
+fn more(n: usize) -> String {
+    format!("{ELLIPSIS} and {n} more")
+}
+
+/// Keeps whole items, in order, while they fit in `max` (leaving room for the
+/// `… and N more` line); returns the kept ones and how many were left out.
+fn take_fitting<T>(items: Vec<T>, max: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, usize) {
+    let total = items.len();
+    let all: usize = items.iter().map(|i| size(i) + 2).sum();
+    if all <= max {
+        return (items, 0);
+    }
+    let room = max.saturating_sub(cost(&more(total)) + 2);
+    let mut used = 0;
+    let mut kept = Vec::new();
+    for item in items {
+        let n = size(&item) + 2;
+        if used + n > room {
+            break;
+        }
+        used += n;
+        kept.push(item);
+    }
+    let left = total - kept.len();
+    (kept, left)
+}
+
+fn crash(ctx: &CrashContext) -> Crash {
+    let log_tail = ctx
+        .log_tail
+        .as_deref()
+        .map(|l| sanitize_log(l.trim_end()))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| fit_escaped_tail(&l, LOG_MAX));
+    Crash {
+        exit_status: ctx.exit_status,
+        spawn_error: ctx.spawn_error.as_deref().map(|s| esc_line(s, SPAWN_ERROR_MAX)),
+        uptime_secs: ctx.uptime_secs,
+        uptime: ctx.uptime_secs.map(format_duration),
+        log_tail,
+        log_name: ctx
+            .log_name
+            .as_deref()
+            .map(|s| esc_line(s, LOG_NAME_MAX))
+            .unwrap_or_else(|| "the log".to_string()),
+        unavailable: ctx.unavailable.as_deref().map(|s| esc_line(s, UNAVAILABLE_MAX)),
+    }
+}
+
+pub fn reply_context(input: &ReplyInput) -> ReplyContext {
+    // The contract says never empty; an empty slice still must not panic.
+    let latest = input
+        .events
+        .last()
+        .cloned()
+        .unwrap_or_else(placeholder_event);
+    let first_from = input.events.first().map_or(latest.from, |e| e.from);
+    let latest_name = latest.display_name();
+
+    let lines: Vec<EventLine> = input.events.iter().map(|e| event_line(e, &latest_name)).collect();
+    let events_total = lines.len();
+    let (events, events_more) = take_fitting(lines, TRANSITIONS_MAX, |l| cost(&l.line));
+    let mut transitions = events.iter().map(|l| l.line.as_str()).collect::<Vec<_>>().join("\n");
+    if events_more > 0 {
+        transitions.push('\n');
+        transitions.push_str(&more(events_more));
+    }
+
+    let notes: Vec<String> = input
+        .notes
+        .iter()
+        .map(|n| esc_line(n, NOTE_MAX))
+        .collect();
+    let (mut notes, notes_more) = take_fitting(notes, NOTES_MAX, |n| cost(n));
+    if notes_more > 0 {
+        notes.push(more(notes_more));
+    }
+
+    // Mentions are the operator's own: never escaped, never cut in the middle (a cut
+    // mention would show as garbage); whole ones beyond the budget are left out.
+    let (mentions, _) = take_fitting(input.mentions.to_vec(), MENTIONS_MAX, |m| cost(m));
+
+    let mut common = common("reply", &latest, input.environment, first_from);
+    if events_total > 1 {
+        common.text = format!("{} ({events_total} changes)", common.text);
+    }
+    ReplyContext {
+        common,
+        events,
+        events_total,
+        events_more,
+        transitions,
+        notes,
+        crash: input.context.map(crash),
+        mentions: mentions.join(" "),
+    }
+}
+
+/// Stands in for the latest event of an (invalid) empty reply.
+fn placeholder_event() -> ProcessState {
+    ProcessState {
+        host: String::new(),
+        server: String::new(),
+        serial: 0,
+        pool: String::new(),
+        poolserial: 0,
+        group: "?".into(),
+        process: "?".into(),
+        from: State::Unknown,
+        to: State::Unknown,
+        pid: None,
+        tries: None,
+        expected: None,
+        at: DateTime::<Utc>::UNIX_EPOCH,
+        extra: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use State::*;
+
+    #[test]
+    fn trail_compacts_runs_and_cycles() {
+        assert_eq!(trail(&[Starting, Running, Exited, Backoff, Backoff, Backoff, Fatal]),
+            "STARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL");
+        assert_eq!(trail(&[Running, Exited, Starting, Backoff, Starting, Backoff, Starting, Backoff, Fatal]),
+            "RUNNING → EXITED → (STARTING → BACKOFF) ×3 → FATAL");
+        assert_eq!(trail(&[Running]), "RUNNING");
+        assert_eq!(trail(&[]), "");
+    }
+
+    #[test]
+    fn long_trail_keeps_the_most_recent_part() {
+        let mut h = Vec::new();
+        for _ in 0..20 {
+            h.extend([Running, Stopping, Stopped, Starting]);
+        }
+        h.push(Fatal);
+        let t = trail(&h);
+        assert!(t.starts_with("… → "), "{t}");
+        assert!(t.ends_with("→ STARTING → FATAL"), "{t}");
+        assert_eq!(t.matches(" → ").count(), TRAIL_RUNS_MAX, "{t}");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(45), "45s");
+        assert_eq!(format_duration(125), "2m 05s");
+        assert_eq!(format_duration(7385), "2h 03m");
+        assert_eq!(format_duration(3 * 86_400 + 4 * 3600 + 5), "3d 4h");
+        assert_eq!(format_duration(-5), "0s");
+    }
+
+    #[test]
+    fn slack_date_token_has_a_utc_fallback() {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T14:03:05Z").unwrap().with_timezone(&Utc);
+        let w = When::new(at);
+        assert_eq!(w.slack, format!("<!date^{}^{{date_short_pretty}} {{time}}|2026-11-26 14:03:05 UTC>", at.timestamp()));
+    }
+}
