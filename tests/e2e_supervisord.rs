@@ -13,11 +13,7 @@ use support::*;
 const STATE_PREFIX: &str = "PROCESS_STATE_";
 
 fn start() -> Supervisord {
-    // The state file lives in a directory of its own, created before supervisord
-    // starts; the harness's temp dir is only known after start, so use a sibling.
-    let state = tempfile::tempdir().unwrap();
-    let state_db = state.path().join("state.db");
-    let sv = Supervisord::start(
+    Supervisord::start(
         SupervisordConfig::new()
             .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
             .program(
@@ -33,15 +29,12 @@ fn start() -> Supervisord {
             )
             .listener(
                 Listener::slack()
-                    .args(&["--state", state_db.to_str().unwrap()])
+                    .args(&["--state", "{dir}/state.db"])
                     .env("SLACK_API_URL", "http://127.0.0.1:9/api")
                     .env("SLACK_TOKEN", "xoxb-test")
                     .env("SLACK_CHANNEL", "#ops"),
             ),
-    );
-    // Keep the state dir for the life of the test process (removed with /tmp).
-    std::mem::forget(state);
-    sv
+    )
 }
 
 /// Event names (without `PROCESS_STATE_`) the listener logged, per process.
@@ -89,7 +82,9 @@ fn listener_receives_every_state_change_of_a_real_supervisord() {
     .collect();
 
     // Everything supervisord emitted must reach the listener; wait for the last ones.
-    let done = wait_until(secs(5), || sequences(&received_events(&sv.listener_stderr())) == expected);
+    let done = wait_until(secs(5), || {
+        sequences(&received_events(&sv.listener_stderr())) == expected
+    });
     let events = received_events(&sv.listener_stderr());
     assert!(
         done,
@@ -123,9 +118,17 @@ fn listener_receives_every_state_change_of_a_real_supervisord() {
         sv.diagnostics()
     );
     assert_eq!(sv.state("slack").as_deref(), Some("RUNNING"));
+    assert!(
+        sv.dir().join("state.db").is_file(),
+        "the listener did not use --state"
+    );
     sv.assert_no_protocol_trouble();
 
-    assert!(sv.stop(), "supervisord did not shut down in time\n{}", sv.diagnostics());
+    assert!(
+        sv.stop(),
+        "supervisord did not shut down in time\n{}",
+        sv.diagnostics()
+    );
     sv.assert_no_protocol_trouble();
     // stdout carried nothing but the protocol.
     let proto = sv.listener_stdout();

@@ -26,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => panic!("I/O error from a byte slice: {e}"),
         }
         reads += 1;
-        assert!(reads <= data.len(), "{reads} reads from {} bytes: no progress", data.len());
+        assert!(
+            reads <= data.len(),
+            "{reads} reads from {} bytes: no progress",
+            data.len()
+        );
     }
 });

@@ -9,7 +9,7 @@
 //! mod support;
 //! use support::*;
 //!
-//! let sv = Supervisord::start(
+//! let mut sv = Supervisord::start(
 //!     SupervisordConfig::new()
 //!         .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
 //!         .listener(Listener::slack().env("SLACK_TOKEN", "xoxb-test")),
@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 
 /// The built `supervisor-slack` binary.
 pub const SLACK_BIN: &str = env!("CARGO_BIN_EXE_supervisor-slack");
+
+/// In listener arguments and environment values, stands for the supervisord's temp
+/// dir (known only at start): `.args(&["--state", "{dir}/state.db"])`.
+pub const DIR: &str = "{dir}";
 
 /// Lines in supervisord's own log that mean the listener broke the protocol or lost
 /// events.
@@ -162,11 +166,12 @@ impl Listener {
         self.name = v.to_string();
         self
     }
-    /// Appends arguments after the command.
+    /// Appends arguments after the command. `{dir}` stands for the temp dir.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.argv.extend(args.iter().map(|s| s.to_string()));
         self
     }
+    /// An `environment=` entry; `{dir}` in the value stands for the temp dir.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
         self
@@ -284,11 +289,16 @@ impl SupervisordConfig {
         }
         if let Some(l) = &self.listener {
             check_name(&l.name);
-            let command: Vec<String> = l.argv.iter().map(|a| shell_word(a)).collect();
+            let here = dir.to_str().expect("harness: temp dir path is not UTF-8");
+            let command: Vec<String> = l
+                .argv
+                .iter()
+                .map(|a| shell_word(&a.replace(DIR, here)))
+                .collect();
             let env: Vec<String> = l
                 .env
                 .iter()
-                .map(|(k, v)| format!("{}={}", env_key(k), env_value(v)))
+                .map(|(k, v)| format!("{}={}", env_key(k), env_value(&v.replace(DIR, here))))
                 .collect();
             // stdout of an event listener is the protocol channel: supervisord logs
             // what the listener wrote there (READY / RESULT) to stdout_logfile.
@@ -351,7 +361,10 @@ fn conf_path(dir: &Path) -> String {
 /// A single-line config value: `%` doubled (supervisord expands `%(name)s`), and no
 /// ` ;` / ` #`, which configparser would cut off as an inline comment.
 fn conf_value(v: &str) -> String {
-    assert!(!v.contains(['\n', '\r']), "harness: config value {v:?} has a line break");
+    assert!(
+        !v.contains(['\n', '\r']),
+        "harness: config value {v:?} has a line break"
+    );
     for bad in [" ;", " #", "\t;", "\t#"] {
         assert!(
             !v.contains(bad),
@@ -364,8 +377,7 @@ fn conf_value(v: &str) -> String {
 /// Quotes a word for supervisord's `command=` (split with Python's `shlex.split`).
 pub fn shell_word(w: &str) -> String {
     if !w.is_empty()
-        && w
-            .chars()
+        && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
     {
         w.to_string()
@@ -687,7 +699,11 @@ pub fn descendants(pid: u32) -> Vec<u32> {
             let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
                 continue;
             };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 parent_of.push((p, ppid));
             }
         }
