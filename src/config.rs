@@ -275,14 +275,6 @@ impl<const N: usize> Env for [(&str, &str); N] {
     }
 }
 
-impl Env for [(&str, &str)] {
-    fn var(&self, key: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    }
-}
-
 /// Parses a duration such as `24h`, `90s`, `1m 30s`.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim()).map_err(|e| invalid(key, duration_message(text, &e)))
@@ -313,7 +305,7 @@ fn parse_error(text: &str, path: Option<&Path>, e: &toml::de::Error) -> ConfigEr
         .map(|i| i + 1)
         .unwrap_or(0);
     let column = text[line_start..span.start.min(text.len())].chars().count() + 1;
-    let message = e.message().trim().to_string();
+    let message = e.message().trim().replace('\n', "; ");
     let key = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
