@@ -330,7 +330,8 @@ fn parse_error(text: &str, path: Option<&Path>, e: &toml::de::Error) -> ConfigEr
 fn key_on_line(line: &str) -> Option<String> {
     let (k, _) = line.split_once('=')?;
     let k = k.trim().trim_matches('"');
-    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    (!k.is_empty() && k.chars().all(bare)).then(|| k.to_string())
 }
 
 /// The table that line `line` belongs to: `route[N]` (1-based) for the Nth

@@ -148,7 +148,8 @@ channel = "#ops"
 # Routing rules, in order: the first whose group AND process patterns match an event
 # decides where it goes. Patterns are globs: * ? [abc] {a,b}; a missing pattern
 # matches everything. Keys: group, process, channel (default: the default channel;
-# "" drops), drop = true (drops), skip, running, mentions (as above).
+# an empty "" drops the events), drop (true drops them), skip, running and mentions
+# (as above).
 #
 # [[route]]
 # group = "worker-*"
