@@ -286,7 +286,11 @@ fn slack_problem(what: &str, f: &Failure, api_url: &str) -> Finding {
 
 /// The card `--post-test` sends: plain, independent of the templates.
 pub fn test_card(host: &str) -> Card {
-    let text = format!("supervisor-slack check: test message from {host}");
+    // The top-level text is mrkdwn too: the host label is escaped everywhere.
+    let text = format!(
+        "supervisor-slack check: test message from {}",
+        escape_mrkdwn(host)
+    );
     Card {
         text: text.clone(),
         color: "#2EB67D".into(),
@@ -326,8 +330,18 @@ pub fn check_state_path(path: &Path) -> Finding {
         .unwrap_or(Path::new("."));
     let existing = dir
         .ancestors()
-        .find(|d| d.is_dir())
+        .find(|d| d.exists())
         .unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Finding::problem(
+            format!(
+                "state database {}: {} is not a directory",
+                path.display(),
+                existing.display()
+            ),
+            fix_for(dir),
+        );
+    }
     if config::dir_writable(existing) {
         let how = if existing == dir {
             ""
