@@ -21,7 +21,7 @@ pub struct Options {
     /// The settings file that was read, to name it in the report.
     pub settings_file: Option<PathBuf>,
     /// Warnings from loading the settings ([`config::Loaded::warnings`]).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<config::Warning>,
 }
 
 /// How bad a finding is.
@@ -178,8 +178,7 @@ fn check_settings(settings: &Settings, opts: &Options, r: &mut Report) {
         ))),
     }
     for w in &opts.warnings {
-        // Warnings carry their own remedy ("run: chmod 600 ...", "rename it to ...").
-        r.push(Finding::warning(w.clone(), "see above"));
+        r.push(Finding::warning(w.what.clone(), w.fix.clone()));
     }
     if settings.token.is_none() {
         r.push(Finding::problem(

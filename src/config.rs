@@ -370,12 +370,36 @@ pub fn read_file(path: &Path) -> Result<SettingsFile, ConfigError> {
     parse_str(&text, Some(path))
 }
 
+/// Something the operator should fix although the program can run with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// What is wrong.
+    pub what: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl Warning {
+    fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Warning {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.what, self.fix)
+    }
+}
+
 /// Settings plus what the operator should hear about them (a token file others can
 /// read, a misspelt variable that still works...). The program runs with warnings.
 #[derive(Debug)]
 pub struct Loaded {
     pub settings: Settings,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The settings file that was read, if any.
     pub file: Option<PathBuf>,
 }
@@ -438,7 +462,10 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
     let channel = match (env.var("SLACK_CHANNEL"), env.var("SLACK_CHANNNEL")) {
         (Some(c), _) => Some(check_channel("SLACK_CHANNEL", None, &c)?),
         (None, Some(c)) => {
-            warnings.push("SLACK_CHANNNEL (three Ns) is read for compatibility with the original tool; rename it to SLACK_CHANNEL".to_string());
+            warnings.push(Warning::new(
+                "SLACK_CHANNNEL (three Ns) is read for compatibility with the original tool",
+                "rename it to SLACK_CHANNEL",
+            ));
             Some(check_channel("SLACK_CHANNNEL", None, &c)?)
         }
         (None, None) => match &f.channel {
@@ -538,10 +565,15 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         (Some(p), None) => {
             if let Some(path) = &file.path {
                 if readable_by_others(path) {
-                    warnings.push(format!(
-                        "{} holds supervisor_password and is readable by other users; run: chmod 600 {} (or use supervisor_password_file)",
-                        path.display(),
-                        path.display()
+                    warnings.push(Warning::new(
+                        format!(
+                            "{} holds supervisor_password and is readable by other users",
+                            path.display()
+                        ),
+                        format!(
+                            "run: chmod 600 {} (or use supervisor_password_file)",
+                            path.display()
+                        ),
                     ));
                 }
             }
@@ -670,14 +702,13 @@ pub fn readable_by_others(path: &Path) -> bool {
 
 /// Reads a secret (token, password) from a file: trimmed, not empty. Warns when
 /// other users can read it. The error is a message; the caller names the key.
-fn read_secret_file(path: &Path, warnings: &mut Vec<String>) -> Result<Secret, String> {
+fn read_secret_file(path: &Path, warnings: &mut Vec<Warning>) -> Result<Secret, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if readable_by_others(path) {
-        warnings.push(format!(
-            "{} is readable by other users; run: chmod 600 {}",
-            path.display(),
-            path.display()
+        warnings.push(Warning::new(
+            format!("{} is readable by other users", path.display()),
+            format!("run: chmod 600 {}", path.display()),
         ));
     }
     let secret = text.trim();

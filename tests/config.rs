@@ -226,11 +226,7 @@ fn the_original_tools_misspelt_channel_variable_works_with_a_warning() {
     let loaded = load("", &[("SLACK_CHANNNEL", "#legacy")]).unwrap();
     assert_eq!(loaded.settings.channel.as_deref(), Some("#legacy"));
     assert_eq!(loaded.warnings.len(), 1);
-    assert!(
-        loaded.warnings[0].contains("rename it to SLACK_CHANNEL"),
-        "{:?}",
-        loaded.warnings
-    );
+    assert_eq!(loaded.warnings[0].fix, "rename it to SLACK_CHANNEL");
 }
 
 #[test]
@@ -271,12 +267,12 @@ fn a_token_file_others_can_read_gives_a_warning() {
     let loaded = load(&text, &NO_ENV).unwrap();
     assert_eq!(loaded.settings.token.unwrap().expose(), "xoxb-from-file");
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
-    assert!(
-        loaded.warnings[0].contains("chmod 600"),
-        "{:?}",
-        loaded.warnings
+    let w = &loaded.warnings[0];
+    assert_eq!(
+        w.what,
+        format!("{} is readable by other users", f.path().display())
     );
-    assert!(loaded.warnings[0].contains(&f.path().display().to_string()));
+    assert_eq!(w.fix, format!("run: chmod 600 {}", f.path().display()));
 }
 
 #[cfg(unix)]
