@@ -280,7 +280,12 @@ fn slack_problem(what: &str, f: &Failure, api_url: &str) -> Finding {
             "unexpected answer from Slack: run with SUPERVISOR_SLACK_LOG=debug and report it".into()
         }
     };
-    Finding::problem(format!("{what}: {f}"), fix)
+    let found = match f {
+        // The hint is the fix: do not say it twice.
+        Failure::Setup { code, .. } => format!("{what}: Slack answered {code}"),
+        other => format!("{what}: {other}"),
+    };
+    Finding::problem(found, fix)
 }
 
 /// The card `--post-test` sends: plain, independent of the templates.

@@ -134,3 +134,90 @@ fn the_test_card_escapes_the_host() {
     assert!(!card.text.contains("<!channel>"), "{}", card.text);
     assert!(!card.fallback.contains("<!channel>"));
 }
+
+/// A few lines of Slack's Web API: enough for `check` to see a working token and
+/// post its test message. (The full stand-in lives on another branch.)
+async fn tiny_slack() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::{
+        routing::{any, post},
+        Json, Router,
+    };
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = posts.clone();
+    let app = Router::new()
+        .route(
+            "/api/auth.test",
+            any(|| async {
+                Json(serde_json::json!({"ok": true, "url": "https://acme.slack.com/", "team": "Acme",
+                    "user": "supervisor-bot", "team_id": "T1", "user_id": "U1", "bot_id": "B1"}))
+            }),
+        )
+        .route(
+            "/api/chat.postMessage",
+            post(move |Json(body): Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    let channel = body["channel"].as_str().unwrap_or("").to_string();
+                    seen.lock().unwrap().push(body);
+                    if channel == "#nobot" {
+                        return Json(serde_json::json!({"ok": false, "error": "not_in_channel"}));
+                    }
+                    Json(serde_json::json!({"ok": true, "channel": "C1", "ts": "1.1", "message": {"ts": "1.1"}}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/api"), posts)
+}
+
+#[tokio::test]
+async fn a_working_token_names_the_workspace_and_bot_and_post_test_posts_to_each_channel() {
+    let (url, posts) = tiny_slack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let env = [
+        ("SLACK_TOKEN", "xoxb-test"),
+        ("SLACK_API_URL", url.as_str()),
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+    ];
+    let s = settings(
+        "channel = \"#ops\"\n[[route]]\ngroup = \"x\"\nchannel = \"#nobot\"\n",
+        &env,
+    );
+    let report = check::run(
+        &s,
+        &Options {
+            post_test: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let shown = report.to_string();
+    assert!(
+        shown.contains("token works: workspace \"Acme\" (https://acme.slack.com/), bot user supervisor-bot (B1)"),
+        "{shown}"
+    );
+    assert!(shown.contains("posted a test message to #ops"), "{shown}");
+    let p: Vec<_> = report.problems().collect();
+    assert_eq!(p.len(), 1, "{shown}");
+    assert!(p[0].what.starts_with("posting to #nobot"), "{shown}");
+    assert!(
+        p[0].fix
+            .as_ref()
+            .unwrap()
+            .contains("invite the bot to #nobot"),
+        "{shown}"
+    );
+    let channels: Vec<_> = posts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["channel"].clone())
+        .collect();
+    assert_eq!(channels, vec!["#ops", "#nobot"]);
+}

@@ -368,3 +368,30 @@ fn config_path_prefers_the_flag_then_the_variable() {
         Path::new("/from/env.toml")
     );
 }
+
+/// The listener refuses to start on bad settings: non-zero exit, the key and line on
+/// stderr, and not one byte on stdout (supervisord's protocol channel).
+#[test]
+fn listen_refuses_to_start_on_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "channel = \"#ops\"\n[[route]]\ngroup = \"web-{\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        .arg("--config")
+        .arg(&path)
+        .arg("listen")
+        .env("SLACK_TOKEN", "xoxb-test")
+        .env("SUPERVISOR_SLACK_STATE", dir.path().join("s.db"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3: route[1].group"), "{stderr}");
+    assert!(!dir.path().join("s.db").exists(), "nothing was started");
+}
