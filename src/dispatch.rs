@@ -17,6 +17,7 @@ use tokio::sync::{mpsc::UnboundedReceiver, Notify};
 
 use crate::card::{self, ParentInput, Renderer, ReplyInput, Variant};
 use crate::config::Settings;
+use crate::context::ContextSource;
 use crate::event::{ProcessState, State, ThreadKey};
 use crate::listen::Wake;
 use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};
@@ -127,6 +128,8 @@ pub struct Stats {
 
 pub struct Dispatcher {
     api: SlackApi,
+    /// supervisord's XML-RPC, for the crash context of failures (None: not available).
+    context: Option<ContextSource>,
     store: Mutex<Store>,
     renderer: Renderer,
     settings: Settings,
@@ -144,10 +147,17 @@ enum Outcome {
 }
 
 impl Dispatcher {
-    pub fn new(api: SlackApi, store: Store, renderer: Renderer, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        api: SlackApi,
+        context: Option<ContextSource>,
+        store: Store,
+        renderer: Renderer,
+        settings: Settings,
+    ) -> Arc<Self> {
         let per_update = Duration::from_secs_f64(60.0 / settings.updates_per_minute as f64);
         Arc::new(Dispatcher {
             api,
+            context,
             store: Mutex::new(store),
             renderer,
             limits: Limits {
@@ -302,12 +312,22 @@ impl Dispatcher {
         }
 
         let notes = notes(batch, previous.as_ref());
+        // Why it failed: asked of supervisord for the last failure of the batch, on
+        // this side only, bounded by the context time-out.
+        let crash = match (
+            &self.context,
+            events.iter().rev().find(|e| ContextSource::wants(e)),
+        ) {
+            (Some(source), Some(failed)) => source.for_event(failed).await,
+            _ => None,
+        };
+        let mentions = self.settings.routes.mentions_for_all(&events);
         let reply = self.renderer.reply(&ReplyInput {
             events: &events,
             environment: self.settings.environment.as_deref(),
             notes: &notes,
-            context: None,
-            mentions: &[],
+            context: crash.as_ref(),
+            mentions: &mentions,
         });
         let out = Outgoing {
             channel: channel.to_string(),

@@ -35,7 +35,12 @@ fn py_listener(scratch: &Path) -> Listener {
 
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -70,8 +75,10 @@ fn env_values_survive_quoting_and_events_arrive() {
     assert!(wait_until(secs(5), || running(&sv)), "{}", sv.diagnostics());
 
     let stderr = sv.listener_stderr();
-    let expected: Vec<(String, String)> =
-        values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let expected: Vec<(String, String)> = values
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let line = stderr.lines().find(|l| l.starts_with("env ")).unwrap();
     let py_repr = |s: &str| {
         if s.contains('\'') && !s.contains('"') {
@@ -92,8 +99,15 @@ fn env_values_survive_quoting_and_events_arrive() {
 
     let pid = sv.pid().unwrap();
     let children = descendants(pid);
-    assert!(children.len() >= 2, "listener and web should run: {children:?}");
-    assert!(sv.stop(), "supervisord did not exit on SIGTERM\n{}", sv.diagnostics());
+    assert!(
+        children.len() >= 2,
+        "listener and web should run: {children:?}"
+    );
+    assert!(
+        sv.stop(),
+        "supervisord did not exit on SIGTERM\n{}",
+        sv.diagnostics()
+    );
     assert!(!alive(pid));
     for c in children {
         assert!(!alive(c), "process {c} outlived supervisord");
@@ -121,7 +135,10 @@ fn protocol_trouble_is_detected_and_drop_leaves_nothing_running() {
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         sv.assert_no_protocol_trouble()
     }));
-    let msg = *caught.expect_err("trouble must be reported").downcast::<String>().unwrap();
+    let msg = *caught
+        .expect_err("trouble must be reported")
+        .downcast::<String>()
+        .unwrap();
     assert!(msg.contains("bad result line"), "{msg}");
 
     // No stop(): Drop must clean up supervisord and its children.
@@ -140,7 +157,13 @@ fn protocol_trouble_is_detected_and_drop_leaves_nothing_running() {
 
 #[test]
 fn env_values_supervisord_cannot_hold_are_refused() {
-    for bad in [r#"both ' and ""#, "\"leading", "trailing'", "a ;comment", "two\nlines"] {
+    for bad in [
+        r#"both ' and ""#,
+        "\"leading",
+        "trailing'",
+        "a ;comment",
+        "two\nlines",
+    ] {
         let r = std::panic::catch_unwind(|| env_value(bad));
         assert!(r.is_err(), "{bad:?} should be refused");
     }

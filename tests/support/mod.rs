@@ -350,7 +350,10 @@ fn conf_path(dir: &Path) -> String {
 /// A single-line config value: `%` doubled (supervisord expands `%(name)s`), and no
 /// ` ;` / ` #`, which configparser would cut off as an inline comment.
 fn conf_value(v: &str) -> String {
-    assert!(!v.contains(['\n', '\r']), "harness: config value {v:?} has a line break");
+    assert!(
+        !v.contains(['\n', '\r']),
+        "harness: config value {v:?} has a line break"
+    );
     for bad in [" ;", " #", "\t;", "\t#"] {
         assert!(
             !v.contains(bad),
@@ -363,8 +366,7 @@ fn conf_value(v: &str) -> String {
 /// Quotes a word for supervisord's `command=` (split with Python's `shlex.split`).
 pub fn shell_word(w: &str) -> String {
     if !w.is_empty()
-        && w
-            .chars()
+        && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
     {
         w.to_string()
@@ -686,7 +688,11 @@ pub fn descendants(pid: u32) -> Vec<u32> {
             let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
                 continue;
             };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 parent_of.push((p, ppid));
             }
         }
