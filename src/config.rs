@@ -77,6 +77,8 @@ pub struct FileSettings {
     /// waiting one (default 100000).
     pub outbox_cap: Option<Spanned<u64>>,
     pub setup_retry: Option<Spanned<String>>,
+    /// Longest wait between retries of a transient failure (default 30s).
+    pub retry_max: Option<Spanned<String>>,
     pub supervisor_server_url: Option<Spanned<String>>,
     pub supervisor_username: Option<Spanned<String>>,
     pub supervisor_password: Option<Spanned<String>>,
@@ -189,6 +191,8 @@ pub struct Settings {
     pub outbox_cap: u64,
     /// How long to wait before retrying after a setup error (bad token, channel...).
     pub setup_retry: Duration,
+    /// Longest wait between retries of a transient failure (backoff doubles up to it).
+    pub retry_max: Duration,
     /// supervisord's XML-RPC endpoint (`unix:///run/supervisor.sock` or
     /// `http://host:port`): the `supervisor_server_url` setting, else the
     /// `SUPERVISOR_SERVER_URL` supervisord gives its listeners.
@@ -657,6 +661,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
             &f.setup_retry,
             Duration::from_secs(60),
         )?,
+        retry_max: dur("retry_max", None, &f.retry_max, Duration::from_secs(30))?,
         supervisor_server_url,
         supervisor_username,
         supervisor_password,

@@ -129,6 +129,10 @@ channel = "#ops"
 # Env: SUPERVISOR_SLACK_SETUP_RETRY
 # setup_retry = "60s"
 
+# Longest wait between retries after a temporary failure (5xx, network, time-out):
+# the wait doubles from half a second up to this.
+# retry_max = "30s"
+
 # supervisord's XML-RPC, for crash context (exit status, spawn error, stderr tail).
 # Default: SUPERVISOR_SERVER_URL, which supervisord gives its listeners; this
 # setting wins over it.
