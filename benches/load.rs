@@ -26,7 +26,8 @@ fn read_exact_str(out: &mut impl Read, expect: &[u8]) {
 }
 
 fn peak_rss_kb(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -38,11 +39,21 @@ fn peak_rss_kb(child: &Child) -> u64 {
 /// Runs `n` events through a listener started with `cmd`, one at a time as
 /// supervisord does.
 pub fn drive(mut cmd: Command, n: usize, processes: usize) -> Figures {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start listener");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start listener");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     read_exact_str(&mut stdout, b"READY\n");
-    let states = [("STARTING", "STOPPED", "tries:0"), ("RUNNING", "STARTING", "pid:4242"), ("STOPPING", "RUNNING", "pid:4242"), ("STOPPED", "STOPPING", "pid:4242")];
+    let states = [
+        ("STARTING", "STOPPED", "tries:0"),
+        ("RUNNING", "STARTING", "pid:4242"),
+        ("STOPPING", "RUNNING", "pid:4242"),
+        ("STOPPED", "STOPPING", "pid:4242"),
+    ];
     let mut lat = Vec::with_capacity(n);
     let start = Instant::now();
     for i in 0..n {
@@ -50,7 +61,14 @@ pub fn drive(mut cmd: Command, n: usize, processes: usize) -> Figures {
         let p = format!("web_{}", (i / states.len()) % processes);
         let payload = format!("processname:{p} groupname:web from_state:{from} {extra}");
         let ev = frame(
-            &[("ver", "3.0"), ("server", "bench"), ("serial", &i.to_string()), ("pool", "slack"), ("poolserial", &i.to_string()), ("eventname", &format!("PROCESS_STATE_{to}"))],
+            &[
+                ("ver", "3.0"),
+                ("server", "bench"),
+                ("serial", &i.to_string()),
+                ("pool", "slack"),
+                ("poolserial", &i.to_string()),
+                ("eventname", &format!("PROCESS_STATE_{to}")),
+            ],
             &payload,
         );
         stdin.write_all(&ev).unwrap();
@@ -105,8 +123,23 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000usize);
+    // `cargo test --all-targets` runs this too, without `--bench`: a quick smoke run.
+    let n = if args.iter().any(|a| a == "--bench") {
+        n
+    } else {
+        200
+    };
     let dir = tempfile::tempdir().unwrap();
-    println!("{n} events per run, 20 processes; machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let down = drive(listener(&dir.path().join("down.db"), "http://127.0.0.1:9/api"), n, 20);
+    println!(
+        "{n} events per run, 20 processes; machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let down = drive(
+        listener(&dir.path().join("down.db"), "http://127.0.0.1:9/api"),
+        n,
+        20,
+    );
     print("supervisor-slack, Slack down", &down);
 }

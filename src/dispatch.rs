@@ -17,6 +17,7 @@ use tokio::sync::{mpsc::UnboundedReceiver, Notify};
 
 use crate::card::{self, ParentInput, Renderer, ReplyInput, Variant};
 use crate::config::Settings;
+use crate::context::ContextSource;
 use crate::event::{ProcessState, State, ThreadKey};
 use crate::listen::Wake;
 use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};
@@ -127,6 +128,8 @@ pub struct Stats {
 
 pub struct Dispatcher {
     api: SlackApi,
+    /// supervisord's XML-RPC, for the crash context of failures (None: not available).
+    context: Option<ContextSource>,
     store: Mutex<Store>,
     renderer: Renderer,
     settings: Settings,
@@ -144,10 +147,17 @@ enum Outcome {
 }
 
 impl Dispatcher {
-    pub fn new(api: SlackApi, store: Store, renderer: Renderer, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        api: SlackApi,
+        context: Option<ContextSource>,
+        store: Store,
+        renderer: Renderer,
+        settings: Settings,
+    ) -> Arc<Self> {
         let per_update = Duration::from_secs_f64(60.0 / settings.updates_per_minute as f64);
         Arc::new(Dispatcher {
             api,
+            context,
             store: Mutex::new(store),
             renderer,
             limits: Limits {
@@ -218,7 +228,7 @@ impl Dispatcher {
 
     /// Delivers one thread's entries strictly in order, forever.
     async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, notify: Arc<Notify>) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(self.settings.retry_max);
         loop {
             let batch = match self
                 .with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max))
@@ -264,7 +274,6 @@ impl Dispatcher {
             thread.parent_ts = None;
             thread.history.clear();
         }
-        let previous = thread.latest.clone();
         let identity = Identity {
             host: key.host.clone(),
             server: latest.server.clone(),
@@ -301,13 +310,23 @@ impl Dispatcher {
             }
         }
 
-        let notes = notes(batch, previous.as_ref());
+        let notes = notes(batch, &thread.history);
+        // Why it failed: asked of supervisord for the last failure of the batch, on
+        // this side only, bounded by the context time-out.
+        let crash = match (
+            &self.context,
+            events.iter().rev().find(|e| ContextSource::wants(e)),
+        ) {
+            (Some(source), Some(failed)) => source.for_event(failed).await,
+            _ => None,
+        };
+        let mentions = self.settings.routes.mentions_for_all(&events);
         let reply = self.renderer.reply(&ReplyInput {
             events: &events,
             environment: self.settings.environment.as_deref(),
             notes: &notes,
-            context: None,
-            mentions: &[],
+            context: crash.as_ref(),
+            mentions: &mentions,
         });
         let out = Outgoing {
             channel: channel.to_string(),
@@ -462,7 +481,7 @@ impl Dispatcher {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(self.settings.retry_max);
         loop {
             self.limits.acquire(&call).await;
             match f().await {
@@ -529,7 +548,7 @@ impl Dispatcher {
 }
 
 /// Notes for a reply: events supervisord dropped, a recovery after a failure.
-fn notes(batch: &[OutboxEntry], previous: Option<&ProcessState>) -> Vec<String> {
+fn notes(batch: &[OutboxEntry], history: &[State]) -> Vec<String> {
     let mut notes = Vec::new();
     let dropped: u64 = batch.iter().map(|e| e.dropped_before).sum();
     if dropped > 0 {
@@ -545,7 +564,14 @@ fn notes(batch: &[OutboxEntry], previous: Option<&ProcessState>) -> Vec<String> 
             if coalesced == 1 { " was" } else { "s were" }
         ));
     }
-    let mut last_bad = previous.filter(|p| is_trouble(p)).map(|p| p.to);
+    // The failure this thread is in, if any: the last BACKOFF/EXITED/FATAL/UNKNOWN
+    // since the last RUNNING (STARTING and STOPPING in between do not end it).
+    let mut last_bad = history
+        .iter()
+        .rev()
+        .find(|s| **s == State::Running || is_trouble_state(**s))
+        .copied()
+        .filter(|s| *s != State::Running);
     for e in batch {
         if e.event.to == State::Running {
             if let Some(bad) = last_bad.take() {
@@ -553,23 +579,34 @@ fn notes(batch: &[OutboxEntry], previous: Option<&ProcessState>) -> Vec<String> 
             }
         } else if is_trouble(&e.event) {
             last_bad = Some(e.event.to);
+        } else if e.event.to == State::Stopped {
+            // Stopped on purpose: a later start is not a recovery.
+            last_bad = None;
         }
     }
     notes
+}
+
+fn is_trouble_state(s: State) -> bool {
+    matches!(
+        s,
+        State::Backoff | State::Exited | State::Fatal | State::Unknown
+    )
 }
 
 fn is_trouble(e: &ProcessState) -> bool {
     e.is_failure() || e.to == State::Backoff
 }
 
-/// Exponential backoff with full jitter: 1 s, 2 s, 4 s ... up to a minute.
+/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... up to `retry_max`.
 struct Backoff {
     attempt: u32,
+    max: Duration,
 }
 
 impl Backoff {
-    fn new() -> Self {
-        Backoff { attempt: 0 }
+    fn new(max: Duration) -> Self {
+        Backoff { attempt: 0, max }
     }
     fn reset(&mut self) {
         self.attempt = 0;
@@ -577,7 +614,7 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let base = Duration::from_millis(500) * 2u32.saturating_pow(self.attempt.min(7));
         self.attempt += 1;
-        let cap = base.min(Duration::from_secs(60));
+        let cap = base.min(self.max);
         // Half fixed, half random: never zero, never synchronised across hosts.
         cap / 2 + cap.mul_f64(fastrand::f64() / 2.0)
     }

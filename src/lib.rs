@@ -30,18 +30,24 @@
 //! - [`dispatch`]: the policy — ordering per thread key, coalescing, pacing, retries.
 //! - [`listen`]: the `listen` command — the stdin reader thread and its hand-off.
 //! - [`config`]: settings from the environment and an optional TOML file.
+//! - [`routing`]: which channel an event goes to, with which mentions, or none.
+//! - [`init`] and [`check`]: the operator's `init` (starter files) and `check`
+//!   (is everything set up?) commands.
 //! - [`standin`]: a local server speaking Slack's Web API, for tests and `preview`.
 //!
 //! stdout belongs to supervisord: only [`protocol`]'s writer touches it while
 //! listening. Logs go to stderr through `tracing`.
 
 pub mod card;
+pub mod check;
 pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod event;
+pub mod init;
 pub mod listen;
 pub mod protocol;
+pub mod routing;
 pub mod slack;
 pub mod standin;
 pub mod store;

@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use supervisor_slack::card::{ParentInput, Renderer, ReplyInput};
 use supervisor_slack::config::{self, ProcessEnv, Settings};
+use supervisor_slack::context::{ContextOptions, ContextSource};
 use supervisor_slack::dispatch::Dispatcher;
 use supervisor_slack::event::{self, Event};
-use supervisor_slack::listen::{self, Handler, Lifecycle, OneChannel};
+use supervisor_slack::listen::{self, Handler, Lifecycle};
 use supervisor_slack::protocol::{EventReader, Read};
+use supervisor_slack::routing::RoutingRouter;
 use supervisor_slack::slack::{self, Outgoing, SlackApi};
 use supervisor_slack::store::Store;
 
@@ -57,6 +59,33 @@ enum Command {
         #[arg(long, value_enum, default_value = "reply")]
         variant: VariantArg,
     },
+    /// Print a ready [eventlistener:slack] block for supervisord's configuration and a
+    /// commented starter settings file (every key documented).
+    #[command(
+        after_help = "The block names this binary's real path and, with --config, the settings file.\n\nExamples:\n  supervisor-slack init                                        # both, to read\n  supervisor-slack init --supervisord > /etc/supervisor/conf.d/slack.conf\n  supervisor-slack init --settings > /etc/supervisor-slack.toml\n  supervisor-slack --config /etc/slack.toml init --supervisord"
+    )]
+    Init {
+        /// Print only the supervisord block.
+        #[arg(long, conflicts_with = "settings")]
+        supervisord: bool,
+        /// Print only the starter settings file (TOML).
+        #[arg(long)]
+        settings: bool,
+    },
+    /// Check the setup and say how to fix what is wrong: settings, templates, the token
+    /// (Slack's auth.test: workspace and bot), the state directory, supervisord's
+    /// socket. Exits 1 when anything needs fixing.
+    #[command(
+        after_help = "Run it as the user supervisord runs the listener as, with the same environment.\n\nExamples:\n  supervisor-slack check\n  SLACK_TOKEN_FILE=/etc/supervisor-slack/token supervisor-slack --config /etc/slack.toml check --post-test\n  sudo -u supervisor SUPERVISOR_SERVER_URL=unix:///var/run/supervisor.sock supervisor-slack check"
+    )]
+    Check {
+        /// Also post one test message to every channel the settings route to.
+        #[arg(long)]
+        post_test: bool,
+        /// The state database to check (as for `listen`).
+        #[arg(long, value_name = "PATH", env = "SUPERVISOR_SLACK_STATE")]
+        state: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -73,6 +102,14 @@ fn main() {
         Command::Render { ref host, variant } => {
             render(cli.config.as_deref(), host.clone(), variant)
         }
+        Command::Init {
+            supervisord,
+            settings,
+        } => init(cli.config.as_deref(), supervisord, settings),
+        Command::Check {
+            post_test,
+            ref state,
+        } => check(cli.config.as_deref(), post_test, state.clone()),
     };
     if let Err(e) = result {
         tracing::error!("{e:#}");
@@ -112,9 +149,10 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
     let Some(token) = settings.token.clone() else {
         bail!("no Slack token: set SLACK_TOKEN or SLACK_TOKEN_FILE, or token_file in the settings file");
     };
-    let Some(channel) = settings.channel.clone() else {
-        bail!("no channel: set SLACK_CHANNEL (e.g. #ops), or channel in the settings file");
-    };
+    if !settings.routes.has_default_channel() && settings.routes.channels().is_empty() {
+        bail!("no channel: set SLACK_CHANNEL (e.g. #ops), or channel (or [[route]] channels) in the settings file");
+    }
+    let channel = settings.channel.clone().unwrap_or_default();
     let renderer = renderer(&settings)?;
     let state_path = state
         .or_else(|| settings.state.clone())
@@ -138,6 +176,8 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
     let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
     let host = settings.host.clone();
     let outbox_cap = settings.outbox_cap;
+    let router = RoutingRouter::new(settings.routes.clone());
+    let context = crash_context_source(&settings);
     let path = state_path.clone();
     runtime.spawn(async move {
         // The dispatcher has its own connection; wait for the disk if it is not there.
@@ -150,7 +190,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
                 }
             }
         };
-        Dispatcher::new(api, store, renderer, settings)
+        Dispatcher::new(api, context, store, renderer, settings)
             .run(wake_rx)
             .await;
     });
@@ -161,7 +201,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
         host,
         reader_store,
         state_path,
-        Box::new(OneChannel(channel)),
+        Box::new(router),
         Some(wake_tx),
     );
     handler.outbox_cap = outbox_cap;
@@ -177,6 +217,25 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
+}
+
+/// supervisord's XML-RPC for crash context: the `supervisor_server_url` setting, else
+/// the `SUPERVISOR_SERVER_URL` supervisord gives its listeners. Without either, cards
+/// go out without context.
+fn crash_context_source(settings: &Settings) -> Option<ContextSource> {
+    let user = settings.supervisor_username.clone();
+    let password = settings.supervisor_password.clone();
+    let source = match &settings.supervisor_server_url {
+        Some(url) => ContextSource::new(url, user, password, ContextOptions::default()),
+        None => ContextSource::from_env(user, password, ContextOptions::default()),
+    };
+    match source {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::info!("crash context is off: {e}");
+            None
+        }
+    }
 }
 
 fn render(config: Option<&Path>, host: Option<String>, variant: VariantArg) -> Result<()> {
@@ -234,4 +293,53 @@ fn render(config: Option<&Path>, host: Option<String>, variant: VariantArg) -> R
         // `render` is not `listen`: its stdout is the user's, so printing is right here.
         writeln!(out, "{body}")?;
     }
+}
+
+/// `init`: prints the supervisord block and/or the starter settings (to stdout: this
+/// is the user's terminal, not supervisord's protocol channel).
+fn init(config: Option<&Path>, only_supervisord: bool, only_settings: bool) -> Result<()> {
+    use supervisor_slack::init;
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("finding this program's path")?;
+    let mut out = std::io::stdout().lock();
+    if !only_settings {
+        write!(out, "{}", init::supervisord_block(&binary, config))?;
+    }
+    if !only_settings && !only_supervisord {
+        let path = config.unwrap_or(Path::new(config::DEFAULT_CONFIG_PATH));
+        writeln!(
+            out,
+            "\n; ---- settings file: save as {} ----\n",
+            path.display()
+        )?;
+    }
+    if !only_supervisord {
+        write!(out, "{}", init::starter_settings())?;
+    }
+    Ok(())
+}
+
+/// `check`: prints the report (stdout: the user's terminal) and exits 1 when it
+/// holds a problem. Bad settings are a report too.
+fn check(config: Option<&Path>, post_test: bool, state: Option<PathBuf>) -> Result<()> {
+    use supervisor_slack::check::{self, Options, Report};
+    let report = match config::load_checked(config, &ProcessEnv) {
+        Err(e) => Report::from_config_error(&e),
+        Ok(loaded) => {
+            let opts = Options {
+                post_test,
+                state,
+                settings_file: loaded.file.clone(),
+                warnings: loaded.warnings.clone(),
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(check::run(&loaded.settings, &opts))
+        }
+    };
+    print!("{report}");
+    std::process::exit(report.exit_code());
 }

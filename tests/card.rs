@@ -19,7 +19,12 @@ fn parent_json(ev: &ProcessState, history: &[State], env: Option<&str>) -> Value
         .to_message_json()
 }
 
-fn reply_card(events: &[ProcessState], context: Option<&CrashContext>, notes: &[String], mentions: &[String]) -> Card {
+fn reply_card(
+    events: &[ProcessState],
+    context: Option<&CrashContext>,
+    notes: &[String],
+    mentions: &[String],
+) -> Card {
     Renderer::builtin().reply(&ReplyInput {
         events,
         environment: Some("prod"),
@@ -35,7 +40,11 @@ fn blocks(msg: &Value) -> &Vec<Value> {
 
 /// All mrkdwn text of a card joined, for "does the user see X" checks.
 fn all_mrkdwn(msg: &Value) -> String {
-    mrkdwn_texts(msg).into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n")
+    mrkdwn_texts(msg)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Removes what the card itself puts in angle brackets: Slack date tokens and the
@@ -55,7 +64,10 @@ fn strip_own_tokens(text: &str, mentions: &[String]) -> String {
 fn assert_no_injection(msg: &Value, mentions: &[String]) {
     for (path, text) in mrkdwn_texts(msg) {
         let rest = strip_own_tokens(&text, mentions);
-        assert!(!rest.contains('<') && !rest.contains('>'), "unescaped angle bracket in {path}: {text}");
+        assert!(
+            !rest.contains('<') && !rest.contains('>'),
+            "unescaped angle bracket in {path}: {text}"
+        );
         // Every `&` starts one of the three entities.
         for (i, _) in rest.match_indices('&') {
             let tail = &rest[i..];
@@ -66,7 +78,10 @@ fn assert_no_injection(msg: &Value, mentions: &[String]) {
         }
     }
     if let Some(fallback) = msg["attachments"][0]["fallback"].as_str() {
-        assert!(!strip_own_tokens(fallback, mentions).contains('<'), "fallback: {fallback}");
+        assert!(
+            !strip_own_tokens(fallback, mentions).contains('<'),
+            "fallback: {fallback}"
+        );
     }
 }
 
@@ -75,15 +90,30 @@ fn every_state_has_its_own_colour_and_symbol() {
     let mut symbols = HashSet::new();
     for s in State::ALL {
         let c = color(s, Some(false));
-        assert!(c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|d| d.is_ascii_hexdigit()), "{c}");
+        assert!(
+            c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|d| d.is_ascii_hexdigit()),
+            "{c}"
+        );
         symbols.insert(emoji(s, Some(false)));
     }
     symbols.insert(emoji(State::Exited, Some(true)));
     assert_eq!(symbols.len(), 9, "one symbol per state, two for EXITED");
     assert_eq!(color(State::Stopped, None), color(State::Stopping, None));
-    assert_eq!(color(State::Exited, Some(true)), color(State::Stopped, None), "expected exit is grey");
-    assert_ne!(color(State::Exited, Some(false)), color(State::Exited, Some(true)), "unexpected exit is not grey");
-    assert_ne!(color(State::Fatal, None), color(State::Exited, Some(false)), "FATAL is a deeper red");
+    assert_eq!(
+        color(State::Exited, Some(true)),
+        color(State::Stopped, None),
+        "expected exit is grey"
+    );
+    assert_ne!(
+        color(State::Exited, Some(false)),
+        color(State::Exited, Some(true)),
+        "unexpected exit is not grey"
+    );
+    assert_ne!(
+        color(State::Fatal, None),
+        color(State::Exited, Some(false)),
+        "FATAL is a deeper red"
+    );
 }
 
 #[test]
@@ -93,7 +123,12 @@ fn message_is_text_plus_one_attachment_with_only_color_fallback_blocks() {
     assert_eq!(msg["text"], "🔴 web-1 (prod) · api:api_0 RUNNING → FATAL");
     let att = msg["attachments"].as_array().unwrap();
     assert_eq!(att.len(), 1);
-    let keys: Vec<&str> = att[0].as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = att[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, ["blocks", "color", "fallback"]);
     assert_eq!(att[0]["color"], "#8B0000");
     let b = blocks(&msg);
@@ -120,12 +155,19 @@ fn card_shows_host_group_process_pid_transition_and_time() {
         assert!(text.contains(want), "missing {want:?} in {text}");
     }
     assert!(!text.contains("Tries"), "tries only for STARTING/BACKOFF");
-    assert_eq!(msg["attachments"][0]["color"], color(State::Exited, Some(false)));
+    assert_eq!(
+        msg["attachments"][0]["color"],
+        color(State::Exited, Some(false))
+    );
 }
 
 #[test]
 fn tries_shown_for_starting_and_backoff_only() {
-    for (to, shown) in [(State::Starting, true), (State::Backoff, true), (State::Running, false)] {
+    for (to, shown) in [
+        (State::Starting, true),
+        (State::Backoff, true),
+        (State::Running, false),
+    ] {
         let mut ev = event("h", "g", "p", State::Stopped, to, 0);
         ev.tries = Some(3);
         let text = all_mrkdwn(&parent_json(&ev, &[to], None));
@@ -148,18 +190,37 @@ fn environment_is_on_every_card_when_set() {
 
 #[test]
 fn cards_from_two_hosts_differ_in_text_header_and_context() {
-    let a = parent_json(&event("web-1", "api", "api", State::Starting, State::Running, 0), &[], None);
-    let b = parent_json(&event("web-2", "api", "api", State::Starting, State::Running, 0), &[], None);
+    let a = parent_json(
+        &event("web-1", "api", "api", State::Starting, State::Running, 0),
+        &[],
+        None,
+    );
+    let b = parent_json(
+        &event("web-2", "api", "api", State::Starting, State::Running, 0),
+        &[],
+        None,
+    );
     assert_eq!(a["text"], "🟢 web-1 · api STARTING → RUNNING");
     assert_eq!(b["text"], "🟢 web-2 · api STARTING → RUNNING");
     assert_eq!(blocks(&b)[0]["text"]["text"], "🟢 api RUNNING on web-2");
-    assert_eq!(blocks(&b).last().unwrap()["elements"][0]["text"], "🖥 *web-2*");
+    assert_eq!(
+        blocks(&b).last().unwrap()["elements"][0]["text"],
+        "🖥 *web-2*"
+    );
 }
 
 #[test]
 fn parent_shows_compacted_trail_and_flapping() {
     let ev = event("h", "g", "p", State::Backoff, State::Fatal, 0);
-    let history = [State::Starting, State::Running, State::Exited, State::Backoff, State::Backoff, State::Backoff, State::Fatal];
+    let history = [
+        State::Starting,
+        State::Running,
+        State::Exited,
+        State::Backoff,
+        State::Backoff,
+        State::Backoff,
+        State::Fatal,
+    ];
     let card = Renderer::builtin().parent(&ParentInput {
         latest: &ev,
         history: &history,
@@ -168,11 +229,20 @@ fn parent_shows_compacted_trail_and_flapping() {
         flapping: true,
     });
     let text = all_mrkdwn(&card.to_message_json());
-    assert!(text.contains("*History*\nSTARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL"), "{text}");
+    assert!(
+        text.contains("*History*\nSTARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL"),
+        "{text}"
+    );
     assert!(text.contains("⚠️ *Flapping*"), "{text}");
 
     let long: Vec<State> = (0..500).map(|i| State::ALL[i % 8]).collect();
-    let card = Renderer::builtin().parent(&ParentInput { latest: &ev, history: &long, since: fixed_time(), environment: None, flapping: false });
+    let card = Renderer::builtin().parent(&ParentInput {
+        latest: &ev,
+        history: &long,
+        since: fixed_time(),
+        environment: None,
+        flapping: false,
+    });
     let text = all_mrkdwn(&card.to_message_json());
     assert!(text.contains("*History*\n… → "), "{text}");
     assert!(!text.contains("Flapping"));
@@ -189,10 +259,18 @@ fn coalesced_reply_lists_every_transition_in_order() {
     let msg = reply_card(&events, None, &[], &[]).to_message_json();
     assert_eq!(msg["text"], "🔴 h (prod) · g:p RUNNING → FATAL (4 changes)");
     let text = all_mrkdwn(&msg);
-    let pos: Vec<usize> = ["RUNNING → EXITED", "EXITED → STARTING", "STARTING → BACKOFF", "BACKOFF → FATAL"]
-        .iter()
-        .map(|t| text.find(t).unwrap_or_else(|| panic!("{t} missing: {text}")))
-        .collect();
+    let pos: Vec<usize> = [
+        "RUNNING → EXITED",
+        "EXITED → STARTING",
+        "STARTING → BACKOFF",
+        "BACKOFF → FATAL",
+    ]
+    .iter()
+    .map(|t| {
+        text.find(t)
+            .unwrap_or_else(|| panic!("{t} missing: {text}"))
+    })
+    .collect();
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "out of order: {text}");
     assert!(text.contains("*4 changes, oldest first*"));
 }
@@ -207,7 +285,10 @@ fn many_coalesced_transitions_are_capped_visibly() {
     let text = all_mrkdwn(&msg);
     let shown = text.matches("STARTING → BACKOFF · tries").count();
     assert!(shown >= 10, "{shown}");
-    assert!(text.contains(&format!("… and {} more", 500 - shown)), "{text}");
+    assert!(
+        text.contains(&format!("… and {} more", 500 - shown)),
+        "{text}"
+    );
     check_limits(&msg).unwrap();
 }
 
@@ -232,10 +313,20 @@ fn crash_context_shows_status_uptime_spawn_error_and_log_end() {
     assert!(text.contains("_Crash context unavailable: stdout log not configured_"));
     let log_block = blocks(&msg)
         .iter()
-        .find_map(|b| b["text"]["text"].as_str().filter(|t| t.starts_with("*Last lines of stderr*")))
+        .find_map(|b| {
+            b["text"]["text"]
+                .as_str()
+                .filter(|t| t.starts_with("*Last lines of stderr*"))
+        })
         .expect("log block");
-    assert!(log_block.starts_with("*Last lines of stderr*\n```\n…"), "cut at the start: {log_block}");
-    assert!(log_block.ends_with("FINAL ERROR &lt;!channel&gt;\n```"), "keeps the end: {log_block}");
+    assert!(
+        log_block.starts_with("*Last lines of stderr*\n```\n…"),
+        "cut at the start: {log_block}"
+    );
+    assert!(
+        log_block.ends_with("FINAL ERROR &lt;!channel&gt;\n```"),
+        "keeps the end: {log_block}"
+    );
     assert!(!log_block.contains("line 0\n"));
     check_limits(&msg).unwrap();
 }
@@ -243,31 +334,54 @@ fn crash_context_shows_status_uptime_spawn_error_and_log_end() {
 #[test]
 fn log_cannot_close_the_code_block() {
     let ev = event("h", "g", "p", State::Running, State::Exited, 0);
-    let ctx = CrashContext { log_tail: Some("a\n```\n<!here> *x*".into()), ..Default::default() };
+    let ctx = CrashContext {
+        log_tail: Some("a\n```\n<!here> *x*".into()),
+        ..Default::default()
+    };
     let msg = reply_card(std::slice::from_ref(&ev), Some(&ctx), &[], &[]).to_message_json();
     let text = all_mrkdwn(&msg);
-    assert_eq!(text.matches("```").count(), 2, "only the card's own fences: {text}");
+    assert_eq!(
+        text.matches("```").count(),
+        2,
+        "only the card's own fences: {text}"
+    );
     assert!(text.contains("&lt;!here&gt; *x*"));
 }
 
 #[test]
 fn notes_and_mentions_are_shown_and_mentions_are_not_escaped() {
     let ev = event("h", "g", "p", State::Running, State::Fatal, 0);
-    let notes = vec!["3 events dropped by supervisord".to_string(), "<!channel> note".to_string()];
+    let notes = vec![
+        "3 events dropped by supervisord".to_string(),
+        "<!channel> note".to_string(),
+    ];
     let mentions = vec!["<!subteam^S0123>".to_string(), "<@U999>".to_string()];
     let msg = reply_card(std::slice::from_ref(&ev), None, &notes, &mentions).to_message_json();
     let b = blocks(&msg);
-    assert!(b.iter().any(|b| b["type"] == "section" && b["text"]["text"] == "<!subteam^S0123> <@U999>"), "{msg}");
+    assert!(
+        b.iter()
+            .any(|b| b["type"] == "section" && b["text"]["text"] == "<!subteam^S0123> <@U999>"),
+        "{msg}"
+    );
     let text = all_mrkdwn(&msg);
-    assert!(text.contains("3 events dropped by supervisord\n&lt;!channel&gt; note"), "{text}");
+    assert!(
+        text.contains("3 events dropped by supervisord\n&lt;!channel&gt; note"),
+        "{text}"
+    );
     assert_no_injection(&msg, &mentions);
 }
 
 #[test]
 fn hostile_names_and_text_are_escaped_everywhere_in_mrkdwn() {
-    let hostile = format!("{} &amp; *bold* 🔥 שלום مرحبا \u{202E}evil", HOSTILE.join(" "));
+    let hostile = format!(
+        "{} &amp; *bold* 🔥 שלום مرحبا \u{202E}evil",
+        HOSTILE.join(" ")
+    );
     let huge = format!("{hostile}{}", "n".repeat(1000));
-    let ev = ProcessState { pid: Some(1), ..event(&huge, &hostile, &huge, State::Running, State::Exited, 0) };
+    let ev = ProcessState {
+        pid: Some(1),
+        ..event(&huge, &hostile, &huge, State::Running, State::Exited, 0)
+    };
     let ctx = CrashContext {
         exit_status: Some(1),
         spawn_error: Some(hostile.clone()),
@@ -279,17 +393,32 @@ fn hostile_names_and_text_are_escaped_everywhere_in_mrkdwn() {
     let notes = vec![hostile.clone(); 3];
     let history = [State::Running, State::Exited];
     let parent = Renderer::builtin()
-        .parent(&ParentInput { latest: &ev, history: &history, since: fixed_time(), environment: Some(&hostile), flapping: true })
+        .parent(&ParentInput {
+            latest: &ev,
+            history: &history,
+            since: fixed_time(),
+            environment: Some(&hostile),
+            flapping: true,
+        })
         .to_message_json();
     let reply = Renderer::builtin()
-        .reply(&ReplyInput { events: &vec![ev.clone(); 30], environment: Some(&hostile), notes: &notes, context: Some(&ctx), mentions: &[] })
+        .reply(&ReplyInput {
+            events: &vec![ev.clone(); 30],
+            environment: Some(&hostile),
+            notes: &notes,
+            context: Some(&ctx),
+            mentions: &[],
+        })
         .to_message_json();
     for msg in [&parent, &reply] {
         assert_no_injection(msg, &[]);
         check_limits(msg).unwrap();
         let text = all_mrkdwn(msg);
         assert!(text.contains("&lt;!channel&gt;"), "escaped form shown");
-        assert!(text.contains("&amp;amp;"), "an existing entity is escaped again");
+        assert!(
+            text.contains("&amp;amp;"),
+            "an existing entity is escaped again"
+        );
         assert!(!text.contains('\u{202E}'), "bidi override removed");
         // plain_text header shows raw text (Slack does not parse it).
         let header = blocks(msg)[0]["text"]["text"].as_str().unwrap();
@@ -302,10 +431,23 @@ fn hostile_names_and_text_are_escaped_everywhere_in_mrkdwn() {
 fn blocks_round_trip_through_slack_morphism() {
     use slack_morphism::prelude::SlackBlock;
     for s in samples::all() {
-        for card in [Renderer::builtin().parent(&s.parent()), Renderer::builtin().reply(&s.reply())] {
-            let typed: Vec<SlackBlock> = serde_json::from_value(card.blocks.clone()).expect(&s.label);
-            assert_eq!(serde_json::to_value(&typed).unwrap(), card.blocks, "{}", s.label);
-            assert!(typed.iter().all(|b| !matches!(b, SlackBlock::Unknown(_))), "{}", s.label);
+        for card in [
+            Renderer::builtin().parent(&s.parent()),
+            Renderer::builtin().reply(&s.reply()),
+        ] {
+            let typed: Vec<SlackBlock> =
+                serde_json::from_value(card.blocks.clone()).expect(&s.label);
+            assert_eq!(
+                serde_json::to_value(&typed).unwrap(),
+                card.blocks,
+                "{}",
+                s.label
+            );
+            assert!(
+                typed.iter().all(|b| !matches!(b, SlackBlock::Unknown(_))),
+                "{}",
+                s.label
+            );
         }
     }
 }
@@ -320,16 +462,28 @@ fn plain_text_card_has_text_only() {
     let msg = card.to_message_json();
     assert_eq!(msg.as_object().unwrap().len(), 1, "{msg}");
     let text = msg["text"].as_str().unwrap();
-    assert!(text.starts_with("🔴 web-1 · api:api_0 RUNNING → FATAL (2 changes)"), "{text}");
+    assert!(
+        text.starts_with("🔴 web-1 · api:api_0 RUNNING → FATAL (2 changes)"),
+        "{text}"
+    );
     assert!(text.contains("RUNNING → EXITED") && text.contains("EXITED → FATAL"));
 
     let parent = plain_text(&events, Variant::Parent).to_message_json();
-    assert!(parent["text"].as_str().unwrap().starts_with("🔴 web-1 · api:api_0 EXITED → FATAL ·"));
+    assert!(parent["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("🔴 web-1 · api:api_0 EXITED → FATAL ·"));
 
-    let many: Vec<_> = (0..1000).map(|i| event("<!here>", "g", "p", State::Starting, State::Backoff, i)).collect();
+    let many: Vec<_> = (0..1000)
+        .map(|i| event("<!here>", "g", "p", State::Starting, State::Backoff, i))
+        .collect();
     let msg = plain_text(&many, Variant::Reply).to_message_json();
     let text = msg["text"].as_str().unwrap();
-    assert!(text.contains("more") && text.chars().count() <= 3000, "{}", text.len());
+    assert!(
+        text.contains("more") && text.chars().count() <= 3000,
+        "{}",
+        text.len()
+    );
     assert!(!strip_own_tokens(text, &[]).contains('<'));
     check_limits(&msg).unwrap();
 }
@@ -339,7 +493,11 @@ fn json_j2_templates_are_auto_escaped_as_json() {
     // The renderer relies on minijinja's default: `*.json.j2` ⇒ JSON auto-escaping.
     let mut env = minijinja::Environment::new();
     env.add_template("t.json.j2", "{{ v }}").unwrap();
-    let out = env.get_template("t.json.j2").unwrap().render(minijinja::context! { v => "a\"b\n<c>" }).unwrap();
+    let out = env
+        .get_template("t.json.j2")
+        .unwrap()
+        .render(minijinja::context! { v => "a\"b\n<c>" })
+        .unwrap();
     let back: String = serde_json::from_str(&out).unwrap();
     assert_eq!(back, "a\"b\n<c>");
 }
@@ -347,7 +505,13 @@ fn json_j2_templates_are_auto_escaped_as_json() {
 #[test]
 fn empty_input_does_not_panic() {
     // The contract says a reply is never empty; a bug upstream must still not crash.
-    let card = Renderer::builtin().reply(&ReplyInput { events: &[], environment: None, notes: &[], context: None, mentions: &[] });
+    let card = Renderer::builtin().reply(&ReplyInput {
+        events: &[],
+        environment: None,
+        notes: &[],
+        context: None,
+        mentions: &[],
+    });
     check_limits(&card.to_message_json()).unwrap();
     let plain = plain_text(&[], Variant::Reply).to_message_json();
     assert_eq!(plain, serde_json::json!({"text": "(no events)"}));

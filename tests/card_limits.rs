@@ -16,9 +16,33 @@ fn state() -> impl Strategy<Value = State> {
 /// emoji, right-to-left, control characters, and sometimes very long.
 fn nasty_text(max_repeat: usize) -> impl Strategy<Value = String> {
     let atoms = proptest::sample::select(vec![
-        "<!channel>", "<!here>", "<@U123>", "<http://evil.example|click>", "&amp;", "&", "<", ">",
-        "*bold*", "_i_", "`", "```", "🔥", "👩‍👩‍👧", "שלום", "مرحبا", "\u{202E}", "\n", "\r\n", "\t",
-        "\u{1b}[31m", "\"", "\\", "\u{0}", "a", "web-1", " ",
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "<http://evil.example|click>",
+        "&amp;",
+        "&",
+        "<",
+        ">",
+        "*bold*",
+        "_i_",
+        "`",
+        "```",
+        "🔥",
+        "👩‍👩‍👧",
+        "שלום",
+        "مرحبا",
+        "\u{202E}",
+        "\n",
+        "\r\n",
+        "\t",
+        "\u{1b}[31m",
+        "\"",
+        "\\",
+        "\u{0}",
+        "a",
+        "web-1",
+        " ",
     ]);
     (proptest::collection::vec(atoms, 0..40), 1..=max_repeat)
         .prop_map(|(parts, n)| parts.concat().repeat(n))
@@ -36,22 +60,24 @@ fn process_state() -> impl Strategy<Value = ProcessState> {
         proptest::option::of(any::<bool>()),
         0i64..4_000_000_000,
     )
-        .prop_map(|(host, group, process, from, to, pid, tries, expected, secs)| ProcessState {
-            host,
-            server: "s".into(),
-            serial: 1,
-            pool: "p".into(),
-            poolserial: 1,
-            group,
-            process,
-            from,
-            to,
-            pid,
-            tries,
-            expected,
-            at: Utc.timestamp_opt(secs, 0).unwrap(),
-            extra: Vec::new(),
-        })
+        .prop_map(
+            |(host, group, process, from, to, pid, tries, expected, secs)| ProcessState {
+                host,
+                server: "s".into(),
+                serial: 1,
+                pool: "p".into(),
+                poolserial: 1,
+                group,
+                process,
+                from,
+                to,
+                pid,
+                tries,
+                expected,
+                at: Utc.timestamp_opt(secs, 0).unwrap(),
+                extra: Vec::new(),
+            },
+        )
 }
 
 fn crash_context() -> impl Strategy<Value = CrashContext> {
@@ -63,14 +89,18 @@ fn crash_context() -> impl Strategy<Value = CrashContext> {
         proptest::option::of(nasty_text(5)),
         proptest::option::of(nasty_text(20)),
     )
-        .prop_map(|(exit_status, spawn_error, uptime_secs, log_tail, log_name, unavailable)| CrashContext {
-            exit_status,
-            spawn_error,
-            uptime_secs,
-            log_tail,
-            log_name,
-            unavailable,
-        })
+        .prop_map(
+            |(exit_status, spawn_error, uptime_secs, log_tail, log_name, unavailable)| {
+                CrashContext {
+                    exit_status,
+                    spawn_error,
+                    uptime_secs,
+                    log_tail,
+                    log_name,
+                    unavailable,
+                }
+            },
+        )
 }
 
 fn strip_date_tokens(text: &str) -> String {
@@ -88,14 +118,28 @@ fn assert_card_ok(card: &Card, mentions: &[String]) -> Result<(), TestCaseError>
         return Err(TestCaseError::fail(e));
     }
     let size = msg.to_string().encode_utf16().count();
-    prop_assert!(size <= CARD_BUDGET, "card is {} characters, budget {}", size, CARD_BUDGET);
-    prop_assert!(check_blocks_roundtrip(&card.blocks).is_ok(), "{:?}", check_blocks_roundtrip(&card.blocks));
+    prop_assert!(
+        size <= CARD_BUDGET,
+        "card is {} characters, budget {}",
+        size,
+        CARD_BUDGET
+    );
+    prop_assert!(
+        check_blocks_roundtrip(&card.blocks).is_ok(),
+        "{:?}",
+        check_blocks_roundtrip(&card.blocks)
+    );
     for (path, text) in mrkdwn_texts(&msg) {
         let mut rest = strip_date_tokens(&text);
         for m in mentions {
             rest = rest.replace(m.as_str(), "");
         }
-        prop_assert!(!rest.contains('<') && !rest.contains('>'), "unescaped in {}: {}", path, text);
+        prop_assert!(
+            !rest.contains('<') && !rest.contains('>'),
+            "unescaped in {}: {}",
+            path,
+            text
+        );
     }
     let blocks = msg["attachments"][0]["blocks"].as_array().unwrap();
     prop_assert_eq!(&blocks[0]["type"], &Value::from("header"));
@@ -206,7 +250,11 @@ fn worst_case_reply_fits_the_budget() {
     check_limits(&msg).unwrap();
     assert!(size <= CARD_BUDGET, "{size}");
     // It really is the built-in card, not the last-resort minimal one.
-    assert!(card.blocks.as_array().unwrap().len() >= 7, "{}", card.blocks);
+    assert!(
+        card.blocks.as_array().unwrap().len() >= 7,
+        "{}",
+        card.blocks
+    );
 
     let history: Vec<State> = (0..10_000).map(|i| State::ALL[(i * 7) % 8]).collect();
     let parent = Renderer::builtin().parent(&ParentInput {
@@ -219,5 +267,8 @@ fn worst_case_reply_fits_the_budget() {
     let msg = parent.to_message_json();
     check_limits(&msg).unwrap();
     assert!(msg.to_string().encode_utf16().count() <= CARD_BUDGET);
-    eprintln!("worst reply {size}, worst parent {}", msg.to_string().encode_utf16().count());
+    eprintln!(
+        "worst reply {size}, worst parent {}",
+        msg.to_string().encode_utf16().count()
+    );
 }

@@ -18,7 +18,10 @@ fn parent_card_for_every_state() {
             environment: Some("prod"),
             flapping: false,
         });
-        assert_json_snapshot!(format!("parent_{}", s.as_str().to_lowercase()), card.to_message_json());
+        assert_json_snapshot!(
+            format!("parent_{}", s.as_str().to_lowercase()),
+            card.to_message_json()
+        );
     }
 }
 
@@ -33,23 +36,54 @@ fn reply_card_for_every_state() {
             context: None,
             mentions: &[],
         });
-        assert_json_snapshot!(format!("reply_{}", s.as_str().to_lowercase()), card.to_message_json());
+        assert_json_snapshot!(
+            format!("reply_{}", s.as_str().to_lowercase()),
+            card.to_message_json()
+        );
     }
 }
 
 #[test]
 fn exited_expected_is_grey() {
-    let mut ev = event("web-1", "worker", "worker", State::Running, State::Exited, 0);
+    let mut ev = event(
+        "web-1",
+        "worker",
+        "worker",
+        State::Running,
+        State::Exited,
+        0,
+    );
     ev.expected = Some(true);
-    let card = Renderer::builtin().reply(&ReplyInput { events: std::slice::from_ref(&ev), environment: None, notes: &[], context: None, mentions: &[] });
+    let card = Renderer::builtin().reply(&ReplyInput {
+        events: std::slice::from_ref(&ev),
+        environment: None,
+        notes: &[],
+        context: None,
+        mentions: &[],
+    });
     assert_json_snapshot!("reply_exited_expected", card.to_message_json());
 }
 
 #[test]
 fn crash_loop_cards() {
-    let s = samples::all().into_iter().find(|s| s.label == "crash loop with context").unwrap();
-    assert_json_snapshot!("parent_crash_loop_flapping", Renderer::builtin().parent(&s.parent()).to_message_json());
-    assert_json_snapshot!("reply_crash_loop_with_context", Renderer::builtin().reply(&s.reply()).to_message_json());
-    assert_json_snapshot!("plain_reply_crash_loop", plain_text(&s.events, Variant::Reply).to_message_json());
-    assert_json_snapshot!("plain_parent_crash_loop", plain_text(&s.events, Variant::Parent).to_message_json());
+    let s = samples::all()
+        .into_iter()
+        .find(|s| s.label == "crash loop with context")
+        .unwrap();
+    assert_json_snapshot!(
+        "parent_crash_loop_flapping",
+        Renderer::builtin().parent(&s.parent()).to_message_json()
+    );
+    assert_json_snapshot!(
+        "reply_crash_loop_with_context",
+        Renderer::builtin().reply(&s.reply()).to_message_json()
+    );
+    assert_json_snapshot!(
+        "plain_reply_crash_loop",
+        plain_text(&s.events, Variant::Reply).to_message_json()
+    );
+    assert_json_snapshot!(
+        "plain_parent_crash_loop",
+        plain_text(&s.events, Variant::Parent).to_message_json()
+    );
 }

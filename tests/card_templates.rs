@@ -18,7 +18,10 @@ const BUILTIN_PARENT: &str = include_str!("../templates/parent.json.j2");
 const BUILTIN_REPLY: &str = include_str!("../templates/reply.json.j2");
 
 fn sample_fatal() -> samples::Sample {
-    samples::all().into_iter().find(|s| s.label == "crash loop with context").unwrap()
+    samples::all()
+        .into_iter()
+        .find(|s| s.label == "crash loop with context")
+        .unwrap()
 }
 
 #[test]
@@ -36,12 +39,21 @@ fn user_template_is_used_and_missing_one_falls_back_to_builtin() {
 
 #[test]
 fn copies_of_the_builtin_templates_render_the_builtin_cards() {
-    let dir = dir_with(&[("parent.json.j2", BUILTIN_PARENT), ("reply.json.j2", BUILTIN_REPLY)]);
+    let dir = dir_with(&[
+        ("parent.json.j2", BUILTIN_PARENT),
+        ("reply.json.j2", BUILTIN_REPLY),
+    ]);
     let r = Renderer::from_dir(dir.path()).unwrap();
     assert!(r.uses_user_template(Variant::Parent) && r.uses_user_template(Variant::Reply));
     for s in samples::all() {
-        assert_eq!(r.try_parent(&s.parent()).unwrap(), Renderer::builtin().parent(&s.parent()));
-        assert_eq!(r.try_reply(&s.reply()).unwrap(), Renderer::builtin().reply(&s.reply()));
+        assert_eq!(
+            r.try_parent(&s.parent()).unwrap(),
+            Renderer::builtin().parent(&s.parent())
+        );
+        assert_eq!(
+            r.try_reply(&s.reply()).unwrap(),
+            Renderer::builtin().reply(&s.reply())
+        );
     }
     assert_eq!(check_templates(dir.path()), Ok(()));
 }
@@ -52,10 +64,22 @@ fn a_broken_user_template_never_loses_the_event() {
     let cases = [
         ("not json", "this is not json {{ host }}", "not JSON"),
         ("not an array", r#"{"type": "divider"}"#, "not a JSON array"),
-        ("unknown key", r#"[{"type": "section", "txt": {"type": "mrkdwn", "text": "x"}}]"#, "SlackBlock"),
-        ("too long", r#"[{"type": "section", "text": {"type": "mrkdwn", "text": {{ "x" * 4000 }}}}]"#, "limit 3000"),
+        (
+            "unknown key",
+            r#"[{"type": "section", "txt": {"type": "mrkdwn", "text": "x"}}]"#,
+            "SlackBlock",
+        ),
+        (
+            "too long",
+            r#"[{"type": "section", "text": {"type": "mrkdwn", "text": {{ "x" * 4000 }}}}]"#,
+            "limit 3000",
+        ),
         ("undefined key", "{{ no_such_key }}", "reply.json.j2:1"),
-        ("attribute of nothing", "[\n{{ crash.nope.deeper }}]", "reply.json.j2:2"),
+        (
+            "attribute of nothing",
+            "[\n{{ crash.nope.deeper }}]",
+            "reply.json.j2:2",
+        ),
     ];
     let s = sample_fatal();
     let builtin = Renderer::builtin().reply(&s.reply());
@@ -64,14 +88,21 @@ fn a_broken_user_template_never_loses_the_event() {
         let r = Renderer::from_dir(dir.path()).unwrap();
         let err = r.try_reply(&s.reply()).expect_err(what).to_string();
         assert!(err.contains(says), "{what}: {err}");
-        assert_eq!(r.reply(&s.reply()), builtin, "{what}: built-in card instead");
+        assert_eq!(
+            r.reply(&s.reply()),
+            builtin,
+            "{what}: built-in card instead"
+        );
     }
 }
 
 #[test]
 fn syntax_errors_are_reported_with_template_and_line() {
     let dir = dir_with(&[("reply.json.j2", "[\n\n{% if %}\n]")]);
-    let err = Renderer::from_dir(dir.path()).err().expect("syntax error").to_string();
+    let err = Renderer::from_dir(dir.path())
+        .err()
+        .expect("syntax error")
+        .to_string();
     assert!(err.contains("reply.json.j2:3"), "{err}");
     let problems = check_templates(dir.path()).unwrap_err();
     assert!(problems[0].contains("reply.json.j2:3"), "{problems:?}");
@@ -83,8 +114,16 @@ fn check_templates_reports_render_errors_with_line_and_limit_breaks() {
     let reply = r#"[{"type": "header", "text": {"type": "plain_text", "text": {{ plain.name }}}}]"#;
     let dir = dir_with(&[("parent.json.j2", parent), ("reply.json.j2", reply)]);
     let problems = check_templates(dir.path()).unwrap_err();
-    assert!(problems.iter().any(|p| p.contains("parent.json.j2:3")), "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("reply.json.j2") && p.contains("limit 150")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("parent.json.j2:3")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("reply.json.j2") && p.contains("limit 150")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -92,7 +131,12 @@ fn check_templates_catches_raw_text_in_mrkdwn() {
     let reply = r#"[{"type": "section", "text": {"type": "mrkdwn", "text": {{ plain.host }}}}]"#;
     let dir = dir_with(&[("reply.json.j2", reply)]);
     let problems = check_templates(dir.path()).unwrap_err();
-    assert!(problems.iter().any(|p| p.contains("unescaped") && p.contains("<!channel>")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("unescaped") && p.contains("<!channel>")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -101,7 +145,13 @@ fn a_missing_directory_is_an_error_and_an_empty_one_is_builtin() {
     let dir = tempfile::tempdir().unwrap();
     let r = Renderer::from_dir(dir.path()).unwrap();
     let ev = event("h", "g", "p", State::Starting, State::Running, 0);
-    let input = ReplyInput { events: std::slice::from_ref(&ev), environment: None, notes: &[], context: None, mentions: &[] };
+    let input = ReplyInput {
+        events: std::slice::from_ref(&ev),
+        environment: None,
+        notes: &[],
+        context: None,
+        mentions: &[],
+    };
     assert_eq!(r.reply(&input), Renderer::builtin().reply(&input));
     assert_eq!(check_templates(dir.path()), Ok(()));
 }

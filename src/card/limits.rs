@@ -69,7 +69,9 @@ pub fn check_limits(message_json: &Value) -> Result<(), String> {
             }
             if let Some(c) = obj.get("color") {
                 let ok = c.as_str().is_some_and(|c| {
-                    c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|d| d.is_ascii_hexdigit())
+                    c.len() == 7
+                        && c.starts_with('#')
+                        && c[1..].chars().all(|d| d.is_ascii_hexdigit())
                 });
                 if !ok {
                     return Err(format!("{path}.color: {c} is not #RRGGBB"));
@@ -97,16 +99,17 @@ fn check_blocks(blocks: &Value, path: &str) -> Result<(), String> {
         .as_array()
         .ok_or_else(|| format!("{path}: not an array"))?;
     if blocks.len() > BLOCKS_MAX {
-        return Err(format!("{path}: {} blocks, limit {BLOCKS_MAX}", blocks.len()));
+        return Err(format!(
+            "{path}: {} blocks, limit {BLOCKS_MAX}",
+            blocks.len()
+        ));
     }
     for (i, block) in blocks.iter().enumerate() {
         let kind = block.get("type").and_then(Value::as_str).unwrap_or("?");
         let at = format!("{path}[{i}] ({kind})");
         match kind {
             "header" => {
-                let text = block
-                    .get("text")
-                    .ok_or_else(|| format!("{at}: no text"))?;
+                let text = block.get("text").ok_or_else(|| format!("{at}: no text"))?;
                 let (tk, t) = text_of(text, &format!("{at}.text"))?;
                 if tk != "plain_text" {
                     return Err(format!("{at}: text is {tk}, must be plain_text"));
@@ -204,19 +207,33 @@ mod tests {
             {"type": "header", "text": {"type": "plain_text", "text": "x".repeat(151)}}
         ]));
         let e = check_limits(&m).unwrap_err();
-        assert!(e.contains("attachments[0].blocks[1] (header)") && e.contains("limit 150"), "{e}");
+        assert!(
+            e.contains("attachments[0].blocks[1] (header)") && e.contains("limit 150"),
+            "{e}"
+        );
 
-        let m = msg(json!([{"type": "section", "fields": vec![json!({"type": "mrkdwn", "text": "a"}); 11]}]));
-        assert!(check_limits(&m).unwrap_err().contains("11 fields, limit 10"));
+        let m = msg(
+            json!([{"type": "section", "fields": vec![json!({"type": "mrkdwn", "text": "a"}); 11]}]),
+        );
+        assert!(check_limits(&m)
+            .unwrap_err()
+            .contains("11 fields, limit 10"));
 
-        let m = msg(json!([{"type": "section", "text": {"type": "mrkdwn", "text": "a".repeat(3001)}}]));
+        let m =
+            msg(json!([{"type": "section", "text": {"type": "mrkdwn", "text": "a".repeat(3001)}}]));
         assert!(check_limits(&m).unwrap_err().contains("limit 3000"));
 
-        let m = msg(json!([{"type": "context", "elements": vec![json!({"type": "mrkdwn", "text": "a"}); 11]}]));
-        assert!(check_limits(&m).unwrap_err().contains("11 elements, limit 10"));
+        let m = msg(
+            json!([{"type": "context", "elements": vec![json!({"type": "mrkdwn", "text": "a"}); 11]}]),
+        );
+        assert!(check_limits(&m)
+            .unwrap_err()
+            .contains("11 elements, limit 10"));
 
         let m = msg(Value::Array(vec![json!({"type": "divider"}); 51]));
-        assert!(check_limits(&m).unwrap_err().contains("51 blocks, limit 50"));
+        assert!(check_limits(&m)
+            .unwrap_err()
+            .contains("51 blocks, limit 50"));
     }
 
     #[test]
@@ -224,14 +241,21 @@ mod tests {
         let blocks: Vec<Value> = (0..5)
             .map(|_| json!({"type": "section", "text": {"type": "mrkdwn", "text": "a".repeat(2900)}}))
             .collect();
-        assert!(check_limits(&msg(Value::Array(blocks))).unwrap_err().contains("limit 12000"));
+        assert!(check_limits(&msg(Value::Array(blocks)))
+            .unwrap_err()
+            .contains("limit 12000"));
 
-        let m = json!({"text": "t", "attachments": [{"color": "#112233", "text": "x", "blocks": []}]});
-        assert!(check_limits(&m).unwrap_err().contains("`text` next to `blocks`"));
+        let m =
+            json!({"text": "t", "attachments": [{"color": "#112233", "text": "x", "blocks": []}]});
+        assert!(check_limits(&m)
+            .unwrap_err()
+            .contains("`text` next to `blocks`"));
 
         let m = json!({"text": "t", "attachments": [{"color": "good", "blocks": []}]});
         assert!(check_limits(&m).unwrap_err().contains("#RRGGBB"));
 
-        assert!(check_limits(&json!({"text": ""})).unwrap_err().contains("text"));
+        assert!(check_limits(&json!({"text": ""}))
+            .unwrap_err()
+            .contains("text"));
     }
 }

@@ -421,11 +421,20 @@ pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
             model::notification_text(latest, None, first_from),
             events.len()
         ),
-        _ => format!("{} · {}", model::notification_text(latest, None, latest.from), at.slack),
+        _ => format!(
+            "{} · {}",
+            model::notification_text(latest, None, latest.from),
+            at.slack
+        ),
     };
     if variant == Variant::Reply && events.len() > 1 {
         for (shown, e) in events.iter().enumerate() {
-            let line = format!("\n• {} {} → {}", model::When::new(e.at).slack_time, e.from, e.to);
+            let line = format!(
+                "\n• {} {} → {}",
+                model::When::new(e.at).slack_time,
+                e.from,
+                e.to
+            );
             let left = events.len() - shown;
             let reserve = text::cost(&format!("\n… and {left} more"));
             if text::cost(&text) + text::cost(&line) + reserve > PLAIN_TEXT_MAX {

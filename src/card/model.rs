@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::text::{cost, fit_escaped, fit_escaped_tail, fit_plain, sanitize_line, sanitize_log, ELLIPSIS};
+use super::text::{
+    cost, fit_escaped, fit_escaped_tail, fit_plain, sanitize_line, sanitize_log, ELLIPSIS,
+};
 use super::{color, emoji, CrashContext, ParentInput, ReplyInput};
 use crate::event::{ProcessState, State};
 
@@ -202,7 +204,12 @@ pub fn notification_text(ev: &ProcessState, environment: Option<&str>, from: Sta
     )
 }
 
-fn common(variant: &'static str, ev: &ProcessState, environment: Option<&str>, shown_from: State) -> Common {
+fn common(
+    variant: &'static str,
+    ev: &ProcessState,
+    environment: Option<&str>,
+    shown_from: State,
+) -> Common {
     let environment = environment.filter(|e| !e.trim().is_empty());
     let name_raw = sanitize_line(&ev.display_name());
     let host_raw = sanitize_line(&ev.host);
@@ -255,23 +262,35 @@ pub fn compact_history(history: &[State]) -> Vec<Run> {
         let a = history[i];
         let single = history[i..].iter().take_while(|s| **s == a).count();
         if single >= 2 {
-            runs.push(Run { states: vec![a.as_str()], count: single });
+            runs.push(Run {
+                states: vec![a.as_str()],
+                count: single,
+            });
             i += single;
             continue;
         }
         if i + 1 < n {
             let b = history[i + 1];
             let mut reps = 0;
-            while i + 2 * reps + 1 < n && history[i + 2 * reps] == a && history[i + 2 * reps + 1] == b {
+            while i + 2 * reps + 1 < n
+                && history[i + 2 * reps] == a
+                && history[i + 2 * reps + 1] == b
+            {
                 reps += 1;
             }
             if reps >= 2 {
-                runs.push(Run { states: vec![a.as_str(), b.as_str()], count: reps });
+                runs.push(Run {
+                    states: vec![a.as_str(), b.as_str()],
+                    count: reps,
+                });
                 i += 2 * reps;
                 continue;
             }
         }
-        runs.push(Run { states: vec![a.as_str()], count: 1 });
+        runs.push(Run {
+            states: vec![a.as_str()],
+            count: 1,
+        });
         i += 1;
     }
     runs
@@ -323,7 +342,12 @@ pub fn parent_context(input: &ParentInput) -> ParentContext {
 
 fn event_line(ev: &ProcessState, latest_name: &str) -> EventLine {
     let at = When::new(ev.at);
-    let mut line = format!("• {} {} {}", at.slack_time, emoji(ev.to, ev.expected), transition(ev.from, ev.to));
+    let mut line = format!(
+        "• {} {} {}",
+        at.slack_time,
+        emoji(ev.to, ev.expected),
+        transition(ev.from, ev.to)
+    );
     let name = ev.display_name();
     if name != latest_name {
         line.push_str(&format!(" · {}", esc_line(&name, 100)));
@@ -391,7 +415,10 @@ fn crash(ctx: &CrashContext) -> Crash {
         .map(|l| fit_escaped_tail(&l, LOG_MAX));
     Crash {
         exit_status: ctx.exit_status,
-        spawn_error: ctx.spawn_error.as_deref().map(|s| esc_line(s, SPAWN_ERROR_MAX)),
+        spawn_error: ctx
+            .spawn_error
+            .as_deref()
+            .map(|s| esc_line(s, SPAWN_ERROR_MAX)),
         uptime_secs: ctx.uptime_secs,
         uptime: ctx.uptime_secs.map(format_duration),
         log_tail,
@@ -400,7 +427,10 @@ fn crash(ctx: &CrashContext) -> Crash {
             .as_deref()
             .map(|s| esc_line(s, LOG_NAME_MAX))
             .unwrap_or_else(|| "the log".to_string()),
-        unavailable: ctx.unavailable.as_deref().map(|s| esc_line(s, UNAVAILABLE_MAX)),
+        unavailable: ctx
+            .unavailable
+            .as_deref()
+            .map(|s| esc_line(s, UNAVAILABLE_MAX)),
     }
 }
 
@@ -414,20 +444,24 @@ pub fn reply_context(input: &ReplyInput) -> ReplyContext {
     let first_from = input.events.first().map_or(latest.from, |e| e.from);
     let latest_name = latest.display_name();
 
-    let lines: Vec<EventLine> = input.events.iter().map(|e| event_line(e, &latest_name)).collect();
+    let lines: Vec<EventLine> = input
+        .events
+        .iter()
+        .map(|e| event_line(e, &latest_name))
+        .collect();
     let events_total = lines.len();
     let (events, events_more) = take_fitting(lines, TRANSITIONS_MAX, |l| cost(&l.line));
-    let mut transitions = events.iter().map(|l| l.line.as_str()).collect::<Vec<_>>().join("\n");
+    let mut transitions = events
+        .iter()
+        .map(|l| l.line.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     if events_more > 0 {
         transitions.push('\n');
         transitions.push_str(&more(events_more));
     }
 
-    let notes: Vec<String> = input
-        .notes
-        .iter()
-        .map(|n| esc_line(n, NOTE_MAX))
-        .collect();
+    let notes: Vec<String> = input.notes.iter().map(|n| esc_line(n, NOTE_MAX)).collect();
     let (mut notes, notes_more) = take_fitting(notes, NOTES_MAX, |n| cost(n));
     if notes_more > 0 {
         notes.push(more(notes_more));
@@ -480,10 +514,16 @@ mod tests {
 
     #[test]
     fn trail_compacts_runs_and_cycles() {
-        assert_eq!(trail(&[Starting, Running, Exited, Backoff, Backoff, Backoff, Fatal]),
-            "STARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL");
-        assert_eq!(trail(&[Running, Exited, Starting, Backoff, Starting, Backoff, Starting, Backoff, Fatal]),
-            "RUNNING → EXITED → (STARTING → BACKOFF) ×3 → FATAL");
+        assert_eq!(
+            trail(&[Starting, Running, Exited, Backoff, Backoff, Backoff, Fatal]),
+            "STARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL"
+        );
+        assert_eq!(
+            trail(&[
+                Running, Exited, Starting, Backoff, Starting, Backoff, Starting, Backoff, Fatal
+            ]),
+            "RUNNING → EXITED → (STARTING → BACKOFF) ×3 → FATAL"
+        );
         assert_eq!(trail(&[Running]), "RUNNING");
         assert_eq!(trail(&[]), "");
     }
@@ -512,8 +552,16 @@ mod tests {
 
     #[test]
     fn slack_date_token_has_a_utc_fallback() {
-        let at = DateTime::parse_from_rfc3339("2026-11-26T14:03:05Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-11-26T14:03:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let w = When::new(at);
-        assert_eq!(w.slack, format!("<!date^{}^{{date_short_pretty}} {{time}}|2026-11-26 14:03:05 UTC>", at.timestamp()));
+        assert_eq!(
+            w.slack,
+            format!(
+                "<!date^{}^{{date_short_pretty}} {{time}}|2026-11-26 14:03:05 UTC>",
+                at.timestamp()
+            )
+        );
     }
 }

@@ -7,7 +7,12 @@ use super::{CrashContext, ParentInput, ReplyInput};
 use crate::event::{ProcessState, State};
 
 /// Untrusted strings put into the hostile sample; none may appear unescaped in mrkdwn.
-pub const HOSTILE: [&str; 4] = ["<!channel>", "<!here>", "<@U123>", "<http://evil.example|click>"];
+pub const HOSTILE: [&str; 4] = [
+    "<!channel>",
+    "<!here>",
+    "<@U123>",
+    "<http://evil.example|click>",
+];
 
 /// One sample thread: its events and everything the two cards need.
 #[derive(Debug, Clone)]
@@ -54,7 +59,14 @@ pub fn fixed_time() -> DateTime<Utc> {
 }
 
 /// One event of `group:process` on `host`, `secs` after [`fixed_time`].
-pub fn event(host: &str, group: &str, process: &str, from: State, to: State, secs: i64) -> ProcessState {
+pub fn event(
+    host: &str,
+    group: &str,
+    process: &str,
+    from: State,
+    to: State,
+    secs: i64,
+) -> ProcessState {
     ProcessState {
         host: host.to_string(),
         server: "supervisor".to_string(),
@@ -124,7 +136,10 @@ pub fn all() -> Vec<Sample> {
         exit_status: Some(1),
         spawn_error: Some("can't find command 'gunicorn'".into()),
         uptime_secs: Some(125),
-        log_tail: Some("Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: bad config".into()),
+        log_tail: Some(
+            "Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: bad config"
+                .into(),
+        ),
         log_name: Some("stderr".into()),
         unavailable: None,
     });
@@ -133,7 +148,17 @@ pub fn all() -> Vec<Sample> {
     let hostile = HOSTILE.join(" ");
     let mut evil = simple("hostile and huge text", State::Exited);
     let long = format!("{hostile} &amp; *bold* 🔥 שלום {}", "x".repeat(1000));
-    evil.events = vec![event(&long, &format!("g{hostile}"), &long, State::Running, State::Exited, 0); 40];
+    evil.events = vec![
+        event(
+            &long,
+            &format!("g{hostile}"),
+            &long,
+            State::Running,
+            State::Exited,
+            0
+        );
+        40
+    ];
     evil.history = [State::Starting, State::Backoff].repeat(200);
     evil.environment = Some(hostile.clone());
     evil.notes = vec![format!("note {hostile}"); 30];

@@ -130,7 +130,11 @@ fn piece(c: char, escape: bool) -> (String, usize) {
 fn fit_head(raw: &str, max: usize, escape: bool) -> String {
     let full: usize = raw.chars().map(|c| piece(c, escape).1).sum();
     if full <= max {
-        return if escape { escape_mrkdwn(raw) } else { raw.to_string() };
+        return if escape {
+            escape_mrkdwn(raw)
+        } else {
+            raw.to_string()
+        };
     }
     let room = max.saturating_sub(cost(ELLIPSIS));
     let mut out = String::new();
@@ -180,7 +184,10 @@ mod tests {
 
     #[test]
     fn escapes_only_the_three_control_characters() {
-        assert_eq!(escape_mrkdwn("<!channel> & *b* `c` > _i_"), "&lt;!channel&gt; &amp; *b* `c` &gt; _i_");
+        assert_eq!(
+            escape_mrkdwn("<!channel> & *b* `c` > _i_"),
+            "&lt;!channel&gt; &amp; *b* `c` &gt; _i_"
+        );
         assert_eq!(escape_mrkdwn("&amp;"), "&amp;amp;");
     }
 
@@ -218,7 +225,10 @@ mod tests {
 
     #[test]
     fn log_sanitising_strips_ansi_and_defuses_fences() {
-        assert_eq!(sanitize_log("\u{1b}[31merror\u{1b}[0m\r\n```x"), "error\n`\u{200B}`\u{200B}`x");
+        assert_eq!(
+            sanitize_log("\u{1b}[31merror\u{1b}[0m\r\n```x"),
+            "error\n`\u{200B}`\u{200B}`x"
+        );
         assert_eq!(sanitize_log("a\u{202E}b\u{7}"), "a\u{FFFD}b\u{FFFD}");
     }
 

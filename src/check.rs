@@ -1,0 +1,426 @@
+//! `supervisor-slack check`: is everything set up? Checks the settings, the
+//! templates, the token (`auth.test`), optionally a test post, the state directory and
+//! supervisord's socket, and reports each finding with the fix. The CLI prints the
+//! [`Report`] and exits non-zero when it holds a problem.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::card::{escape_mrkdwn, Card};
+use crate::config::{self, ConfigError, Settings};
+use crate::slack::{Failure, Outgoing, SlackApi};
+
+/// What `check` should do beyond looking.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Post one test card to every channel the routes can send to.
+    pub post_test: bool,
+    /// The state database path from the command line (`--state`), if given.
+    pub state: Option<PathBuf>,
+    /// The settings file that was read, to name it in the report.
+    pub settings_file: Option<PathBuf>,
+    /// Warnings from loading the settings ([`config::Loaded::warnings`]).
+    pub warnings: Vec<config::Warning>,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Checked and fine.
+    Ok,
+    /// Worth knowing; the listener works.
+    Note,
+    /// Works, but should be fixed (e.g. a token file others can read).
+    Warning,
+    /// The listener will not work (or not fully) until this is fixed.
+    Problem,
+}
+
+/// One thing `check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    /// What was checked and what was found.
+    pub what: String,
+    /// What to do about it (always set for warnings and problems).
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub fn ok(what: impl Into<String>) -> Self {
+        Finding {
+            level: Level::Ok,
+            what: what.into(),
+            fix: None,
+        }
+    }
+    pub fn note(what: impl Into<String>) -> Self {
+        Finding {
+            level: Level::Note,
+            what: what.into(),
+            fix: None,
+        }
+    }
+    pub fn warning(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Finding {
+            level: Level::Warning,
+            what: what.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    pub fn problem(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Finding {
+            level: Level::Problem,
+            what: what.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Everything `check` found, in the order checked. `Display` is the text the CLI
+/// prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// `true` when no finding is a problem.
+    pub fn is_ok(&self) -> bool {
+        !self.findings.iter().any(|f| f.level == Level::Problem)
+    }
+
+    /// The exit status for the CLI: 0 when fine, 1 when any problem.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_ok() {
+            0
+        } else {
+            1
+        }
+    }
+
+    pub fn problems(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.level == Level::Problem)
+    }
+
+    /// The report for settings that did not load: the error names the key and line.
+    pub fn from_config_error(e: &ConfigError) -> Report {
+        Report {
+            findings: vec![Finding::problem(
+                format!("settings: {e}"),
+                "correct that key (see `supervisor-slack init` for every key, documented); the listener refuses to start until then",
+            )],
+        }
+    }
+
+    fn push(&mut self, f: Finding) {
+        self.findings.push(f);
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for finding in &self.findings {
+            let tag = match finding.level {
+                Level::Ok => "ok     ",
+                Level::Note => "note   ",
+                Level::Warning => "WARNING",
+                Level::Problem => "PROBLEM",
+            };
+            writeln!(f, "{tag}  {}", finding.what)?;
+            if let Some(fix) = &finding.fix {
+                writeln!(f, "         fix: {fix}")?;
+            }
+        }
+        let problems = self.problems().count();
+        if problems == 0 {
+            writeln!(f, "\nall checks passed")
+        } else {
+            writeln!(f, "\n{problems} problem(s) found")
+        }
+    }
+}
+
+/// Runs every check. Never fails: whatever goes wrong is a finding.
+pub async fn run(settings: &Settings, opts: &Options) -> Report {
+    let mut r = Report::default();
+    check_settings(settings, opts, &mut r);
+    check_templates(settings, &mut r);
+    check_slack(settings, opts, &mut r).await;
+    let state = opts
+        .state
+        .clone()
+        .or_else(|| settings.state.clone())
+        .unwrap_or_else(|| config::default_state_path(&config::ProcessEnv));
+    r.push(check_state_path(&state));
+    r.push(
+        check_supervisor(
+            settings.supervisor_server_url.as_deref(),
+            settings.call_timeout,
+        )
+        .await,
+    );
+    r
+}
+
+/// Settings were validated when loaded; this reports what they amount to and what
+/// is missing for `listen` to start.
+fn check_settings(settings: &Settings, opts: &Options, r: &mut Report) {
+    match &opts.settings_file {
+        Some(p) => r.push(Finding::ok(format!(
+            "settings file {} is valid",
+            p.display()
+        ))),
+        None => r.push(Finding::note(format!(
+            "no settings file (none given, and {} does not exist): environment and defaults only",
+            config::DEFAULT_CONFIG_PATH
+        ))),
+    }
+    for w in &opts.warnings {
+        r.push(Finding::warning(w.what.clone(), w.fix.clone()));
+    }
+    if settings.token.is_none() {
+        r.push(Finding::problem(
+            "no Slack token",
+            "set SLACK_TOKEN_FILE (a file holding the bot token xoxb-..., chmod 600) in the [eventlistener] environment, or token_file in the settings file",
+        ));
+    }
+    if settings.routes.has_default_channel() {
+        r.push(Finding::ok(format!(
+            "host label {:?}{}; channels: {}",
+            settings.host,
+            settings
+                .environment
+                .as_deref()
+                .map(|e| format!(", environment {e:?}"))
+                .unwrap_or_default(),
+            settings.routes.channels().join(", ")
+        )));
+    } else {
+        r.push(Finding::problem(
+            "no default channel: events that match no [[route]] have nowhere to go (and `listen` refuses to start)",
+            "set SLACK_CHANNEL (e.g. #ops or C0123456789) or channel in the settings file",
+        ));
+    }
+}
+
+fn check_templates(settings: &Settings, r: &mut Report) {
+    let Some(dir) = &settings.templates_dir else {
+        r.push(Finding::ok("templates: built-in"));
+        return;
+    };
+    match crate::card::Renderer::from_dir(dir) {
+        Ok(_) => r.push(Finding::ok(format!("templates in {} load", dir.display()))),
+        Err(e) => r.push(Finding::problem(
+            format!("templates in {}: {e}", dir.display()),
+            "correct the template named above, or remove templates_dir to use the built-in cards",
+        )),
+    }
+}
+
+async fn check_slack(settings: &Settings, opts: &Options, r: &mut Report) {
+    let Some(token) = settings.token.clone() else {
+        return;
+    };
+    let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
+    match api.auth_test().await {
+        Ok(who) => r.push(Finding::ok(format!(
+            "token works: workspace {:?} ({}), bot user {} ({})",
+            who.team,
+            who.url,
+            who.user.as_deref().unwrap_or("?"),
+            who.bot_id
+                .as_deref()
+                .unwrap_or("no bot id: is this a bot token?")
+        ))),
+        Err(f) => {
+            r.push(slack_problem("auth.test", &f, &settings.api_url));
+            return;
+        }
+    }
+    if !opts.post_test {
+        r.push(Finding::note(
+            "no test message posted (add --post-test to post one to each channel)",
+        ));
+        return;
+    }
+    for channel in settings.routes.channels() {
+        let out = Outgoing {
+            channel: channel.clone(),
+            card: test_card(&settings.host),
+            thread_ts: None,
+            broadcast: false,
+            identity: None,
+        };
+        match api.post(&out).await {
+            Ok(p) => r.push(Finding::ok(format!(
+                "posted a test message to {channel} (channel ID {}, ts {})",
+                p.channel_id, p.ts
+            ))),
+            Err(f) => r.push(slack_problem(
+                &format!("posting to {channel}"),
+                &f,
+                &settings.api_url,
+            )),
+        }
+    }
+}
+
+/// A Slack failure as a finding, with the fix from [`crate::slack::setup_hint`]
+/// (carried in [`Failure::Setup`]).
+fn slack_problem(what: &str, f: &Failure, api_url: &str) -> Finding {
+    let fix = match f {
+        Failure::Setup { hint, .. } => hint.clone(),
+        Failure::Transient(_) => format!(
+            "Slack could not be reached at {api_url}: check the network path (proxy, firewall, DNS) and api_url / SLACK_API_URL"
+        ),
+        Failure::RateLimited(_) => "Slack is rate-limiting this workspace: run check again in a minute".into(),
+        Failure::BadPayload(_) | Failure::EditRefused(_) | Failure::ThreadGone(_) => {
+            "unexpected answer from Slack: run with SUPERVISOR_SLACK_LOG=debug and report it".into()
+        }
+    };
+    let found = match f {
+        // The hint is the fix: do not say it twice.
+        Failure::Setup { code, .. } => format!("{what}: Slack answered {code}"),
+        other => format!("{what}: {other}"),
+    };
+    Finding::problem(found, fix)
+}
+
+/// The card `--post-test` sends: plain, independent of the templates.
+pub fn test_card(host: &str) -> Card {
+    // The top-level text is mrkdwn too: the host label is escaped everywhere.
+    let text = format!(
+        "supervisor-slack check: test message from {}",
+        escape_mrkdwn(host)
+    );
+    Card {
+        text: text.clone(),
+        color: "#2EB67D".into(),
+        fallback: text,
+        blocks: serde_json::json!([{
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!(
+                "*supervisor-slack* can post here. Test message from `{}`; process-state cards will look like this one, with a colour per state.",
+                escape_mrkdwn(host)
+            )}
+        }]),
+    }
+}
+
+/// Can the state database be written? Creates nothing: an existing database must
+/// open for writing; otherwise its directory (or the nearest existing parent, which
+/// `listen` would create it in) must take a new file.
+pub fn check_state_path(path: &Path) -> Finding {
+    let fix_for = |dir: &Path| {
+        format!(
+            "make {} writable by the user the listener runs as (e.g. mkdir -p {0} && chown THAT-USER {0}), or set state / SUPERVISOR_SLACK_STATE to a writable path",
+            dir.display()
+        )
+    };
+    if path.exists() {
+        return match std::fs::OpenOptions::new().append(true).open(path) {
+            Ok(_) => Finding::ok(format!("state database {} is writable", path.display())),
+            Err(e) => Finding::problem(
+                format!("state database {}: {e}", path.display()),
+                fix_for(path.parent().unwrap_or(Path::new("."))),
+            ),
+        };
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let existing = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Finding::problem(
+            format!(
+                "state database {}: {} is not a directory",
+                path.display(),
+                existing.display()
+            ),
+            fix_for(dir),
+        );
+    }
+    if config::dir_writable(existing) {
+        let how = if existing == dir {
+            ""
+        } else {
+            " (its directory will be created)"
+        };
+        Finding::ok(format!(
+            "state database {} can be created{how}",
+            path.display()
+        ))
+    } else {
+        Finding::problem(
+            format!(
+                "state database {}: cannot create files in {}",
+                path.display(),
+                existing.display()
+            ),
+            fix_for(dir),
+        )
+    }
+}
+
+/// Is supervisord's XML-RPC socket reachable? A connect only (no request).
+pub async fn check_supervisor(url: Option<&str>, timeout: Duration) -> Finding {
+    let Some(url) = url else {
+        return Finding::note(
+            "SUPERVISOR_SERVER_URL is not set (normal outside supervisord); crash context comes from supervisord's XML-RPC when the listener runs under it or supervisor_server_url is set",
+        );
+    };
+    let result = if let Some(path) = url.strip_prefix("unix://") {
+        #[cfg(unix)]
+        {
+            tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+                .await
+                .map(|r| r.map(|_| ()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            Ok(Err(std::io::Error::other(
+                "unix sockets need a unix system",
+            )))
+        }
+    } else {
+        let rest = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let authority = rest.split('/').next().unwrap_or(rest).to_string();
+        let authority = if authority.contains(':') {
+            authority
+        } else {
+            format!("{authority}:80")
+        };
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority))
+            .await
+            .map(|r| r.map(|_| ()))
+    };
+    match result {
+        Ok(Ok(())) => Finding::ok(format!("supervisord's socket {url} accepts connections")),
+        Ok(Err(e)) => {
+            let fix = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => "the socket is mode 0700 by default: add chown=USER:GROUP (the listener's user) to [unix_http_server], or run the listener as that user".to_string(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+                    "supervisord is not listening at {url}: is it running? Otherwise set supervisor_server_url to its [unix_http_server] file / [inet_http_server] port"
+                ),
+                _ => format!("check supervisor_server_url / SUPERVISOR_SERVER_URL ({url})"),
+            };
+            Finding::problem(format!("supervisord's socket {url}: {e}"), fix)
+        }
+        Err(_) => Finding::problem(
+            format!(
+                "supervisord's socket {url}: no answer within {}s",
+                timeout.as_secs_f32()
+            ),
+            "check that supervisord is running and the URL is right",
+        ),
+    }
+}

@@ -1,0 +1,172 @@
+//! `supervisor-slack init`: the text an operator pastes to install the listener — a
+//! ready `[eventlistener:slack]` block for supervisord and a commented starter
+//! settings file in which every key is documented. Pure text; the CLI prints it.
+
+use std::path::Path;
+
+/// The `[eventlistener:slack]` block for supervisord's configuration.
+///
+/// `binary` is the real path of this program (`std::env::current_exe()`), so the
+/// block works as pasted; `config` is the settings file to pass, if any.
+///
+/// Why each line: `events=PROCESS_STATE` is all the listener reports;
+/// `buffer_size=1024` because supervisord's default of 10 overflows on a normal boot
+/// and overflowing silently discards the oldest events; its own `priority` so a
+/// rejected event is never re-queued into another pool; stdout is the protocol
+/// channel, so there is no stdout log, and the listener's own logs go to stderr.
+pub fn supervisord_block(binary: &Path, config: Option<&Path>) -> String {
+    let mut command = format!("{} listen", quote_arg(&binary.display().to_string()));
+    if let Some(c) = config {
+        command = format!(
+            "{} --config {} listen",
+            quote_arg(&binary.display().to_string()),
+            quote_arg(&c.display().to_string())
+        );
+    }
+    format!(
+        r##"; supervisor-slack: posts every process-state change to Slack.
+; Paste into supervisord's configuration (e.g. /etc/supervisor/conf.d/slack.conf),
+; replace the two placeholders, then run: supervisorctl reread && supervisorctl update
+[eventlistener:slack]
+command={command}
+events=PROCESS_STATE
+; supervisord's default buffer of 10 overflows on a normal boot and then silently
+; discards the oldest events.
+buffer_size=1024
+; A priority of its own: a re-queued event never lands in another listener's pool.
+priority=-100
+autorestart=true
+startsecs=1
+; Time to answer the event in hand and close the state database on shutdown.
+stopwaitsecs=10
+; stdout is the protocol channel between supervisord and the listener: never log it.
+stdout_logfile=NONE
+stderr_logfile=/var/log/supervisor/supervisor-slack.err.log
+stderr_logfile_maxbytes=10MB
+stderr_logfile_backups=3
+; The token file: one line, the bot token (xoxb-...); chmod 600, owned by the user
+; the listener runs as. SLACK_CHANNEL: #name or a channel ID.
+environment=SLACK_TOKEN_FILE="/etc/supervisor-slack/token",SLACK_CHANNEL="#CHANGE-ME"
+"##
+    )
+}
+
+/// Quotes a path for supervisord's `command=` (shell-like splitting) when needed.
+fn quote_arg(s: &str) -> String {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A starter settings file (TOML) with every key documented. Only `channel` is set;
+/// everything else is commented out at its default, so the file parses as is and
+/// changes nothing until edited.
+pub fn starter_settings() -> String {
+    STARTER.to_string()
+}
+
+const STARTER: &str = r##"# supervisor-slack settings (TOML). Usually /etc/supervisor-slack.toml; another
+# path with --config FILE or SUPERVISOR_SLACK_CONFIG. Environment variables override
+# this file (named next to each key). Unknown keys are errors.
+# Check it with: supervisor-slack check
+
+# The default channel: #name or a channel ID (C0123456789). Env: SLACK_CHANNEL
+# (SLACK_CHANNNEL, the original tool's spelling, still works).
+channel = "#ops"
+
+# The bot token (xoxb-...) is read from a file holding just the token; chmod 600.
+# Env: SLACK_TOKEN (the token itself) or SLACK_TOKEN_FILE. Never a command-line argument.
+# token_file = "/etc/supervisor-slack/token"
+
+# The host label on every card. Default: this machine's hostname.
+# Env: SUPERVISOR_SLACK_HOST
+# host = "web-1"
+
+# A tag shown on every card, e.g. "production". Env: SUPERVISOR_SLACK_ENVIRONMENT
+# environment = "production"
+
+# The state database (outbox and thread map). Env: SUPERVISOR_SLACK_STATE.
+# Default: $STATE_DIRECTORY/state.db, /var/lib/supervisor-slack/state.db when
+# writable, else ~/.local/state/supervisor-slack/state.db.
+# state = "/var/lib/supervisor-slack/state.db"
+
+# A directory of card templates overriding the built-in ones (missing files fall
+# back to the built-in ones).
+# templates_dir = "/etc/supervisor-slack/templates"
+
+# Slack's Web API. Env: SLACK_API_URL
+# api_url = "https://slack.com/api"
+
+# A process's thread older than this gets a new parent message.
+# thread_ttl = "24h"
+
+# Also show FATAL and unexpected EXITED replies in the channel, not only the thread.
+# broadcast_failures = true
+
+# Time-out on every Slack call.
+# call_timeout = "10s"
+
+# chat.postMessage pace per channel, and the burst allowed (Slack allows about one
+# message per second per channel).
+# post_interval = "1s"
+# post_burst = 2
+
+# chat.update budget per minute (Slack's Tier 3 is 50+).
+# updates_per_minute = 50
+
+# At most this many piled-up events of one process go out as one reply.
+# coalesce_max = 20
+
+# Waiting events beyond which (Slack unreachable for a long while) new events of a
+# process replace its newest waiting one; its card says how many were folded.
+# outbox_cap = 100000
+
+# Wait before retrying after a setup error (bad token, unknown channel...).
+# Env: SUPERVISOR_SLACK_SETUP_RETRY
+# setup_retry = "60s"
+
+# Longest wait between retries after a temporary failure (5xx, network, time-out):
+# the wait doubles from half a second up to this.
+# retry_max = "30s"
+
+# supervisord's XML-RPC, for crash context (exit status, spawn error, stderr tail).
+# Default: SUPERVISOR_SERVER_URL, which supervisord gives its listeners; this
+# setting wins over it.
+# supervisor_server_url = "unix:///var/run/supervisor.sock"
+# The username/password of [unix_http_server] (or [inet_http_server]), when set there:
+# supervisord does not pass them to its listeners. Prefer the password file (chmod 600).
+# supervisor_username = "slack"
+# supervisor_password_file = "/etc/supervisor-slack/supervisor-password"
+# supervisor_password = "..."
+
+# For events that match no [[route]] below:
+# States not reported at all.
+# skip = ["STARTING"]
+# "always", or "after_failure": RUNNING only when the process was failing before
+# this start (BACKOFF, EXITED, FATAL, UNKNOWN) — a recovery.
+# running = "always"
+# Mentions added to FATAL and unexpected EXITED cards: <@U012AB3CD> (a person),
+# <!subteam^S012AB3CD> (a user group), <!here>, <!channel>.
+# mentions = ["<!here>"]
+
+# Routing rules, in order: the first whose group AND process patterns match an event
+# decides where it goes. Patterns are globs: * ? [abc] {a,b}; a missing pattern
+# matches everything. Keys: group, process, channel (default: the default channel;
+# an empty "" drops the events), drop (true drops them), skip, running and mentions
+# (as above).
+#
+# [[route]]
+# group = "worker-*"
+# channel = "#ops-workers"
+# skip = ["STARTING", "STOPPING"]
+# running = "after_failure"
+# mentions = ["<!subteam^S012AB3CD>"]
+#
+# [[route]]
+# process = "{cron,backup}-*"
+# drop = true
+"##;

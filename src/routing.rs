@@ -1,0 +1,455 @@
+//! Routing: which channel an event goes to, with which mentions — or whether it is
+//! not reported at all. Built from the settings' ordered `[[route]]` tables; the
+//! first table whose patterns match an event decides; the default channel takes the
+//! rest.
+//!
+//! ```toml
+//! channel = "#ops"                 # the default
+//!
+//! [[route]]                        # workers: only failures and recoveries
+//! group = "worker-*"
+//! channel = "#ops-workers"
+//! skip = ["STARTING", "STOPPING"]
+//! running = "after_failure"
+//! mentions = ["<!subteam^S012AB3CD>"]
+//!
+//! [[route]]                        # never report the cron helper
+//! process = "cron-*"
+//! drop = true
+//! ```
+//!
+//! Mentions come only from here, never from event text, and are added only to FATAL
+//! and unexpected EXITED events.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{ConfigError, SettingsFile};
+use crate::event::{ProcessState, State, ThreadKey};
+use crate::listen::Router;
+
+/// One `[[route]]` table as written in the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    /// Glob on the group name (`*`, `?`, `[abc]`, `{a,b}`); default `*`.
+    pub group: Option<Spanned<String>>,
+    /// Glob on the process name; default `*`.
+    pub process: Option<Spanned<String>>,
+    /// Where matching events go; default: the default channel; `""` drops them.
+    pub channel: Option<Spanned<String>>,
+    /// `true`: matching events are not reported.
+    pub drop: Option<Spanned<bool>>,
+    /// States not reported, e.g. `["STARTING", "STOPPING"]`.
+    pub skip: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `"always"` (default) or `"after_failure"`: RUNNING only when the process was
+    /// failing before this start (BACKOFF, EXITED, FATAL, UNKNOWN).
+    pub running: Option<Spanned<String>>,
+    /// Added to FATAL and unexpected EXITED cards: `<!subteam^S…>`, `<@U…>`,
+    /// `<!here>`, `<!channel>`.
+    pub mentions: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// When RUNNING is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Running {
+    /// Every RUNNING.
+    #[default]
+    Always,
+    /// Only a recovery: RUNNING after the process was failing (see [`is_failing`]).
+    AfterFailure,
+}
+
+/// Where a routed event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub channel: String,
+    /// Mentions to put on the card (empty unless the event is a failure).
+    pub mentions: Vec<String>,
+}
+
+/// One rule, checked.
+#[derive(Debug, Clone)]
+struct Rule {
+    group: Option<GlobMatcher>,
+    process: Option<GlobMatcher>,
+    /// `None`: the default channel; `Some("")`: dropped.
+    channel: Option<String>,
+    skip: Vec<State>,
+    running: Running,
+    mentions: Vec<String>,
+}
+
+impl Rule {
+    fn matches(&self, event: &ProcessState) -> bool {
+        self.group.as_ref().is_none_or(|g| g.is_match(&event.group))
+            && self
+                .process
+                .as_ref()
+                .is_none_or(|p| p.is_match(&event.process))
+    }
+}
+
+/// The routing rules, in order, and the default route. Part of
+/// [`crate::config::Settings`].
+#[derive(Debug, Clone)]
+pub struct Routes {
+    rules: Vec<Rule>,
+    /// Used when no rule matches: the default channel with the top-level `skip`,
+    /// `running` and `mentions`.
+    fallback: Rule,
+}
+
+impl Default for Routes {
+    /// No rules, no default channel: nothing is routed.
+    fn default() -> Self {
+        Routes::one_channel(None)
+    }
+}
+
+/// States in which a process is failing: a RUNNING after one of them is a recovery.
+/// EXITED counts whether expected or not: the process stopped without being asked.
+pub fn is_failing(state: State) -> bool {
+    matches!(
+        state,
+        State::Backoff | State::Exited | State::Fatal | State::Unknown
+    )
+}
+
+impl Routes {
+    /// Every event to `channel` (or nowhere when `None`), no filters, no mentions.
+    pub fn one_channel(channel: Option<String>) -> Routes {
+        Routes {
+            rules: Vec::new(),
+            fallback: Rule {
+                group: None,
+                process: None,
+                channel: Some(channel.unwrap_or_default()),
+                skip: Vec::new(),
+                running: Running::Always,
+                mentions: Vec::new(),
+            },
+        }
+    }
+
+    /// Builds the routes from a settings file's `[[route]]` tables and top-level
+    /// `skip`/`running`/`mentions`. Every error names the key (`route[2].process`,
+    /// 1-based as in the file) and its line.
+    pub fn from_settings(
+        file: &SettingsFile,
+        default_channel: Option<String>,
+    ) -> Result<Routes, ConfigError> {
+        let f = &file.parsed;
+        let fallback = Rule {
+            group: None,
+            process: None,
+            channel: Some(default_channel.unwrap_or_default()),
+            skip: states(file, "skip", &f.skip)?,
+            running: running(file, "running", &f.running)?,
+            mentions: mentions(file, "mentions", &f.mentions)?,
+        };
+        let mut rules = Vec::with_capacity(f.route.len());
+        for (i, t) in f.route.iter().enumerate() {
+            let key = |k: &str| format!("route[{}].{k}", i + 1);
+            let channel = match (&t.channel, &t.drop) {
+                (Some(c), Some(d)) if *d.get_ref() && !c.get_ref().is_empty() => {
+                    return Err(file.invalid(
+                        &key("drop"),
+                        d.span(),
+                        format!(
+                            "drop = true and channel = {:?} contradict each other; keep one",
+                            c.get_ref()
+                        ),
+                    ))
+                }
+                (_, Some(d)) if *d.get_ref() => Some(String::new()),
+                (Some(c), _) if c.get_ref().is_empty() => Some(String::new()),
+                (Some(c), _) => Some(crate::config::check_channel(
+                    &key("channel"),
+                    Some(file.at(c.span())),
+                    c.get_ref(),
+                )?),
+                (None, _) => None,
+            };
+            rules.push(Rule {
+                group: glob(file, &key("group"), &t.group)?,
+                process: glob(file, &key("process"), &t.process)?,
+                channel,
+                skip: states(file, &key("skip"), &t.skip)?,
+                running: running(file, &key("running"), &t.running)?,
+                mentions: mentions(file, &key("mentions"), &t.mentions)?,
+            });
+        }
+        Ok(Routes { rules, fallback })
+    }
+
+    /// Where `event` goes, or `None` when it is not reported (a dropping rule, a
+    /// skipped state, a RUNNING that is no recovery, no channel at all).
+    ///
+    /// `previous` is the state the process was in before its current start attempt:
+    /// the `to` of the latest earlier event of the same thread key whose `to` was not
+    /// STARTING ([`PreviousStates`] keeps it). `None` when unknown (first event since
+    /// the listener started): then `running = "after_failure"` does not report.
+    pub fn route(&self, event: &ProcessState, previous: Option<State>) -> Option<Route> {
+        let rule = self.rule_for(event);
+        let channel = rule
+            .channel
+            .as_deref()
+            .or(self.fallback.channel.as_deref())?;
+        if channel.is_empty() || rule.skip.contains(&event.to) {
+            return None;
+        }
+        if event.to == State::Running
+            && rule.running == Running::AfterFailure
+            && !previous.is_some_and(is_failing)
+        {
+            return None;
+        }
+        Some(Route {
+            channel: channel.to_string(),
+            mentions: mentions_of(rule, event),
+        })
+    }
+
+    /// The mentions for `event`: the matching rule's, for FATAL and unexpected EXITED
+    /// only. Depends on the event alone, so the dispatcher can ask again at delivery
+    /// time without the previous state.
+    pub fn mentions_for(&self, event: &ProcessState) -> Vec<String> {
+        mentions_of(self.rule_for(event), event)
+    }
+
+    /// The mentions for a reply carrying several events (coalesced): each distinct
+    /// mention once, in order.
+    pub fn mentions_for_all(&self, events: &[ProcessState]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in events.iter().flat_map(|e| self.mentions_for(e)) {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// The channels events may go to (the default first), for `check`.
+    pub fn channels(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let all = std::iter::once(&self.fallback).chain(&self.rules);
+        for c in all.filter_map(|r| r.channel.as_deref()) {
+            if !c.is_empty() && !out.iter().any(|o| o == c) {
+                out.push(c.to_string());
+            }
+        }
+        out
+    }
+
+    /// `true` when events that match no rule have a channel to go to.
+    pub fn has_default_channel(&self) -> bool {
+        self.fallback
+            .channel
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+    }
+
+    fn rule_for(&self, event: &ProcessState) -> &Rule {
+        self.rules
+            .iter()
+            .find(|r| r.matches(event))
+            .unwrap_or(&self.fallback)
+    }
+}
+
+fn mentions_of(rule: &Rule, event: &ProcessState) -> Vec<String> {
+    if event.is_failure() {
+        rule.mentions.clone()
+    } else {
+        Vec::new()
+    }
+}
+
+fn glob(
+    file: &SettingsFile,
+    key: &str,
+    v: &Option<Spanned<String>>,
+) -> Result<Option<GlobMatcher>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    Glob::new(v.get_ref())
+        .map(|g| Some(g.compile_matcher()))
+        .map_err(|e| {
+            file.invalid(
+                key,
+                v.span(),
+                format!(
+                    "{:?} is not a valid pattern ({}); use * ? [abc] {{a,b}}, e.g. \"web-*\"",
+                    v.get_ref(),
+                    e.kind()
+                ),
+            )
+        })
+}
+
+fn states(
+    file: &SettingsFile,
+    key: &str,
+    v: &Option<Spanned<Vec<Spanned<String>>>>,
+) -> Result<Vec<State>, ConfigError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    v.get_ref()
+        .iter()
+        .map(|s| {
+            s.get_ref()
+                .trim()
+                .to_ascii_uppercase()
+                .parse::<State>()
+                .map_err(|_| {
+                    file.invalid(
+                        key,
+                        s.span(),
+                        format!(
+                            "{:?} is not a process state; use {}",
+                            s.get_ref(),
+                            State::ALL.map(State::as_str).join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn running(
+    file: &SettingsFile,
+    key: &str,
+    v: &Option<Spanned<String>>,
+) -> Result<Running, ConfigError> {
+    match v.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("always", _)) => Ok(Running::Always),
+        Some(("after_failure", _)) => Ok(Running::AfterFailure),
+        Some((other, span)) => Err(file.invalid(
+            key,
+            span,
+            format!("{other:?} is not a choice; use \"always\" or \"after_failure\""),
+        )),
+    }
+}
+
+fn mentions(
+    file: &SettingsFile,
+    key: &str,
+    v: &Option<Spanned<Vec<Spanned<String>>>>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    v.get_ref()
+        .iter()
+        .map(|m| {
+            let text = m.get_ref().trim();
+            if is_mention(text) {
+                Ok(text.to_string())
+            } else {
+                Err(file.invalid(key, m.span(), format!(
+                    "{:?} is not a Slack mention; write <@U012AB3CD> (a person: profile → ⋯ → Copy member ID), <!subteam^S012AB3CD> (a user group), <!here> or <!channel>",
+                    m.get_ref()
+                )))
+            }
+        })
+        .collect()
+}
+
+/// A mention in Slack's wire syntax: `<!here>`, `<!channel>`, `<!everyone>`,
+/// `<!subteam^S…>` (a user group) or `<@U…>`/`<@W…>` (a person). IDs are upper-case
+/// letters and digits. Anything else (a bare `@name`, a link) is refused, so the
+/// settings cannot smuggle arbitrary markup onto a card.
+pub fn is_mention(s: &str) -> bool {
+    fn id(s: &str, first: &[char]) -> bool {
+        let mut c = s.chars();
+        c.next().is_some_and(|f| first.contains(&f))
+            && s.len() >= 3
+            && s.chars()
+                .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
+    }
+    let Some(inner) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) else {
+        return false;
+    };
+    match inner {
+        "!here" | "!channel" | "!everyone" => true,
+        _ => {
+            if let Some(group) = inner.strip_prefix("!subteam^") {
+                id(group, &['S'])
+            } else if let Some(user) = inner.strip_prefix('@') {
+                id(user, &['U', 'W'])
+            } else {
+                false
+            }
+        }
+    }
+}
+
+/// Remembers, per thread key, the state each process was in before its current start
+/// attempt — what [`Routes::route`] needs as `previous`. Bounded: beyond `cap` keys
+/// it starts over (a recovery may then go unreported once; nothing else is lost).
+#[derive(Debug)]
+pub struct PreviousStates {
+    last: HashMap<ThreadKey, State>,
+    cap: usize,
+}
+
+impl Default for PreviousStates {
+    fn default() -> Self {
+        PreviousStates::new(10_000)
+    }
+}
+
+impl PreviousStates {
+    pub fn new(cap: usize) -> Self {
+        PreviousStates {
+            last: HashMap::new(),
+            cap,
+        }
+    }
+
+    /// Records `event` and returns the `previous` to route it with: the last state
+    /// other than STARTING seen for its process before it.
+    pub fn observe(&mut self, event: &ProcessState) -> Option<State> {
+        let key = event.thread_key();
+        let before = self.last.get(&key).copied();
+        if event.to != State::Starting {
+            if self.last.len() >= self.cap && !self.last.contains_key(&key) {
+                self.last.clear();
+            }
+            self.last.insert(key, event.to);
+        }
+        // Without history, the event's own `from` is the best guess when it is
+        // not the STARTING every RUNNING comes from.
+        before.or(Some(event.from).filter(|s| *s != State::Starting))
+    }
+}
+
+/// [`Routes`] as the listener's [`Router`]: tracks previous states itself. (The
+/// trait hands over only the channel; the dispatcher gets the mentions with
+/// [`Routes::mentions_for_all`] from `settings.routes`.)
+pub struct RoutingRouter {
+    routes: Routes,
+    previous: Mutex<PreviousStates>,
+}
+
+impl RoutingRouter {
+    pub fn new(routes: Routes) -> Self {
+        RoutingRouter {
+            routes,
+            previous: Mutex::new(PreviousStates::default()),
+        }
+    }
+}
+
+impl Router for RoutingRouter {
+    fn channel_for(&self, event: &ProcessState) -> Option<String> {
+        let previous = self
+            .previous
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(event);
+        self.routes.route(event, previous).map(|r| r.channel)
+    }
+}

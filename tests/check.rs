@@ -1,0 +1,223 @@
+//! `check` without Slack: findings come with fixes, problems make a non-zero exit.
+//! (`auth.test` and `--post-test` against the Slack stand-in are tested by the lead.)
+
+use std::time::Duration;
+
+use supervisor_slack::check::{self, check_state_path, check_supervisor, Level, Options, Report};
+use supervisor_slack::config::{parse_str, resolve, Settings};
+
+fn settings(text: &str, env: &dyn supervisor_slack::config::Env) -> Settings {
+    resolve(&parse_str(text, None).unwrap(), env)
+        .unwrap()
+        .settings
+}
+
+#[tokio::test]
+async fn missing_token_and_channel_are_problems_with_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        "",
+        &[(
+            "SUPERVISOR_SLACK_STATE",
+            dir.path().join("s.db").to_str().unwrap(),
+        )],
+    );
+    let report = check::run(&s, &Options::default()).await;
+    let problems: Vec<_> = report.problems().collect();
+    assert_eq!(problems.len(), 2, "{report}");
+    assert!(problems.iter().all(|p| p.fix.is_some()));
+    assert!(problems[0].what.contains("no Slack token"));
+    assert!(problems[1].what.contains("no default channel"));
+    assert_eq!(report.exit_code(), 1);
+    let shown = report.to_string();
+    assert!(shown.contains("fix: set SLACK_TOKEN_FILE"), "{shown}");
+    assert!(shown.contains("2 problem(s) found"), "{shown}");
+}
+
+#[tokio::test]
+async fn unreachable_slack_is_a_problem_naming_the_url() {
+    // Port 9 on localhost: nothing listens; the connection is refused at once.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let env = [
+        ("SLACK_TOKEN", "xoxb-test"),
+        ("SLACK_CHANNEL", "#ops"),
+        ("SLACK_API_URL", "http://127.0.0.1:9/api"),
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+    ];
+    let s = settings("call_timeout = \"2s\"\n", &env);
+    let report = check::run(&s, &Options::default()).await;
+    let p: Vec<_> = report.problems().collect();
+    assert_eq!(p.len(), 1, "{report}");
+    assert!(p[0].what.starts_with("auth.test"), "{report}");
+    assert!(
+        p[0].fix
+            .as_ref()
+            .unwrap()
+            .contains("http://127.0.0.1:9/api"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_settings_error_is_a_report_with_one_problem() {
+    let e = parse_str("chanel = \"#ops\"\n", None).unwrap_err();
+    let report = Report::from_config_error(&e);
+    assert_eq!(report.exit_code(), 1);
+    assert!(report.to_string().contains("chanel"), "{report}");
+}
+
+#[test]
+fn warnings_do_not_fail_the_check() {
+    let report = Report {
+        findings: vec![check::Finding::warning("token file readable", "chmod 600")],
+    };
+    assert_eq!(report.exit_code(), 0);
+    assert!(report.to_string().contains("WARNING"));
+}
+
+#[test]
+fn state_path_in_a_writable_directory_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = check_state_path(&dir.path().join("deeper/state.db"));
+    assert_eq!(f.level, Level::Ok, "{f:?}");
+    assert!(!dir.path().join("deeper").exists(), "check creates nothing");
+}
+
+#[cfg(unix)]
+#[test]
+fn state_path_in_a_read_only_directory_is_a_problem() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let f = check_state_path(&ro.join("state.db"));
+    // root writes anywhere: the check is only meaningful for other users.
+    if supervisor_slack::config::dir_writable(&ro) {
+        return;
+    }
+    assert_eq!(f.level, Level::Problem, "{f:?}");
+    assert!(f.fix.unwrap().contains("SUPERVISOR_SLACK_STATE"));
+}
+
+#[test]
+fn state_path_under_a_file_is_a_problem() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let f = check_state_path(&file.path().join("state.db"));
+    assert_eq!(f.level, Level::Problem, "{f:?}");
+    assert!(f.what.contains("is not a directory"), "{f:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn supervisord_socket_reachable_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("supervisor.sock");
+    let url = format!("unix://{}", sock.display());
+    let f = check_supervisor(Some(&url), Duration::from_secs(2)).await;
+    assert_eq!(f.level, Level::Problem, "{f:?}");
+    assert!(f.fix.unwrap().contains("supervisor_server_url"));
+
+    let _listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let f = check_supervisor(Some(&url), Duration::from_secs(2)).await;
+    assert_eq!(f.level, Level::Ok, "{f:?}");
+
+    let f = check_supervisor(None, Duration::from_secs(2)).await;
+    assert_eq!(f.level, Level::Note, "not under supervisord is no problem");
+}
+
+#[test]
+fn the_test_card_escapes_the_host() {
+    let card = check::test_card("<!channel>");
+    assert!(!card.blocks.to_string().contains("<!channel>"));
+    assert!(!card.text.contains("<!channel>"), "{}", card.text);
+    assert!(!card.fallback.contains("<!channel>"));
+}
+
+/// A few lines of Slack's Web API: enough for `check` to see a working token and
+/// post its test message. (The full stand-in lives on another branch.)
+async fn tiny_slack() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::{
+        routing::{any, post},
+        Json, Router,
+    };
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = posts.clone();
+    let app = Router::new()
+        .route(
+            "/api/auth.test",
+            any(|| async {
+                Json(serde_json::json!({"ok": true, "url": "https://acme.slack.com/", "team": "Acme",
+                    "user": "supervisor-bot", "team_id": "T1", "user_id": "U1", "bot_id": "B1"}))
+            }),
+        )
+        .route(
+            "/api/chat.postMessage",
+            post(move |Json(body): Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    let channel = body["channel"].as_str().unwrap_or("").to_string();
+                    seen.lock().unwrap().push(body);
+                    if channel == "#nobot" {
+                        return Json(serde_json::json!({"ok": false, "error": "not_in_channel"}));
+                    }
+                    Json(serde_json::json!({"ok": true, "channel": "C1", "ts": "1.1", "message": {"ts": "1.1"}}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/api"), posts)
+}
+
+#[tokio::test]
+async fn a_working_token_names_the_workspace_and_bot_and_post_test_posts_to_each_channel() {
+    let (url, posts) = tiny_slack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let env = [
+        ("SLACK_TOKEN", "xoxb-test"),
+        ("SLACK_API_URL", url.as_str()),
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+    ];
+    let s = settings(
+        "channel = \"#ops\"\n[[route]]\ngroup = \"x\"\nchannel = \"#nobot\"\n",
+        &env,
+    );
+    let report = check::run(
+        &s,
+        &Options {
+            post_test: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let shown = report.to_string();
+    assert!(
+        shown.contains("token works: workspace \"Acme\" (https://acme.slack.com/), bot user supervisor-bot (B1)"),
+        "{shown}"
+    );
+    assert!(shown.contains("posted a test message to #ops"), "{shown}");
+    let p: Vec<_> = report.problems().collect();
+    assert_eq!(p.len(), 1, "{shown}");
+    assert!(p[0].what.starts_with("posting to #nobot"), "{shown}");
+    assert!(
+        p[0].fix
+            .as_ref()
+            .unwrap()
+            .contains("invite the bot to #nobot"),
+        "{shown}"
+    );
+    let channels: Vec<_> = posts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["channel"].clone())
+        .collect();
+    assert_eq!(channels, vec!["#ops", "#nobot"]);
+}

@@ -1,0 +1,397 @@
+//! Settings: the file, the environment on top, and errors that name the key and line.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use supervisor_slack::config::{self, parse_str, resolve, ConfigError, Env, Loaded, SettingsFile};
+
+const NO_ENV: [(&str, &str); 0] = [];
+
+fn load(text: &str, env: &dyn Env) -> Result<Loaded, ConfigError> {
+    let file = parse_str(text, Some(Path::new("/etc/supervisor-slack.toml")))?;
+    resolve(&file, env)
+}
+
+/// The error for `text`, with its key and line.
+fn error(text: &str) -> (String, usize, String) {
+    let e = load(text, &NO_ENV).expect_err("these settings must be refused");
+    let shown = e.to_string();
+    (
+        e.key().expect("the error names a key").to_string(),
+        e.line().expect("the error names a line"),
+        shown,
+    )
+}
+
+fn assert_error(text: &str, key: &str, line: usize) -> String {
+    let (k, l, shown) = error(text);
+    assert_eq!((k.as_str(), l), (key, line), "error was: {shown}");
+    // The text a user sees names both too.
+    assert!(shown.contains(key), "{shown}");
+    assert!(shown.contains(&format!("line {line}")), "{shown}");
+    shown
+}
+
+#[test]
+fn unknown_top_level_key_is_named_with_its_line() {
+    let shown = assert_error("channel = \"#ops\"\n\nchanel = \"#ops\"\n", "chanel", 3);
+    assert!(shown.contains("/etc/supervisor-slack.toml"), "{shown}");
+}
+
+#[test]
+fn unknown_key_in_a_route_names_the_route() {
+    assert_error(
+        "channel = \"#ops\"\n[[route]]\ngroup = \"a\"\n[[route]]\nproces = \"web\"\n",
+        "route[2].proces",
+        5,
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key_and_line() {
+    assert_error(
+        "channel = \"#ops\"\npost_burst = \"two\"\n",
+        "post_burst",
+        2,
+    );
+}
+
+#[test]
+fn wrong_type_in_a_route() {
+    assert_error(
+        "[[route]]\ngroup = \"a\"\nmentions = \"<!here>\"\n",
+        "route[1].mentions",
+        3,
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let e = load("channel = \"#ops\"\nhost = \n", &NO_ENV).unwrap_err();
+    assert_eq!(e.line(), Some(2), "{e}");
+    assert!(e.to_string().contains("line 2"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_the_key_and_line() {
+    let shown = assert_error(
+        "channel = \"#ops\"\n\nthread_ttl = \"a day\"\n",
+        "thread_ttl",
+        3,
+    );
+    assert!(
+        shown.contains("\"24h\""),
+        "the fix is in the message: {shown}"
+    );
+}
+
+#[test]
+fn zero_where_at_least_one_is_needed() {
+    assert_error("updates_per_minute = 0\n", "updates_per_minute", 1);
+}
+
+#[test]
+fn bad_glob_names_the_route_key_and_line() {
+    assert_error(
+        "channel = \"#ops\"\n[[route]]\ngroup = \"web\"\n\n[[route]]\nprocess = \"web-[\"\nchannel = \"#web\"\n",
+        "route[2].process",
+        6,
+    );
+}
+
+#[test]
+fn bad_mention_names_the_route_key_and_line() {
+    let shown = assert_error(
+        "channel = \"#ops\"\n[[route]]\ngroup = \"db\"\nmentions = [\n  \"<!here>\",\n  \"@oncall\",\n]\n",
+        "route[1].mentions",
+        6,
+    );
+    assert!(
+        shown.contains("<!subteam^"),
+        "the fix is in the message: {shown}"
+    );
+}
+
+#[test]
+fn bad_state_in_skip() {
+    assert_error(
+        "channel = \"#ops\"\nskip = [\"STARTING\", \"BOOTING\"]\n",
+        "skip",
+        2,
+    );
+}
+
+#[test]
+fn bad_running_choice() {
+    assert_error(
+        "[[route]]\nrunning = \"sometimes\"\n",
+        "route[1].running",
+        2,
+    );
+}
+
+#[test]
+fn drop_and_a_channel_contradict() {
+    assert_error(
+        "[[route]]\nchannel = \"#x\"\ndrop = true\n",
+        "route[1].drop",
+        3,
+    );
+}
+
+#[test]
+fn bad_channel_in_file() {
+    assert_error("\nchannel = \"ops room\"\n", "channel", 2);
+}
+
+#[test]
+fn bad_supervisor_url() {
+    assert_error(
+        "supervisor_server_url = \"/run/supervisor.sock\"\n",
+        "supervisor_server_url",
+        1,
+    );
+}
+
+#[test]
+fn unreadable_token_file_names_the_key_and_line() {
+    let shown = assert_error(
+        "channel = \"#ops\"\ntoken_file = \"/nonexistent/token\"\n",
+        "token_file",
+        2,
+    );
+    assert!(shown.contains("/nonexistent/token"), "{shown}");
+}
+
+#[test]
+fn unreadable_token_file_from_the_environment_names_the_variable() {
+    let e = load("", &[("SLACK_TOKEN_FILE", "/nonexistent/token")]).unwrap_err();
+    assert_eq!(e.key(), Some("SLACK_TOKEN_FILE"));
+    assert_eq!(e.line(), None);
+}
+
+#[test]
+fn bad_duration_from_the_environment_names_the_variable() {
+    let e = load("", &[("SUPERVISOR_SLACK_SETUP_RETRY", "soon")]).unwrap_err();
+    assert_eq!(e.key(), Some("SUPERVISOR_SLACK_SETUP_RETRY"), "{e}");
+}
+
+#[test]
+fn password_without_username_is_refused() {
+    assert_error(
+        "channel = \"#ops\"\nsupervisor_password = \"pw\"\n",
+        "supervisor_username",
+        2,
+    );
+}
+
+#[test]
+fn a_missing_settings_file_is_an_error_not_a_silent_default() {
+    let e = config::load_checked(Some(Path::new("/nonexistent/s.toml")), &NO_ENV).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let text = "channel = \"#file\"\nhost = \"file-host\"\nenvironment = \"staging\"\nsetup_retry = \"5m\"\n";
+    let s = load(text, &NO_ENV).unwrap().settings;
+    assert_eq!(s.channel.as_deref(), Some("#file"));
+    assert_eq!(s.host, "file-host");
+    assert_eq!(s.environment.as_deref(), Some("staging"));
+    assert_eq!(s.setup_retry, Duration::from_secs(300));
+
+    let env = [
+        ("SLACK_CHANNEL", "#env"),
+        ("SUPERVISOR_SLACK_HOST", "env-host"),
+        ("SUPERVISOR_SLACK_ENVIRONMENT", "production"),
+        ("SUPERVISOR_SLACK_SETUP_RETRY", "30s"),
+        ("SLACK_API_URL", "http://127.0.0.1:9/api/"),
+        ("SLACK_TOKEN", " xoxb-from-env \n"),
+    ];
+    let s = load(text, &env).unwrap().settings;
+    assert_eq!(s.channel.as_deref(), Some("#env"));
+    assert_eq!(s.host, "env-host");
+    assert_eq!(s.environment.as_deref(), Some("production"));
+    assert_eq!(s.setup_retry, Duration::from_secs(30));
+    assert_eq!(
+        s.api_url, "http://127.0.0.1:9/api",
+        "trailing slash removed"
+    );
+    assert_eq!(s.token.unwrap().expose(), "xoxb-from-env");
+}
+
+#[test]
+fn the_original_tools_misspelt_channel_variable_works_with_a_warning() {
+    let loaded = load("", &[("SLACK_CHANNNEL", "#legacy")]).unwrap();
+    assert_eq!(loaded.settings.channel.as_deref(), Some("#legacy"));
+    assert_eq!(loaded.warnings.len(), 1);
+    assert_eq!(loaded.warnings[0].fix, "rename it to SLACK_CHANNEL");
+}
+
+#[test]
+fn the_correct_spelling_wins_over_the_misspelt_one_without_a_warning() {
+    let loaded = load(
+        "",
+        &[("SLACK_CHANNEL", "#new"), ("SLACK_CHANNNEL", "#legacy")],
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.channel.as_deref(), Some("#new"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn host_defaults_to_the_hostname() {
+    let s = load("", &NO_ENV).unwrap().settings;
+    let expected = hostname::get().unwrap().to_string_lossy().into_owned();
+    assert_eq!(s.host, expected);
+    assert_eq!(s.environment, None);
+}
+
+fn token_file(mode: u32) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "xoxb-from-file").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    f
+}
+
+#[cfg(unix)]
+#[test]
+fn a_token_file_others_can_read_gives_a_warning() {
+    let f = token_file(0o644);
+    let text = format!("token_file = {:?}\n", f.path().display().to_string());
+    let loaded = load(&text, &NO_ENV).unwrap();
+    assert_eq!(loaded.settings.token.unwrap().expose(), "xoxb-from-file");
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert_eq!(
+        w.what,
+        format!("{} is readable by other users", f.path().display())
+    );
+    assert_eq!(w.fix, format!("run: chmod 600 {}", f.path().display()));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_private_token_file_gives_no_warning() {
+    let f = token_file(0o600);
+    let env = [("SLACK_TOKEN_FILE", f.path().to_str().unwrap())];
+    let loaded = load("", &env).unwrap();
+    assert_eq!(loaded.settings.token.unwrap().expose(), "xoxb-from-file");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn slack_token_wins_over_token_files() {
+    let env = [
+        ("SLACK_TOKEN", "xoxb-env"),
+        ("SLACK_TOKEN_FILE", "/nonexistent"),
+    ];
+    let s = load("token_file = \"/nonexistent\"\n", &env)
+        .unwrap()
+        .settings;
+    assert_eq!(s.token.unwrap().expose(), "xoxb-env");
+}
+
+#[test]
+fn an_empty_token_file_is_refused() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let text = format!("\ntoken_file = {:?}\n", f.path().display().to_string());
+    let e = load(&text, &NO_ENV).unwrap_err();
+    assert_eq!((e.key(), e.line()), (Some("token_file"), Some(2)), "{e}");
+}
+
+#[test]
+fn supervisord_url_setting_wins_over_the_variable_supervisord_sets() {
+    let env = [("SUPERVISOR_SERVER_URL", "unix:///run/from-env.sock")];
+    let s = load("", &env).unwrap().settings;
+    assert_eq!(
+        s.supervisor_server_url.as_deref(),
+        Some("unix:///run/from-env.sock")
+    );
+    let s = load("supervisor_server_url = \"http://127.0.0.1:9001\"\n", &env)
+        .unwrap()
+        .settings;
+    assert_eq!(
+        s.supervisor_server_url.as_deref(),
+        Some("http://127.0.0.1:9001")
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn supervisord_credentials_from_a_password_file() {
+    let f = token_file(0o600);
+    let text = format!(
+        "supervisor_username = \"slack\"\nsupervisor_password_file = {:?}\n",
+        f.path().display().to_string()
+    );
+    let s = load(&text, &NO_ENV).unwrap().settings;
+    assert_eq!(s.supervisor_username.as_deref(), Some("slack"));
+    assert_eq!(s.supervisor_password.unwrap().expose(), "xoxb-from-file");
+}
+
+#[test]
+fn the_password_is_never_shown() {
+    let s = load(
+        "supervisor_username = \"u\"\nsupervisor_password = \"hunter2\"\n",
+        &NO_ENV,
+    )
+    .unwrap()
+    .settings;
+    assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn no_file_means_defaults() {
+    let loaded = resolve(&SettingsFile::none(), &NO_ENV).unwrap();
+    let s = loaded.settings;
+    assert_eq!(s.api_url, config::DEFAULT_API_URL);
+    assert_eq!(s.thread_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(s.channel, None);
+    assert!(s.broadcast_failures);
+}
+
+#[test]
+fn config_path_prefers_the_flag_then_the_variable() {
+    let env = [("SUPERVISOR_SLACK_CONFIG", "/from/env.toml")];
+    assert_eq!(
+        config::config_path(Some(Path::new("/flag.toml")), &env).unwrap(),
+        Path::new("/flag.toml")
+    );
+    assert_eq!(
+        config::config_path(None, &env).unwrap(),
+        Path::new("/from/env.toml")
+    );
+}
+
+/// The listener refuses to start on bad settings: non-zero exit, the key and line on
+/// stderr, and not one byte on stdout (supervisord's protocol channel).
+#[test]
+fn listen_refuses_to_start_on_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "channel = \"#ops\"\n[[route]]\ngroup = \"web-{\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        .arg("--config")
+        .arg(&path)
+        .arg("listen")
+        .env("SLACK_TOKEN", "xoxb-test")
+        .env("SUPERVISOR_SLACK_STATE", dir.path().join("s.db"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3: route[1].group"), "{stderr}");
+    assert!(!dir.path().join("s.db").exists(), "nothing was started");
+}
