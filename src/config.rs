@@ -79,6 +79,14 @@ pub struct FileSettings {
     pub setup_retry: Option<Spanned<String>>,
     /// Longest wait between retries of a transient failure (default 30s).
     pub retry_max: Option<Spanned<String>>,
+    /// A process with more than this many transitions within `flap_window` is
+    /// flapping (default 10).
+    pub flap_threshold: Option<Spanned<u32>>,
+    pub flap_window: Option<Spanned<String>>,
+    /// While a process flaps, its replies go out at most this often (default 30s).
+    pub digest_interval: Option<Spanned<String>>,
+    /// A flapping process that stays in one state this long has settled (default 60s).
+    pub settle_after: Option<Spanned<String>>,
     pub supervisor_server_url: Option<Spanned<String>>,
     pub supervisor_username: Option<Spanned<String>>,
     pub supervisor_password: Option<Spanned<String>>,
@@ -193,6 +201,13 @@ pub struct Settings {
     pub setup_retry: Duration,
     /// Longest wait between retries of a transient failure (backoff doubles up to it).
     pub retry_max: Duration,
+    /// Flapping: more than `flap_threshold` transitions within `flap_window`.
+    pub flap_threshold: u32,
+    pub flap_window: Duration,
+    /// While flapping, at most one reply (a digest) per `digest_interval`.
+    pub digest_interval: Duration,
+    /// No transition for this long ends flapping with a "settled" reply.
+    pub settle_after: Duration,
     /// supervisord's XML-RPC endpoint (`unix:///run/supervisor.sock` or
     /// `http://host:port`): the `supervisor_server_url` setting, else the
     /// `SUPERVISOR_SERVER_URL` supervisord gives its listeners.
@@ -662,6 +677,10 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
             Duration::from_secs(60),
         )?,
         retry_max: dur("retry_max", None, &f.retry_max, Duration::from_secs(30))?,
+        flap_threshold: at_least_one("flap_threshold", &f.flap_threshold, 10)?,
+        flap_window: dur("flap_window", None, &f.flap_window, Duration::from_secs(300))?,
+        digest_interval: dur("digest_interval", None, &f.digest_interval, Duration::from_secs(30))?,
+        settle_after: dur("settle_after", None, &f.settle_after, Duration::from_secs(60))?,
         supervisor_server_url,
         supervisor_username,
         supervisor_password,

@@ -9,6 +9,8 @@
 //! confirmed the reply.
 
 use std::collections::{HashMap, HashSet};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,7 +138,24 @@ pub struct Dispatcher {
     limits: Limits,
     /// Setup errors already logged (logged again after a success).
     reported: Mutex<HashSet<String>>,
+    /// How many threads are flapping now (they share the edit budget).
+    flapping: AtomicUsize,
     pub stats: Mutex<Stats>,
+}
+
+/// A worker's view of how often its process changes.
+#[derive(Default)]
+struct Flap {
+    /// When each recent transition was first seen (within `flap_window`).
+    times: VecDeque<Instant>,
+    /// The newest outbox entry counted.
+    seen: Option<i64>,
+    flapping: bool,
+    last_event: Option<Instant>,
+    last_reply: Option<Instant>,
+    last_preview: Option<Instant>,
+    /// The newest entry the parent already shows.
+    previewed: Option<i64>,
 }
 
 /// What a delivery attempt concluded.
@@ -172,6 +191,7 @@ impl Dispatcher {
             },
             settings,
             reported: Mutex::new(HashSet::new()),
+            flapping: AtomicUsize::new(0),
             stats: Mutex::new(Stats::default()),
         })
     }
@@ -226,13 +246,14 @@ impl Dispatcher {
         tokio::spawn(async move { self.worker(w.0, w.1, notify).await });
     }
 
-    /// Delivers one thread's entries strictly in order, forever.
+    /// Delivers one thread's entries strictly in order, forever. While the process
+    /// flaps, replies become digests (at most one per `digest_interval`) and the
+    /// parent is kept current with edits, which Slack allows more of than posts.
     async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, notify: Arc<Notify>) {
         let mut backoff = Backoff::new(self.settings.retry_max);
+        let mut flap = Flap::default();
         loop {
-            let batch = match self
-                .with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max))
-            {
+            let batch = match self.with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max)) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(thread = %key, error = %e, "cannot read the outbox; retrying");
@@ -241,11 +262,35 @@ impl Dispatcher {
                 }
             };
             if batch.is_empty() {
-                notify.notified().await;
+                if !flap.flapping {
+                    notify.notified().await;
+                    continue;
+                }
+                let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
+                if quiet >= self.settings.settle_after {
+                    self.settle(&key, &channel, &mut flap).await;
+                    continue;
+                }
+                let _ = tokio::time::timeout(self.settings.settle_after - quiet, notify.notified()).await;
                 continue;
             }
-            match self.deliver(&key, &channel, &batch).await {
-                Ok(Outcome::Done) => backoff.reset(),
+            self.observe(&key, &mut flap, &batch);
+            if flap.flapping && !batch.iter().any(|e| e.event.to == State::Fatal) {
+                let since_reply = flap.last_reply.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+                if since_reply < self.settings.digest_interval {
+                    // Not yet time for a digest: keep the parent current instead.
+                    let wait = self.keep_parent_current(&key, &channel, &batch, &mut flap).await;
+                    let wait = wait.min(self.settings.digest_interval - since_reply);
+                    let _ = tokio::time::timeout(wait, notify.notified()).await;
+                    continue;
+                }
+            }
+            match self.deliver(&key, &channel, &batch, flap.flapping).await {
+                Ok(Outcome::Done) => {
+                    backoff.reset();
+                    flap.last_reply = Some(Instant::now());
+                    flap.previewed = batch.last().map(|e| e.id);
+                }
                 Ok(Outcome::Again) => {}
                 Err(e) => {
                     tracing::error!(thread = %key, error = %e, "cannot record a delivery; retrying");
@@ -255,11 +300,136 @@ impl Dispatcher {
         }
     }
 
+    /// Counts new transitions and decides whether the process is flapping.
+    fn observe(&self, key: &ThreadKey, flap: &mut Flap, batch: &[OutboxEntry]) {
+        let now = Instant::now();
+        let seen = flap.seen;
+        for e in batch.iter().filter(|e| seen.is_none_or(|id| e.id > id)) {
+            flap.times.push_back(now);
+            flap.seen = Some(e.id);
+            flap.last_event = Some(now);
+        }
+        while flap.times.front().is_some_and(|t| now.duration_since(*t) > self.settings.flap_window) {
+            flap.times.pop_front();
+        }
+        if !flap.flapping && flap.times.len() > self.settings.flap_threshold as usize {
+            flap.flapping = true;
+            self.flapping.fetch_add(1, Ordering::SeqCst);
+            tracing::info!(
+                thread = %key, transitions = flap.times.len(),
+                "process is flapping: its replies become digests every {}s",
+                self.settings.digest_interval.as_secs()
+            );
+        }
+    }
+
+    /// While a flapping process waits for its next digest: edits the parent to show
+    /// the newest waiting state, at a pace that leaves room in Slack's edit budget for
+    /// every flapping process, and at once when the process has gone quiet (so every
+    /// parent is final within moments of a storm's end). Returns how long to wait
+    /// before looking again.
+    async fn keep_parent_current(&self, key: &ThreadKey, channel: &str, batch: &[OutboxEntry], flap: &mut Flap) -> Duration {
+        let newest = batch.last().map(|e| e.id);
+        if flap.previewed == newest {
+            return Duration::from_secs(3600);
+        }
+        const QUIET: Duration = Duration::from_secs(1);
+        let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
+        let flapping = self.flapping.load(Ordering::SeqCst).max(1) as f64;
+        // Use at most half the edit budget on previews, shared by all flapping threads.
+        let pace = Duration::from_secs_f64(
+            (flapping * 120.0 / self.settings.updates_per_minute as f64).max(3.0),
+        );
+        let since = flap.last_preview.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+        if since < pace && quiet < QUIET {
+            return (pace - since).min(QUIET - quiet);
+        }
+        let thread = match self.with_store(|s| s.thread(key, channel)) {
+            Ok(Some(t)) if t.parent_ts.is_some() && t.channel_id.is_some() => t,
+            _ => return QUIET,
+        };
+        let mut history = thread.history.clone();
+        history.extend(batch.iter().map(|e| e.event.to));
+        let latest = &batch.last().expect("non-empty batch").event;
+        let card = self.renderer.parent(&ParentInput {
+            latest,
+            history: &history,
+            since: thread.created,
+            environment: self.settings.environment.as_deref(),
+            flapping: true,
+        });
+        let (channel_id, ts) = (thread.channel_id.clone().unwrap(), thread.parent_ts.clone().unwrap());
+        flap.last_preview = Some(Instant::now());
+        match self.with_policy(Call::Update, channel, || self.api.update(&channel_id, &ts, &card)).await {
+            Ok(()) => {
+                self.stats.lock().unwrap().updates += 1;
+                flap.previewed = newest;
+                // The parent now shows more than the thread's record: the next
+                // delivery must edit it again.
+                let mut t = thread;
+                t.parent_stale = true;
+                let _ = self.with_store(|s| s.save_thread(&t));
+            }
+            Err(f) => tracing::warn!(thread = %key, "could not keep the parent current: {f}"),
+        }
+        QUIET
+    }
+
+    /// A flapping process stayed in one state for `settle_after`: say so in its
+    /// thread and clear the flapping mark on its parent.
+    async fn settle(&self, key: &ThreadKey, channel: &str, flap: &mut Flap) {
+        flap.flapping = false;
+        flap.times.clear();
+        self.flapping.fetch_sub(1, Ordering::SeqCst);
+        let Ok(Some(mut thread)) = self.with_store(|s| s.thread(key, channel)) else {
+            return;
+        };
+        let Some(latest) = thread.latest.clone() else { return };
+        let quiet = self.settings.settle_after.as_secs();
+        let text = format!(
+            "{} · {} settled: {} for {}s, no longer flapping",
+            latest.host,
+            latest.display_name(),
+            latest.to,
+            quiet
+        );
+        let card = card::Card {
+            fallback: text.clone(),
+            color: card::color(latest.to, latest.expected).to_string(),
+            blocks: serde_json::json!([{
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": format!(
+                    "{} *Settled* in *{}* for {}s: no longer flapping.",
+                    card::emoji(latest.to, latest.expected),
+                    latest.to,
+                    quiet
+                )}
+            }]),
+            text: card::escape_mrkdwn(&text),
+        };
+        tracing::info!(thread = %key, state = %latest.to, "process settled");
+        let out = Outgoing {
+            channel: channel.to_string(),
+            card,
+            thread_ts: thread.parent_ts.clone(),
+            broadcast: false,
+            identity: None,
+        };
+        if let Err(f) = self.post(&out, std::slice::from_ref(&latest), Variant::Reply).await {
+            tracing::warn!(thread = %key, "could not post the settled note: {f}");
+        }
+        thread.parent_stale = true;
+        if let Err(e) = self.refresh_parent(&mut thread, false).await {
+            tracing::error!(thread = %key, error = %e, "cannot record the parent edit");
+        }
+    }
+
     async fn deliver(
         &self,
         key: &ThreadKey,
         channel: &str,
         batch: &[OutboxEntry],
+        flapping: bool,
     ) -> Result<Outcome, StoreError> {
         let events: Vec<ProcessState> = batch.iter().map(|e| e.event.clone()).collect();
         let latest = events.last().expect("non-empty batch").clone();
@@ -289,7 +459,7 @@ impl Dispatcher {
                 history: &history,
                 since: now,
                 environment: self.settings.environment.as_deref(),
-                flapping: false,
+                flapping,
             });
             let out = Outgoing {
                 channel: channel.to_string(),
@@ -352,14 +522,14 @@ impl Dispatcher {
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.with_store(|s| s.commit_delivery(&thread, &ids))?;
         if thread.parent_stale {
-            self.refresh_parent(&mut thread).await?;
+            self.refresh_parent(&mut thread, flapping).await?;
         }
         Ok(Outcome::Done)
     }
 
     /// Edits the parent to show the thread's current state; a parent that can no
     /// longer be edited is replaced by a new one.
-    async fn refresh_parent(&self, thread: &mut ThreadRecord) -> Result<(), StoreError> {
+    async fn refresh_parent(&self, thread: &mut ThreadRecord, flapping: bool) -> Result<(), StoreError> {
         let (Some(latest), Some(ts), Some(channel_id)) = (
             thread.latest.clone(),
             thread.parent_ts.clone(),
@@ -372,7 +542,7 @@ impl Dispatcher {
             history: &thread.history,
             since: thread.created,
             environment: self.settings.environment.as_deref(),
-            flapping: false,
+            flapping,
         });
         let result = self
             .with_policy(Call::Update, &thread.channel, || {

@@ -133,6 +133,16 @@ channel = "#ops"
 # the wait doubles from half a second up to this.
 # retry_max = "30s"
 
+# Flood control. A process with more than flap_threshold transitions within
+# flap_window is flapping: its parent card says so and stays current, and its
+# transitions go into its thread as one digest reply per digest_interval (FATAL
+# always at once). When it stays in one state for settle_after, a "settled" reply
+# says so.
+# flap_threshold = 10
+# flap_window = "5m"
+# digest_interval = "30s"
+# settle_after = "60s"
+
 # supervisord's XML-RPC, for crash context (exit status, spawn error, stderr tail).
 # Default: SUPERVISOR_SERVER_URL, which supervisord gives its listeners; this
 # setting wins over it.
