@@ -417,3 +417,197 @@ async fn kill_9_under_load_loses_nothing_and_keeps_one_ordered_thread_per_proces
     );
     sv.stop();
 }
+
+/// Where no listener was killed: one parent per process, and each thread shows
+/// exactly the process's committed events, each once, in commit order.
+fn assert_threads_exact(threads: &[Thread], rows: &[Row]) {
+    assert_one_parent_each(threads);
+    let mut want: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for r in rows {
+        want.entry(r.process.as_str()).or_default().push(r.serial);
+    }
+    for t in threads {
+        let p = parent_process(t);
+        assert_eq!(
+            thread_serials(t),
+            want.get(p.as_str()).cloned().unwrap_or_default(),
+            "{p}'s thread shows its events once each, in order"
+        );
+    }
+    let with_threads: BTreeSet<String> = threads.iter().map(parent_process).collect();
+    for p in want.keys() {
+        assert!(with_threads.contains(*p), "no thread for {p}");
+    }
+}
+
+/// Waits until the parent of each `(process, state)` shows that state.
+fn wait_parents(sv: &Supervisord, standin: &StandIn, want: &[(&str, &str)]) {
+    let mut shown = BTreeMap::new();
+    let ok = wait_until(secs(30), || {
+        shown = standin
+            .channel("#ops")
+            .iter()
+            .map(|t| (parent_process(t), parent_state(t)))
+            .collect::<BTreeMap<_, _>>();
+        want.iter()
+            .all(|(p, s)| shown.get(*p).map(String::as_str) == Some(*s))
+    });
+    assert!(
+        ok,
+        "parents should show {want:?}, they show {shown:?}\n{}",
+        sv.diagnostics()
+    );
+}
+
+/// Serials of one process's events as the listener logged them on receipt, in order,
+/// each once (a resend is logged again).
+fn received_for(sv: &Supervisord, process: &str) -> Vec<(u64, String)> {
+    let mut seen = HashSet::new();
+    received_events(&sv.listener_stderr())
+        .into_iter()
+        .filter(|r| r.process == process && seen.insert(r.serial))
+        .map(|r| {
+            (
+                r.serial,
+                r.eventname.trim_start_matches("PROCESS_STATE_").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 4: three real programs — healthy, crashing at once (BACKOFF … FATAL), exiting
+/// 0 after 2 s — and `coalesce_max = 1`: every state change supervisord reported is its
+/// own reply in its process's thread, in order; the parents end in the final states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order() {
+    let standin = StandIn::start(standin_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut sv = Supervisord::start(
+        SupervisordConfig::new()
+            .program(Program::new("healthy", "/bin/sh -c 'exec sleep 1000'"))
+            .program(Program::new("crasher", "/bin/sh -c 'exit 1'").startretries(2))
+            .program(Program::new("quitter", "/bin/sh -c 'sleep 2; exit 0'"))
+            .listener(slack_listener(
+                dir.path(),
+                &standin.api_url(),
+                "coalesce_max = 1\n",
+            )),
+    );
+    sv.wait_for_state("healthy", "RUNNING", secs(10));
+    sv.wait_for_state("crasher", "FATAL", secs(20));
+    sv.wait_for_state("quitter", "EXITED", secs(10));
+    wait_all_delivered(&sv, &standin, &db, secs(30));
+    wait_parents(
+        &sv,
+        &standin,
+        &[
+            ("healthy", "RUNNING"),
+            ("crasher", "FATAL"),
+            ("quitter", "EXITED"),
+        ],
+    );
+    let rows = outbox(&db);
+    let threads = standin.channel("#ops");
+    assert_threads_exact(&threads, &rows);
+    let programs: Vec<&Thread> = threads
+        .iter()
+        .filter(|t| parent_process(t) != "slack")
+        .collect();
+    assert_eq!(programs.len(), 3, "one parent per program");
+    for t in programs {
+        let p = parent_process(t);
+        // What supervisord sent is what was stored, and each reply says its state.
+        let received = received_for(&sv, &p);
+        let stored: Vec<(u64, String)> = rows
+            .iter()
+            .filter(|r| r.process == p)
+            .map(|r| (r.serial, r.to.clone()))
+            .collect();
+        assert_eq!(received, stored, "{p}: received = committed, in order");
+        assert_eq!(t.replies.len(), stored.len(), "{p}: one reply per event");
+        for (reply, (serial, state)) in t.replies.iter().zip(&stored) {
+            assert_eq!(serials(reply), vec![*serial]);
+            assert!(
+                reply.visible_text().contains(state.as_str()),
+                "{p}: the reply for serial {serial} says {state}: {}",
+                reply.visible_text()
+            );
+        }
+        let states: Vec<&str> = stored.iter().map(|(_, s)| s.as_str()).collect();
+        match p.as_str() {
+            "healthy" => assert_eq!(states, ["STARTING", "RUNNING"]),
+            "quitter" => assert_eq!(states, ["STARTING", "RUNNING", "EXITED"]),
+            "crasher" => {
+                assert!(
+                    states.len() >= 5
+                        && states.ends_with(&["BACKOFF", "FATAL"])
+                        && states[..states.len() - 1]
+                            .chunks(2)
+                            .all(|c| c == ["STARTING", "BACKOFF"]),
+                    "crasher: {states:?}"
+                );
+            }
+            other => panic!("unexpected thread {other}"),
+        }
+    }
+    let limited: Vec<_> = standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.status == 429)
+        .collect();
+    assert!(limited.is_empty(), "429s: {limited:?}");
+    assert!(standin.calls_during_retry_after().is_empty());
+    sv.assert_no_protocol_trouble();
+    sv.stop();
+}
+
+/// A listener restarted through supervisorctl between events continues the same
+/// threads: no second parent, the parent edited to the new state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_restarted_between_events_continues_the_same_threads() {
+    let standin = StandIn::start(standin_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut sv = Supervisord::start(
+        SupervisordConfig::new()
+            .program(Program::new("svc", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .listener(slack_listener(dir.path(), &standin.api_url(), "")),
+    );
+    sv.wait_for_state("svc", "RUNNING", secs(10));
+    wait_all_delivered(&sv, &standin, &db, secs(20));
+    let before = standin.channel("#ops");
+    let first_pid = sv.process_pid("slack");
+    sv.ctl_ok(&["restart", "slack"]);
+    sv.wait_for_state("slack", "RUNNING", secs(10));
+    assert_ne!(sv.process_pid("slack"), first_pid, "a new listener process");
+    sv.ctl_ok(&["stop", "svc"]);
+    sv.ctl_ok(&["start", "svc"]);
+    wait_all_delivered(&sv, &standin, &db, secs(20));
+    wait_parents(&sv, &standin, &[("svc", "RUNNING")]);
+    let rows = outbox(&db);
+    let threads = standin.channel("#ops");
+    assert_threads_exact(&threads, &rows);
+    let svc = |ts: &[Thread]| {
+        ts.iter()
+            .find(|t| parent_process(t) == "svc")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        svc(&threads).parent.ts,
+        svc(&before).parent.ts,
+        "the same parent continues"
+    );
+    let states: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.process == "svc")
+        .map(|r| r.to.as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["STARTING", "RUNNING", "STOPPING", "STOPPED", "STARTING", "RUNNING"]
+    );
+    sv.assert_no_protocol_trouble();
+    sv.stop();
+}
