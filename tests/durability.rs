@@ -209,6 +209,23 @@ impl Posts {
     }
 }
 
+/// Waits until the outbox holds `process`'s latest event and it moved to `state`
+/// (the listener may get events a moment after supervisorctl reports the state).
+fn wait_committed(sv: &Supervisord, db: &Path, process: &str, state: &str) {
+    let ok = wait_until(secs(10), || {
+        outbox(db)
+            .iter()
+            .rev()
+            .find(|r| r.process == process)
+            .is_some_and(|r| r.to == state)
+    });
+    assert!(
+        ok,
+        "{process}'s {state} was not committed\n{}",
+        sv.diagnostics()
+    );
+}
+
 /// Checks, per thread: serials in increasing order once repeats are removed, each
 /// serial in the thread of its own process, every repeated reply (all of whose
 /// serials the thread had already shown) a repeat of a reply that was in flight when
@@ -365,10 +382,21 @@ async fn kill_9_under_load_loses_nothing_and_keeps_one_ordered_thread_per_proces
         "fewer than 500 events committed\n{}",
         sv.diagnostics()
     );
+    // Stop the flapping (a program caught between EXITED and its restart is not
+    // stoppable at that instant: ask again until all are STOPPED).
     let mut stop = vec!["stop"];
     stop.extend(names.iter().map(String::as_str));
-    sv.ctl_ok(&stop);
+    let stopped = wait_until(secs(20), || {
+        sv.ctl(&stop);
+        names
+            .iter()
+            .all(|n| sv.state(n).as_deref() == Some("STOPPED"))
+    });
+    assert!(stopped, "the programs did not stop\n{}", sv.diagnostics());
     sv.wait_for_state("slack", "RUNNING", secs(10));
+    for n in &names {
+        wait_committed(&sv, &db, n, "STOPPED");
+    }
     wait_all_delivered(&sv, &standin, &db, secs(120));
 
     let rows = outbox(&db);
@@ -497,6 +525,13 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
     sv.wait_for_state("healthy", "RUNNING", secs(10));
     sv.wait_for_state("crasher", "FATAL", secs(20));
     sv.wait_for_state("quitter", "EXITED", secs(10));
+    for (p, state) in [
+        ("healthy", "RUNNING"),
+        ("crasher", "FATAL"),
+        ("quitter", "EXITED"),
+    ] {
+        wait_committed(&sv, &db, p, state);
+    }
     wait_all_delivered(&sv, &standin, &db, secs(30));
     wait_parents(
         &sv,
@@ -575,6 +610,7 @@ async fn a_listener_restarted_between_events_continues_the_same_threads() {
             .listener(slack_listener(dir.path(), &standin.api_url(), "")),
     );
     sv.wait_for_state("svc", "RUNNING", secs(10));
+    wait_committed(&sv, &db, "svc", "RUNNING");
     wait_all_delivered(&sv, &standin, &db, secs(20));
     let before = standin.channel("#ops");
     let first_pid = sv.process_pid("slack");
@@ -583,6 +619,7 @@ async fn a_listener_restarted_between_events_continues_the_same_threads() {
     assert_ne!(sv.process_pid("slack"), first_pid, "a new listener process");
     sv.ctl_ok(&["stop", "svc"]);
     sv.ctl_ok(&["start", "svc"]);
+    wait_committed(&sv, &db, "svc", "RUNNING");
     wait_all_delivered(&sv, &standin, &db, secs(20));
     wait_parents(&sv, &standin, &[("svc", "RUNNING")]);
     let rows = outbox(&db);
