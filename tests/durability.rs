@@ -648,3 +648,88 @@ async fn a_listener_restarted_between_events_continues_the_same_threads() {
     sv.assert_no_protocol_trouble();
     sv.stop();
 }
+
+/// Slack unreachable for 20 s (503s, then dropped connections) while real programs
+/// change state: afterwards every event is delivered, once, in order. (The 60 s
+/// version over pipes is in tests/delivery.rs; this one has supervisord in the loop.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_outage_with_real_supervisord_loses_nothing_and_keeps_order() {
+    let standin = StandIn::start(standin_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut sv = Supervisord::start(
+        SupervisordConfig::new()
+            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .program(Program::new("worker", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .listener(slack_listener(dir.path(), &standin.api_url(), "")),
+    );
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    sv.wait_for_state("worker", "RUNNING", secs(10));
+    wait_committed(&sv, &db, "worker", "RUNNING");
+    wait_all_delivered(&sv, &standin, &db, secs(20));
+
+    standin.set_fault(Fault::Status(503));
+    for step in [
+        ["stop", "web"],
+        ["start", "web"],
+        ["stop", "worker"],
+        ["start", "worker"],
+    ] {
+        sv.ctl_ok(&step);
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    standin.set_fault(Fault::Drop);
+    for step in [
+        ["restart", "web"],
+        ["restart", "worker"],
+        ["restart", "web"],
+    ] {
+        sv.ctl_ok(&step);
+        std::thread::sleep(Duration::from_millis(3300));
+    }
+    let during = outbox(&db);
+    assert!(
+        during.iter().filter(|r| !r.delivered).count() >= 20,
+        "the outage held events back: {} undelivered",
+        during.iter().filter(|r| !r.delivered).count()
+    );
+    standin.set_fault(Fault::None);
+
+    wait_committed(&sv, &db, "worker", "RUNNING");
+    wait_all_delivered(&sv, &standin, &db, secs(60));
+    wait_parents(&sv, &standin, &[("web", "RUNNING"), ("worker", "RUNNING")]);
+    let rows = outbox(&db);
+    let threads = standin.channel("#ops");
+    assert_threads_exact(&threads, &rows);
+    let states = |p: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.process == p)
+            .map(|r| r.to.clone())
+            .collect()
+    };
+    let cycle = |n: usize| -> Vec<String> {
+        let mut v = vec!["STARTING".to_string(), "RUNNING".to_string()];
+        for _ in 0..n {
+            v.extend(["STOPPING", "STOPPED", "STARTING", "RUNNING"].map(String::from));
+        }
+        v
+    };
+    assert_eq!(
+        states("web"),
+        cycle(3),
+        "web: start, stop/start, 2 restarts"
+    );
+    assert_eq!(
+        states("worker"),
+        cycle(2),
+        "worker: start, stop/start, restart"
+    );
+    let failed = standin
+        .calls()
+        .iter()
+        .filter(|c| c.status == 503 || c.status == 0)
+        .count();
+    assert!(failed > 0, "the outage was felt");
+    sv.assert_no_protocol_trouble();
+    sv.stop();
+}
