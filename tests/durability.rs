@@ -260,8 +260,8 @@ fn check_threads(threads: &[Thread], rows: &[Row], posts: &Posts, kills: &[Durat
                     Some(p.as_str()),
                     "serial {n} is in {p}'s thread"
                 );
-                if !first.contains_key(&n) {
-                    first.insert(n, reply.ts.clone());
+                if let std::collections::btree_map::Entry::Vacant(e) = first.entry(n) {
+                    e.insert(reply.ts.clone());
                     order.push(n);
                 }
             }
