@@ -139,6 +139,11 @@ pub struct Listener {
     pub buffer_size: u32,
     pub priority: u32,
     pub stopwaitsecs: u32,
+    /// `startsecs=`: 1 by default; 0 makes a restarted listener RUNNING at once (so it
+    /// can be killed again right away without going BACKOFF/FATAL).
+    pub startsecs: u32,
+    /// `startretries=`: 3 by default.
+    pub startretries: u32,
     pub extra: Vec<String>,
 }
 
@@ -159,6 +164,8 @@ impl Listener {
             buffer_size: 1024,
             priority: 900,
             stopwaitsecs: 5,
+            startsecs: 1,
+            startretries: 3,
             extra: Vec::new(),
         }
     }
@@ -190,6 +197,14 @@ impl Listener {
     }
     pub fn stopwaitsecs(mut self, v: u32) -> Self {
         self.stopwaitsecs = v;
+        self
+    }
+    pub fn startsecs(mut self, v: u32) -> Self {
+        self.startsecs = v;
+        self
+    }
+    pub fn startretries(mut self, v: u32) -> Self {
+        self.startretries = v;
         self
     }
     /// A raw `key=value` line for the section.
@@ -311,7 +326,8 @@ impl SupervisordConfig {
                  priority={priority}\n\
                  autostart=true\n\
                  autorestart=true\n\
-                 startsecs=1\n\
+                 startsecs={startsecs}\n\
+                 startretries={startretries}\n\
                  stopwaitsecs={stopwaitsecs}\n\
                  stdout_logfile={d}/listener.stdout.log\n\
                  stderr_logfile={d}/listener.stderr.log\n",
@@ -321,6 +337,8 @@ impl SupervisordConfig {
                 buffer_size = l.buffer_size,
                 priority = l.priority,
                 stopwaitsecs = l.stopwaitsecs,
+                startsecs = l.startsecs,
+                startretries = l.startretries,
             );
             if !env.is_empty() {
                 let _ = writeln!(s, "environment={}", env.join(","));
@@ -559,6 +577,17 @@ impl Supervisord {
             "{name} did not reach {state} within {timeout:?} (last: {last:?})\n{}",
             self.diagnostics()
         );
+    }
+
+    /// The pid of a running process (`supervisorctl pid NAME`); `None` when it has
+    /// none (not running) or supervisorctl does not know it.
+    pub fn process_pid(&self, name: &str) -> Option<u32> {
+        let out = self.ctl(&["pid", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&p| p > 0)
     }
 
     /// supervisord's own log (`logfile=`).
