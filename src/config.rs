@@ -83,7 +83,7 @@ pub struct FileSettings {
     /// flapping (default 10).
     pub flap_threshold: Option<Spanned<u32>>,
     pub flap_window: Option<Spanned<String>>,
-    /// While a process flaps, its replies go out at most this often (default 30s).
+    /// While a process flaps, its replies go out at most this often (default 60s).
     pub digest_interval: Option<Spanned<String>>,
     /// A flapping process that stays in one state this long has settled (default 60s).
     pub settle_after: Option<Spanned<String>>,
@@ -679,7 +679,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         retry_max: dur("retry_max", None, &f.retry_max, Duration::from_secs(30))?,
         flap_threshold: at_least_one("flap_threshold", &f.flap_threshold, 10)?,
         flap_window: dur("flap_window", None, &f.flap_window, Duration::from_secs(300))?,
-        digest_interval: dur("digest_interval", None, &f.digest_interval, Duration::from_secs(30))?,
+        digest_interval: dur("digest_interval", None, &f.digest_interval, Duration::from_secs(60))?,
         settle_after: dur("settle_after", None, &f.settle_after, Duration::from_secs(60))?,
         supervisor_server_url,
         supervisor_username,

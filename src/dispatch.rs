@@ -25,6 +25,10 @@ use crate::listen::Wake;
 use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};
 use crate::store::{OutboxEntry, Store, StoreError, ThreadRecord};
 
+/// A flapping process's digest takes up to this many waiting events (the card
+/// compacts them into a run-length sequence).
+const DIGEST_MAX: usize = 500;
+
 /// Delivered entries are kept this long so that a resend is still recognised.
 const KEEP_DELIVERED: chrono::Duration = chrono::Duration::hours(24);
 
@@ -154,13 +158,13 @@ struct Flap {
     last_event: Option<Instant>,
     last_reply: Option<Instant>,
     last_preview: Option<Instant>,
-    /// The newest entry the parent already shows.
-    previewed: Option<i64>,
+    /// The newest outbox entry the parent already shows.
+    parent_shows: Option<i64>,
 }
 
 /// What a delivery attempt concluded.
 enum Outcome {
-    Done,
+    Done { parent_current: bool },
     /// Try the same entries again (e.g. the parent vanished: a new one is needed).
     Again,
 }
@@ -247,13 +251,21 @@ impl Dispatcher {
     }
 
     /// Delivers one thread's entries strictly in order, forever. While the process
-    /// flaps, replies become digests (at most one per `digest_interval`) and the
-    /// parent is kept current with edits, which Slack allows more of than posts.
+    /// flaps, replies become digests (at most one per `digest_interval`, FATAL at
+    /// once) and the parent is kept current with edits, which Slack allows more of
+    /// than posts.
     async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, notify: Arc<Notify>) {
         let mut backoff = Backoff::new(self.settings.retry_max);
         let mut flap = Flap::default();
+        // A parent left stale by an earlier run is brought up to date first.
+        if let Ok(Some(mut t)) = self.with_store(|s| s.thread(&key, &channel)) {
+            if t.parent_stale {
+                let _ = self.refresh_parent(&mut t, false).await;
+            }
+        }
         loop {
-            let batch = match self.with_store(|s| s.pending(&key, &channel, self.settings.coalesce_max)) {
+            let limit = if flap.flapping { DIGEST_MAX } else { self.settings.coalesce_max };
+            let batch = match self.with_store(|s| s.pending(&key, &channel, limit)) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(thread = %key, error = %e, "cannot read the outbox; retrying");
@@ -261,35 +273,39 @@ impl Dispatcher {
                     continue;
                 }
             };
-            if batch.is_empty() {
-                if !flap.flapping {
+            self.observe(&key, &mut flap, &batch);
+            if !flap.flapping {
+                if batch.is_empty() {
                     notify.notified().await;
                     continue;
                 }
-                let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
-                if quiet >= self.settings.settle_after {
-                    self.settle(&key, &channel, &mut flap).await;
-                    continue;
-                }
-                let _ = tokio::time::timeout(self.settings.settle_after - quiet, notify.notified()).await;
-                continue;
-            }
-            self.observe(&key, &mut flap, &batch);
-            if flap.flapping && !batch.iter().any(|e| e.event.to == State::Fatal) {
+            } else {
                 let since_reply = flap.last_reply.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
-                if since_reply < self.settings.digest_interval {
-                    // Not yet time for a digest: keep the parent current instead.
-                    let wait = self.keep_parent_current(&key, &channel, &batch, &mut flap).await;
-                    let wait = wait.min(self.settings.digest_interval - since_reply);
+                let fatal = batch.iter().any(|e| e.event.to == State::Fatal);
+                let due = !batch.is_empty() && (fatal || since_reply >= self.settings.digest_interval);
+                if !due {
+                    let mut wait = self.keep_parent_current(&key, &channel, &batch, &mut flap).await;
+                    if batch.is_empty() {
+                        let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
+                        if quiet >= self.settings.settle_after {
+                            self.settle(&key, &channel, &mut flap).await;
+                            continue;
+                        }
+                        wait = wait.min(self.settings.settle_after - quiet);
+                    } else {
+                        wait = wait.min(self.settings.digest_interval.saturating_sub(since_reply));
+                    }
                     let _ = tokio::time::timeout(wait, notify.notified()).await;
                     continue;
                 }
             }
-            match self.deliver(&key, &channel, &batch, flap.flapping).await {
-                Ok(Outcome::Done) => {
+            match self.deliver(&key, &channel, &batch, flap.flapping, flap.parent_shows).await {
+                Ok(Outcome::Done { parent_current }) => {
                     backoff.reset();
                     flap.last_reply = Some(Instant::now());
-                    flap.previewed = batch.last().map(|e| e.id);
+                    if parent_current {
+                        flap.parent_shows = batch.last().map(|e| e.id);
+                    }
                 }
                 Ok(Outcome::Again) => {}
                 Err(e) => {
@@ -324,53 +340,43 @@ impl Dispatcher {
     }
 
     /// While a flapping process waits for its next digest: edits the parent to show
-    /// the newest waiting state, at a pace that leaves room in Slack's edit budget for
-    /// every flapping process, and at once when the process has gone quiet (so every
-    /// parent is final within moments of a storm's end). Returns how long to wait
-    /// before looking again.
+    /// the newest state (waiting or delivered), at a pace that spends at most a quarter
+    /// of Slack's edit budget across all flapping processes — so a reserve is left — and
+    /// at once when the process has gone quiet, so every parent is final moments
+    /// after a storm ends. Returns how long to wait before looking again.
     async fn keep_parent_current(&self, key: &ThreadKey, channel: &str, batch: &[OutboxEntry], flap: &mut Flap) -> Duration {
-        let newest = batch.last().map(|e| e.id);
-        if flap.previewed == newest {
-            return Duration::from_secs(3600);
-        }
+        const IDLE: Duration = Duration::from_secs(3600);
         const QUIET: Duration = Duration::from_secs(1);
+        let newest = batch.last().map(|e| e.id).or(flap.seen);
+        if newest.is_none() || flap.parent_shows == newest {
+            return IDLE;
+        }
         let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
         let flapping = self.flapping.load(Ordering::SeqCst).max(1) as f64;
-        // Use at most half the edit budget on previews, shared by all flapping threads.
-        let pace = Duration::from_secs_f64(
-            (flapping * 120.0 / self.settings.updates_per_minute as f64).max(3.0),
-        );
+        // A quarter of the edit budget, shared by every flapping process: digests and
+        // the storm's end need the rest.
+        let pace = Duration::from_secs_f64((flapping * 240.0 / self.settings.updates_per_minute as f64).max(3.0));
         let since = flap.last_preview.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
         if since < pace && quiet < QUIET {
             return (pace - since).min(QUIET - quiet);
         }
-        let thread = match self.with_store(|s| s.thread(key, channel)) {
+        let mut thread = match self.with_store(|s| s.thread(key, channel)) {
             Ok(Some(t)) if t.parent_ts.is_some() && t.channel_id.is_some() => t,
             _ => return QUIET,
         };
         let mut history = thread.history.clone();
         history.extend(batch.iter().map(|e| e.event.to));
-        let latest = &batch.last().expect("non-empty batch").event;
-        let card = self.renderer.parent(&ParentInput {
-            latest,
-            history: &history,
-            since: thread.created,
-            environment: self.settings.environment.as_deref(),
-            flapping: true,
-        });
-        let (channel_id, ts) = (thread.channel_id.clone().unwrap(), thread.parent_ts.clone().unwrap());
+        let Some(latest) = batch.last().map(|e| e.event.clone()).or(thread.latest.clone()) else {
+            return IDLE;
+        };
+        let card = self.parent_card(&latest, &history, thread.created, true);
         flap.last_preview = Some(Instant::now());
-        match self.with_policy(Call::Update, channel, || self.api.update(&channel_id, &ts, &card)).await {
-            Ok(()) => {
-                self.stats.lock().unwrap().updates += 1;
-                flap.previewed = newest;
-                // The parent now shows more than the thread's record: the next
-                // delivery must edit it again.
-                let mut t = thread;
-                t.parent_stale = true;
-                let _ = self.with_store(|s| s.save_thread(&t));
-            }
-            Err(f) => tracing::warn!(thread = %key, "could not keep the parent current: {f}"),
+        if self.edit_parent(&mut thread, card, &latest).await {
+            flap.parent_shows = newest;
+            // The parent may show waiting entries: the thread record says it is
+            // stale so that a restart edits it again from what was delivered.
+            thread.parent_stale = !batch.is_empty();
+            let _ = self.with_store(|s| s.save_thread(&thread));
         }
         QUIET
     }
@@ -394,7 +400,7 @@ impl Dispatcher {
             quiet
         );
         let card = card::Card {
-            fallback: text.clone(),
+            fallback: card::escape_mrkdwn(&text),
             color: card::color(latest.to, latest.expected).to_string(),
             blocks: serde_json::json!([{
                 "type": "section",
@@ -418,10 +424,20 @@ impl Dispatcher {
         if let Err(f) = self.post(&out, std::slice::from_ref(&latest), Variant::Reply).await {
             tracing::warn!(thread = %key, "could not post the settled note: {f}");
         }
-        thread.parent_stale = true;
         if let Err(e) = self.refresh_parent(&mut thread, false).await {
             tracing::error!(thread = %key, error = %e, "cannot record the parent edit");
         }
+        flap.parent_shows = flap.seen;
+    }
+
+    fn parent_card(&self, latest: &ProcessState, history: &[State], since: chrono::DateTime<Utc>, flapping: bool) -> card::Card {
+        self.renderer.parent(&ParentInput {
+            latest,
+            history,
+            since,
+            environment: self.settings.environment.as_deref(),
+            flapping,
+        })
     }
 
     async fn deliver(
@@ -430,6 +446,7 @@ impl Dispatcher {
         channel: &str,
         batch: &[OutboxEntry],
         flapping: bool,
+        parent_shows: Option<i64>,
     ) -> Result<Outcome, StoreError> {
         let events: Vec<ProcessState> = batch.iter().map(|e| e.event.clone()).collect();
         let latest = events.last().expect("non-empty batch").clone();
@@ -437,8 +454,7 @@ impl Dispatcher {
         let mut thread = self
             .with_store(|s| s.thread(key, channel))?
             .unwrap_or_else(|| ThreadRecord::new(key.clone(), channel));
-        let ttl =
-            chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl = chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
         if thread.parent_ts.is_some() && now - thread.created > ttl {
             tracing::info!(thread = %key, "thread is older than thread_ttl: starting a new parent");
             thread.parent_ts = None;
@@ -449,21 +465,17 @@ impl Dispatcher {
             server: latest.server.clone(),
             serials: events.iter().map(|e| e.serial).collect(),
         };
+        let mut history = thread.history.clone();
+        history.extend(events.iter().map(|e| e.to));
 
-        let mut parent_fresh = false;
+        // The parent first: a new one, or an edit before the reply waits for its post
+        // slot (edits have a budget of their own), so the channel shows the new state
+        // as soon as possible, even in a storm.
+        let mut parent_current = parent_shows == batch.last().map(|e| e.id);
         if thread.parent_ts.is_none() {
-            let mut history = thread.history.clone();
-            history.extend(events.iter().map(|e| e.to));
-            let card = self.renderer.parent(&ParentInput {
-                latest: &latest,
-                history: &history,
-                since: now,
-                environment: self.settings.environment.as_deref(),
-                flapping,
-            });
             let out = Outgoing {
                 channel: channel.to_string(),
-                card,
+                card: self.parent_card(&latest, &history, now, flapping),
                 thread_ts: None,
                 broadcast: false,
                 identity: None,
@@ -473,20 +485,21 @@ impl Dispatcher {
                     thread.parent_ts = Some(posted.ts);
                     thread.channel_id = Some(posted.channel_id);
                     thread.created = now;
+                    // Saved at once: a restart never posts a second parent.
                     self.with_store(|s| s.save_thread(&thread))?;
-                    parent_fresh = true;
+                    parent_current = true;
                 }
                 Err(f) => return self.give_up(key, batch, &thread, f),
             }
+        } else if !parent_current {
+            let card = self.parent_card(&latest, &history, thread.created, false);
+            parent_current = self.edit_parent(&mut thread, card, &latest).await;
         }
 
         let notes = notes(batch, &thread.history);
         // Why it failed: asked of supervisord for the last failure of the batch, on
         // this side only, bounded by the context time-out.
-        let crash = match (
-            &self.context,
-            events.iter().rev().find(|e| ContextSource::wants(e)),
-        ) {
+        let crash = match (&self.context, events.iter().rev().find(|e| ContextSource::wants(e))) {
             (Some(source), Some(failed)) => source.for_event(failed).await,
             _ => None,
         };
@@ -502,8 +515,7 @@ impl Dispatcher {
             channel: channel.to_string(),
             card: reply,
             thread_ts: thread.parent_ts.clone(),
-            broadcast: self.settings.broadcast_failures
-                && events.iter().any(ProcessState::is_failure),
+            broadcast: self.settings.broadcast_failures && events.iter().any(ProcessState::is_failure),
             identity: Some(identity),
         };
         match self.post(&out, &events, Variant::Reply).await {
@@ -516,55 +528,48 @@ impl Dispatcher {
             }
             Err(f) => return self.give_up(key, batch, &thread, f),
         }
-        thread.push_history(events.iter().map(|e| e.to));
+        thread.history = history;
+        thread.truncate_history();
         thread.latest = Some(latest);
-        thread.parent_stale = !parent_fresh;
+        thread.parent_stale = !parent_current;
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.with_store(|s| s.commit_delivery(&thread, &ids))?;
-        if thread.parent_stale {
-            self.refresh_parent(&mut thread, flapping).await?;
-        }
-        Ok(Outcome::Done)
+        Ok(Outcome::Done { parent_current })
     }
 
-    /// Edits the parent to show the thread's current state; a parent that can no
-    /// longer be edited is replaced by a new one.
+    /// Edits the parent to show the thread's current state (after a restart, or when
+    /// a process settles).
     async fn refresh_parent(&self, thread: &mut ThreadRecord, flapping: bool) -> Result<(), StoreError> {
-        let (Some(latest), Some(ts), Some(channel_id)) = (
-            thread.latest.clone(),
-            thread.parent_ts.clone(),
-            thread.channel_id.clone(),
-        ) else {
+        let Some(latest) = thread.latest.clone() else {
             return Ok(());
         };
-        let card = self.renderer.parent(&ParentInput {
-            latest: &latest,
-            history: &thread.history,
-            since: thread.created,
-            environment: self.settings.environment.as_deref(),
-            flapping,
-        });
-        let result = self
-            .with_policy(Call::Update, &thread.channel, || {
-                self.api.update(&channel_id, &ts, &card)
-            })
-            .await;
+        let card = self.parent_card(&latest, &thread.history, thread.created, flapping);
+        let current = self.edit_parent(thread, card, &latest).await;
+        thread.parent_stale = !current;
+        self.with_store(|s| s.save_thread(thread))
+    }
+
+    /// Edits the parent; when Slack refuses the card, edits it as plain text; when the
+    /// parent can no longer be edited, posts a new parent (saved in `thread`). Returns
+    /// whether the channel now shows `card`'s state.
+    async fn edit_parent(&self, thread: &mut ThreadRecord, card: card::Card, latest: &ProcessState) -> bool {
+        let (Some(ts), Some(channel_id)) = (thread.parent_ts.clone(), thread.channel_id.clone()) else {
+            return false;
+        };
+        let result = self.with_policy(Call::Update, &thread.channel, || self.api.update(&channel_id, &ts, &card)).await;
         let result = match result {
             Err(Failure::BadPayload(code)) => {
                 tracing::warn!(thread = %thread.key, code, "Slack refused the parent card; editing it as plain text");
                 self.stats.lock().unwrap().fallbacks += 1;
-                let plain = card::plain_text(std::slice::from_ref(&latest), Variant::Parent);
-                self.with_policy(Call::Update, &thread.channel, || {
-                    self.api.update(&channel_id, &ts, &plain)
-                })
-                .await
+                let plain = card::plain_text(std::slice::from_ref(latest), Variant::Parent);
+                self.with_policy(Call::Update, &thread.channel, || self.api.update(&channel_id, &ts, &plain)).await
             }
             other => other,
         };
         match result {
             Ok(()) => {
                 self.stats.lock().unwrap().updates += 1;
-                thread.parent_stale = false;
+                true
             }
             Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
                 tracing::info!(thread = %thread.key, code, "the parent can no longer be edited: posting a new parent");
@@ -575,27 +580,25 @@ impl Dispatcher {
                     broadcast: false,
                     identity: None,
                 };
-                match self
-                    .post(&out, std::slice::from_ref(&latest), Variant::Parent)
-                    .await
-                {
+                match self.post(&out, std::slice::from_ref(latest), Variant::Parent).await {
                     Ok(posted) => {
                         thread.parent_ts = Some(posted.ts);
                         thread.channel_id = Some(posted.channel_id);
                         thread.created = Utc::now();
-                        thread.parent_stale = false;
+                        let _ = self.with_store(|s| s.save_thread(thread));
+                        true
                     }
                     Err(f) => {
-                        tracing::error!(thread = %thread.key, "cannot post a new parent: {f}")
+                        tracing::error!(thread = %thread.key, "cannot post a new parent: {f}");
+                        false
                     }
                 }
             }
             Err(f) => {
                 tracing::error!(thread = %thread.key, "gave up editing the parent: {f}");
-                thread.parent_stale = false;
+                false
             }
         }
-        self.with_store(|s| s.save_thread(thread))
     }
 
     /// Posts a message under the policy; when Slack refuses the card itself, posts a
@@ -713,7 +716,7 @@ impl Dispatcher {
         self.stats.lock().unwrap().given_up += batch.len() as u64;
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.with_store(|s| s.commit_delivery(thread, &ids))?;
-        Ok(Outcome::Done)
+        Ok(Outcome::Done { parent_current: false })
     }
 }
 

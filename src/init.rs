@@ -140,7 +140,7 @@ channel = "#ops"
 # says so.
 # flap_threshold = 10
 # flap_window = "5m"
-# digest_interval = "30s"
+# digest_interval = "60s"
 # settle_after = "60s"
 
 # supervisord's XML-RPC, for crash context (exit status, spawn error, stderr tail).

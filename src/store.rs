@@ -85,6 +85,11 @@ impl ThreadRecord {
     /// Appends delivered states, keeping the most recent [`HISTORY_MAX`].
     pub fn push_history(&mut self, states: impl IntoIterator<Item = State>) {
         self.history.extend(states);
+        self.truncate_history();
+    }
+
+    /// Keeps the most recent [`HISTORY_MAX`] states.
+    pub fn truncate_history(&mut self) {
         if self.history.len() > HISTORY_MAX {
             let cut = self.history.len() - HISTORY_MAX;
             self.history.drain(..cut);

@@ -457,8 +457,22 @@ pub fn reply_context(input: &ReplyInput) -> ReplyContext {
         .collect::<Vec<_>>()
         .join("\n");
     if events_more > 0 {
-        transitions.push('\n');
-        transitions.push_str(&more(events_more));
+        // Too many to list one per line (a digest of a crash loop): the run-length
+        // sequence of every state still drops nothing, e.g.
+        // `STARTING → (BACKOFF → STARTING) ×25 → RUNNING`.
+        let mut states = vec![first_from];
+        states.extend(input.events.iter().map(|e| e.to));
+        let all = compact_history(&states)
+            .iter()
+            .map(run_text)
+            .collect::<Vec<_>>()
+            .join(" → ");
+        if cost(&all) <= TRANSITIONS_MAX {
+            transitions = all;
+        } else {
+            transitions.push('\n');
+            transitions.push_str(&more(events_more));
+        }
     }
 
     let notes: Vec<String> = input.notes.iter().map(|n| esc_line(n, NOTE_MAX)).collect();

@@ -19,6 +19,8 @@ post_burst = 2
 setup_retry = "300ms"
 retry_max = "1s"
 call_timeout = "2s"
+digest_interval = "2s"
+settle_after = "5s"
 "#;
 
 pub struct Listener {
