@@ -161,4 +161,12 @@ fn a_listener_pointed_at_the_preview_shows_its_cards_on_the_page() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The page's views, through the real server's query parsing.
+    let threads: serde_json::Value = serde_json::from_str(&p.get("/api/_channel/ops")).unwrap();
+    let ts = threads[0]["parent"]["ts"].as_str().unwrap().to_string();
+    let one = p.get(&format!("/?thread={ts}"));
+    assert!(one.contains("web RUNNING on web-1") && one.contains("\" open>"));
+    assert!(one.contains("<header class=\"top\">Thread"));
+    let folded = p.get("/?channel=ops&collapsed=1");
+    assert!(folded.contains("web RUNNING on web-1") && !folded.contains("\" open>"));
 }
