@@ -34,6 +34,7 @@
 //! - [`init`] and [`check`]: the operator's `init` (starter files) and `check`
 //!   (is everything set up?) commands.
 //! - [`standin`]: a local server speaking Slack's Web API, for tests and `preview`.
+//! - [`preview`]: the `preview` command — the stand-in on its own, with Slack's pacing.
 //!
 //! stdout belongs to supervisord: only [`protocol`]'s writer touches it while
 //! listening. Logs go to stderr through `tracing`.
@@ -46,6 +47,7 @@ pub mod dispatch;
 pub mod event;
 pub mod init;
 pub mod listen;
+pub mod preview;
 pub mod protocol;
 pub mod routing;
 pub mod slack;

@@ -24,7 +24,7 @@ use supervisor_slack::store::Store;
     name = "supervisor-slack",
     version,
     about = "A supervisord event listener that posts every process-state change to Slack as a colour-coded card, one thread per process.",
-    after_help = "Settings come from a TOML file (--config, else /etc/supervisor-slack.toml) and the environment:\n  SLACK_TOKEN or SLACK_TOKEN_FILE   the bot token (xoxb-...); never a command-line argument\n  SLACK_CHANNEL                     the channel, e.g. #ops or C0123456789\n  SLACK_API_URL                     default https://slack.com/api\n\nExamples:\n  supervisor-slack listen                      # what supervisord runs ([eventlistener:slack])\n  supervisor-slack render --variant reply < events.bin"
+    after_help = "Settings come from a TOML file (--config, else /etc/supervisor-slack.toml) and the environment:\n  SLACK_TOKEN or SLACK_TOKEN_FILE   the bot token (xoxb-...); never a command-line argument\n  SLACK_CHANNEL                     the channel, e.g. #ops or C0123456789\n  SLACK_API_URL                     default https://slack.com/api\n\nExamples:\n  supervisor-slack listen                      # what supervisord runs ([eventlistener:slack])\n  supervisor-slack render --variant reply < events.bin\n  supervisor-slack preview                     # see the cards without Slack: a local stand-in and its page"
 )]
 struct Cli {
     /// Settings file (TOML).
@@ -86,6 +86,16 @@ enum Command {
         #[arg(long, value_name = "PATH", env = "SUPERVISOR_SLACK_STATE")]
         state: Option<PathBuf>,
     },
+    /// See the cards without a Slack workspace: serve a local Slack stand-in (its Web
+    /// API and a page drawing the channel) on 127.0.0.1 until Ctrl-C or SIGTERM.
+    #[command(
+        after_help = "The stand-in paces messages as Slack does (one per second per channel), accepts any\nxoxb- token and any channel, and keeps everything in memory: it binds 127.0.0.1 only.\n\nExample:\n  supervisor-slack preview --port 8089\n  # then, in supervisord's [eventlistener:slack] block:\n  environment=SLACK_API_URL=\"http://127.0.0.1:8089/api\",SLACK_TOKEN=\"xoxb-preview\",SLACK_CHANNEL=\"#ops\"\n  # and open http://127.0.0.1:8089/"
+    )]
+    Preview {
+        /// Port on 127.0.0.1 (0: any free port; the address is printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +120,7 @@ fn main() {
             post_test,
             ref state,
         } => check(cli.config.as_deref(), post_test, state.clone()),
+        Command::Preview { port } => preview(port),
     };
     if let Err(e) = result {
         tracing::error!("{e:#}");
@@ -342,4 +353,20 @@ fn check(config: Option<&Path>, post_test: bool, state: Option<PathBuf>) -> Resu
     };
     print!("{report}");
     std::process::exit(report.exit_code());
+}
+
+/// `preview`: the Slack stand-in with Slack's pacing, until Ctrl-C / SIGTERM. Its
+/// stdout is the user's terminal: one line with both addresses.
+fn preview(port: u16) -> Result<()> {
+    use supervisor_slack::preview;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let stop = preview::interrupted()?;
+            preview::run(port, |a| println!("{}", a.announcement()), stop).await
+        })
+        .with_context(|| format!("serving the preview on 127.0.0.1:{port}"))
 }

@@ -16,7 +16,7 @@
 //!   Slack-like web page at `/` (see [`page`]).
 //!
 //! Routes: `/api/{method}` (GET with a query or POST with JSON or a form), `/` (the
-//! page), `/api/_calls` and `/api/_channel/{name}` (JSON, for debugging).
+//! page; `?channel=NAME`, `?thread=TS` for one thread, `?collapsed=1` for folded threads), `/api/_calls` and `/api/_channel/{name}` (JSON, for debugging).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -1271,9 +1271,12 @@ async fn page_handler(
             })
             .collect()
     };
-    Html(page::render(
-        &snapshot,
-        query.get("channel").map(String::as_str),
-        &shared.api_url,
-    ))
+    let view = page::View {
+        channel: query.get("channel").map(String::as_str),
+        thread: query.get("thread").map(String::as_str),
+        collapsed: query
+            .get("collapsed")
+            .is_some_and(|v| v == "1" || v == "true"),
+    };
+    Html(page::render_view(&snapshot, &view, &shared.api_url))
 }

@@ -3,6 +3,8 @@
 //! carry their attachment's colour bar, blocks are rendered readably, threads sit
 //! beneath their parent in a `<details>`, broadcast replies also appear in the channel,
 //! edits are marked. Every string from a message goes through [`mrkdwn`] escaping.
+//! `?thread=TS` shows one thread alone; `?collapsed=1` folds every thread to its
+//! "N replies" line, as Slack's channel view does (see [`View`]).
 //!
 //! The page refreshes itself every 2 s with a small fetch loop that swaps the message
 //! list and keeps open/closed threads as the reader left them.
@@ -92,16 +94,47 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
+/// What the page shows, from its query string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct View<'a> {
+    /// `?channel=`: a channel name or id; default: the channel posted to most recently
+    /// (or, with `thread`, the channel holding that thread).
+    pub channel: Option<&'a str>,
+    /// `?thread=TS`: only this thread (its parent and every reply, unfolded).
+    pub thread: Option<&'a str>,
+    /// `?collapsed=1`: threads folded to their "N replies" line, as Slack's channel
+    /// view shows them.
+    pub collapsed: bool,
+}
+
 /// Renders the whole page for `selected` (a channel name or id; default: the channel
 /// posted to most recently).
 pub fn render(channels: &[ChannelView], selected: Option<&str>, api_url: &str) -> String {
-    let current = selected
+    render_view(
+        channels,
+        &View {
+            channel: selected,
+            ..View::default()
+        },
+        api_url,
+    )
+}
+
+/// Renders the page for a [`View`].
+pub fn render_view(channels: &[ChannelView], view: &View<'_>, api_url: &str) -> String {
+    let holds_thread = |c: &ChannelView| {
+        view.thread
+            .is_some_and(|ts| c.threads.iter().any(|t| t.parent.ts == ts))
+    };
+    let current = view
+        .channel
         .and_then(|s| {
             let s = s.trim_start_matches('#');
             channels
                 .iter()
                 .position(|c| c.id == s || c.name.as_deref() == Some(s))
         })
+        .or_else(|| channels.iter().position(holds_thread))
         .or_else(|| {
             channels
                 .iter()
@@ -138,8 +171,27 @@ pub fn render(channels: &[ChannelView], selected: Option<&str>, api_url: &str) -
     ));
 
     html.push_str("<main>");
-    match current {
-        Some(i) => {
+    match (current, view.thread) {
+        (Some(i), Some(ts)) => {
+            let c = &channels[i];
+            let thread = c.threads.iter().find(|t| t.parent.ts == ts);
+            html.push_str(&format!(
+                "<header class=\"top\">Thread<small><a href=\"/?channel={}\"># {}</a> · {} replies</small></header>",
+                escape_html(&c.id),
+                escape_html(&c.label()),
+                thread.map(|t| t.replies.len()).unwrap_or(0)
+            ));
+            html.push_str("<div id=\"flow\">");
+            match thread {
+                Some(t) => render_thread(&mut html, c, &t.parent, false),
+                None => html.push_str(&format!(
+                    "<div class=\"empty\">No thread starts at ts {} in this channel.</div>",
+                    escape_html(ts)
+                )),
+            }
+            html.push_str("</div>");
+        }
+        (Some(i), None) => {
             let c = &channels[i];
             html.push_str(&format!(
                 "<header class=\"top\"># {}<small>{} · {} messages</small></header>",
@@ -148,10 +200,10 @@ pub fn render(channels: &[ChannelView], selected: Option<&str>, api_url: &str) -
                 c.threads.iter().map(|t| 1 + t.replies.len()).sum::<usize>()
             ));
             html.push_str("<div id=\"flow\">");
-            render_channel(&mut html, c);
+            render_channel(&mut html, c, view.collapsed);
             html.push_str("</div>");
         }
-        None => html.push_str(
+        (None, _) => html.push_str(
             "<header class=\"top\">No messages yet</header><div id=\"flow\"><div class=\"empty\">\
              Nothing has been posted to the stand-in yet. This page refreshes by itself.</div></div>",
         ),
@@ -168,7 +220,7 @@ fn last_ts(c: &ChannelView) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn render_channel(html: &mut String, channel: &ChannelView) {
+fn render_channel(html: &mut String, channel: &ChannelView, collapsed: bool) {
     for m in &channel.flow {
         if let Some(parent_ts) = &m.thread_ts {
             // A broadcast reply, shown in the channel with a pointer to its thread.
@@ -189,25 +241,32 @@ fn render_channel(html: &mut String, channel: &ChannelView) {
             render_message(html, m, &note, "");
             continue;
         }
-        let thread = channel.threads.iter().find(|t| t.parent.ts == m.ts);
-        let replies = thread.map(|t| t.replies.as_slice()).unwrap_or(&[]);
-        let mut below = String::new();
-        if !replies.is_empty() {
-            let last = replies.last().map(|r| time_of(&r.ts)).unwrap_or_default();
-            below.push_str(&format!(
-                "<details class=\"thread\" id=\"t{}\" open><summary>{} {}<span class=\"last\">Last reply {}</span></summary><div class=\"replies\">",
-                anchor(&m.ts),
-                replies.len(),
-                if replies.len() == 1 { "reply" } else { "replies" },
-                escape_html(&last)
-            ));
-            for r in replies {
-                render_message(&mut below, r, "", "");
-            }
-            below.push_str("</div></details>");
-        }
-        render_message(html, m, "", &below);
+        render_thread(html, channel, m, collapsed);
     }
+}
+
+/// A parent message with its replies beneath it in a `<details>` (folded when
+/// `collapsed`).
+fn render_thread(html: &mut String, channel: &ChannelView, m: &Message, collapsed: bool) {
+    let thread = channel.threads.iter().find(|t| t.parent.ts == m.ts);
+    let replies = thread.map(|t| t.replies.as_slice()).unwrap_or(&[]);
+    let mut below = String::new();
+    if !replies.is_empty() {
+        let last = replies.last().map(|r| time_of(&r.ts)).unwrap_or_default();
+        below.push_str(&format!(
+            "<details class=\"thread\" id=\"t{}\"{}><summary>{} {}<span class=\"last\">Last reply {}</span></summary><div class=\"replies\">",
+            anchor(&m.ts),
+            if collapsed { "" } else { " open" },
+            replies.len(),
+            if replies.len() == 1 { "reply" } else { "replies" },
+            escape_html(&last)
+        ));
+        for r in replies {
+            render_message(&mut below, r, "", "");
+        }
+        below.push_str("</div></details>");
+    }
+    render_message(html, m, "", &below);
 }
 
 fn anchor(ts: &str) -> String {
@@ -486,5 +545,92 @@ mod tests {
         assert!(html.contains("<b>host</b><br>alpha"));
         assert!(html.contains("1 reply"));
         assert!(html.contains("went <i>STARTING</i>"));
+    }
+
+    fn two_threads() -> ChannelView {
+        let web = message(
+            "1700000000.000100",
+            json!([{"color": "#2EB67D", "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "web RUNNING"}}
+            ]}]),
+        );
+        let worker = message(
+            "1700000002.000100",
+            json!([{"color": "#E01E5A", "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "worker FATAL"}}
+            ]}]),
+        );
+        let reply = |ts: &str, parent: &Message, text: &str| {
+            let mut r = message(ts, json!([]));
+            r.thread_ts = Some(parent.ts.clone());
+            r.text = Some(text.into());
+            r
+        };
+        ChannelView {
+            id: "C0STANDIN1".into(),
+            name: Some("ops".into()),
+            threads: vec![
+                Thread {
+                    parent: web.clone(),
+                    replies: vec![reply("1700000001.000100", &web, "web went up")],
+                },
+                Thread {
+                    parent: worker.clone(),
+                    replies: vec![
+                        reply("1700000003.000100", &worker, "worker BACKOFF"),
+                        reply("1700000004.000100", &worker, "worker FATAL: postgres"),
+                    ],
+                },
+            ],
+            flow: vec![web, worker],
+        }
+    }
+
+    #[test]
+    fn thread_view_shows_that_thread_alone_unfolded() {
+        let view = View {
+            thread: Some("1700000002.000100"),
+            ..View::default()
+        };
+        let html = render_view(&[two_threads()], &view, "http://x/api");
+        assert!(html.contains("worker FATAL"));
+        assert!(html.contains("worker BACKOFF") && html.contains("worker FATAL: postgres"));
+        assert!(html.contains("id=\"t1700000002-000100\" open"));
+        assert!(
+            !html.contains("web RUNNING"),
+            "the other thread is not shown"
+        );
+        assert!(!html.contains("web went up"));
+        assert!(html.contains("href=\"/?channel=C0STANDIN1\"># ops</a> · 2 replies"));
+    }
+
+    #[test]
+    fn an_unknown_thread_says_so_with_the_ts_escaped() {
+        let view = View {
+            thread: Some("<b>1.2</b>"),
+            channel: Some("ops"),
+            ..View::default()
+        };
+        let html = render_view(&[two_threads()], &view, "http://x/api");
+        assert!(html.contains("No thread starts at ts &lt;b&gt;1.2&lt;/b&gt;"));
+        assert!(!html.contains("<b>1.2</b>"));
+        assert!(!html.contains("web RUNNING"));
+    }
+
+    #[test]
+    fn collapsed_folds_every_thread_and_the_default_unfolds_them() {
+        let folded = render_view(
+            &[two_threads()],
+            &View {
+                collapsed: true,
+                ..View::default()
+            },
+            "http://x/api",
+        );
+        assert!(folded.contains("web RUNNING") && folded.contains("worker FATAL"));
+        assert!(folded.contains("2 replies"));
+        assert!(!folded.contains("\" open>"), "no thread unfolded");
+        let open = render(&[two_threads()], None, "http://x/api");
+        assert_eq!(open.matches("\" open>").count(), 2);
     }
 }

@@ -1,0 +1,161 @@
+//! `scripts/demo`, the README's first command, end to end (with the test build of the
+//! binary instead of a release build): it starts a real supervisord and the preview,
+//! the cards of its sample programs reach the page (the crash loop's thread names the
+//! postgres error from stderr), running it again restarts cleanly, and
+//! `scripts/demo stop` leaves nothing running.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_supervisor-slack");
+
+fn demo(dir: &Path, args: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Command::new(root.join("scripts/demo"))
+        .args(args)
+        .env("DEMO_DIR", dir)
+        .env("SUPERVISOR_SLACK_BIN", BIN)
+        .env("CI", "true")
+        .env("SUPERVISOR_SLACK_HOST", "demo-host")
+        .env_remove("SLACK_TOKEN")
+        .env_remove("SLACK_TOKEN_FILE")
+        .env_remove("SLACK_CHANNEL")
+        .env_remove("SLACK_API_URL")
+        .env_remove("SUPERVISOR_SLACK_CONFIG")
+        .env_remove("DEMO_PORT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Stops the demo even when an assertion fails.
+struct Guard(PathBuf);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = demo(&self.0, &["stop"]);
+    }
+}
+
+fn pid(dir: &Path, file: &str) -> u32 {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn started(dir: &Path) -> (u16, String) {
+    let out = demo(dir, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "scripts/demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("scripts/demo stop"),
+        "says how to stop: {stdout}"
+    );
+    let port = stdout
+        .split("Open http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no page address in: {stdout}"));
+    (port, stdout)
+}
+
+#[test]
+fn the_demo_shows_its_programs_restarts_cleanly_and_stops_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let _guard = Guard(dir.clone());
+
+    let (first_port, _) = started(&dir);
+    let (first_sv, first_preview) = (pid(&dir, "supervisord.pid"), pid(&dir, "preview.pid"));
+    assert!(alive(first_sv) && alive(first_preview));
+    let conf = std::fs::read_to_string(dir.join("supervisord.conf")).unwrap();
+    for line in [
+        "events=PROCESS_STATE",
+        "buffer_size=1024",
+        "priority=-100",
+        "stdout_logfile=NONE",
+        &format!("SLACK_API_URL=\"http://127.0.0.1:{first_port}/api\""),
+        "SLACK_TOKEN=\"xoxb-demo\"",
+        "SLACK_CHANNEL=\"#ops\"",
+    ] {
+        assert!(
+            conf.contains(line),
+            "supervisord.conf has {line:?}:\n{conf}"
+        );
+    }
+
+    // Again: the first supervisord and preview are stopped, new ones run.
+    let (port, _) = started(&dir);
+    assert!(!alive(first_sv), "the first supervisord was stopped");
+    assert!(!alive(first_preview), "the first preview was stopped");
+    let (sv, preview) = (pid(&dir, "supervisord.pid"), pid(&dir, "preview.pid"));
+    assert!(alive(sv) && alive(preview));
+
+    // The cards arrive: web RUNNING, worker FATAL with the postgres error, migrate done.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let threads = loop {
+        let body = get(port, "/api/_channel/ops").unwrap_or_default();
+        let all = body.contains("web RUNNING on demo-host")
+            && body.contains("worker FATAL on demo-host")
+            && body.contains("migrate EXITED on demo-host")
+            && body.contains("reports EXITED on demo-host")
+            && body.contains("cannot connect to postgres at 10.0.0.5:5432");
+        if all {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo's cards did not all arrive in 90 s: {body}\nlistener log:\n{}",
+            std::fs::read_to_string(dir.join("listener.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        threads.contains("KeyError"),
+        "the reports crash shows its traceback"
+    );
+
+    let out = demo(&dir, &["stop"]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (alive(sv) || alive(preview)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(sv), "supervisord stopped");
+    assert!(!alive(preview), "the preview stopped");
+    assert!(get(port, "/").is_none(), "the page is gone");
+    assert!(
+        !dir.join("supervisor.sock").exists(),
+        "supervisord cleaned up its socket"
+    );
+    // Stopping twice is fine.
+    assert!(demo(&dir, &["stop"]).status.success());
+}
