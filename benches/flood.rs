@@ -16,7 +16,11 @@ use supervisor_slack::protocol::frame;
 use supervisor_slack::standin::{StandIn, StandInOptions};
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn expect(out: &mut impl Read, want: &[u8]) {
@@ -34,7 +38,11 @@ async fn main() {
     let processes = arg(&args, "--processes", if bench { 20 } else { 3 }) as usize;
     let standin = StandIn::start(StandInOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("settings.toml"), "channel = \"#ops\"\nhost = \"web-1\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        "channel = \"#ops\"\nhost = \"web-1\"\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
         .arg("--config")
         .arg(dir.path().join("settings.toml"))
@@ -72,7 +80,14 @@ async fn main() {
         let s = serial.to_string();
         let payload = format!("processname:{name} groupname:{name} from_state:{from} {extra}");
         let ev = frame(
-            &[("ver", "3.0"), ("server", "flood"), ("serial", &s), ("pool", "slack"), ("poolserial", &s), ("eventname", &format!("PROCESS_STATE_{to}"))],
+            &[
+                ("ver", "3.0"),
+                ("server", "flood"),
+                ("serial", &s),
+                ("pool", "slack"),
+                ("poolserial", &s),
+                ("eventname", &format!("PROCESS_STATE_{to}")),
+            ],
             payload.trim_end(),
         );
         stdin.write_all(&ev).unwrap();
@@ -82,7 +97,11 @@ async fn main() {
     };
     for i in 0..total {
         let p = i % processes;
-        let to = if state[p] == "STARTING" { "BACKOFF" } else { "STARTING" };
+        let to = if state[p] == "STARTING" {
+            "BACKOFF"
+        } else {
+            "STARTING"
+        };
         serial += 1;
         send(serial, &names[p], state[p], to);
         sent.entry(names[p].clone()).or_default().push(serial);
@@ -95,7 +114,11 @@ async fn main() {
     let mut finals = BTreeMap::new();
     for (p, name) in names.iter().enumerate() {
         let to = if p % 2 == 0 { "RUNNING" } else { "FATAL" };
-        let from = if to == "RUNNING" { "STARTING" } else { "BACKOFF" };
+        let from = if to == "RUNNING" {
+            "STARTING"
+        } else {
+            "BACKOFF"
+        };
         if state[p] != from {
             serial += 1;
             send(serial, name, state[p], from);
@@ -113,10 +136,47 @@ async fn main() {
     let final_ok = |s: &StandIn| {
         let threads = s.channel("#ops");
         finals.iter().all(|(name, st)| {
-            threads.iter().any(|t| t.parent.header().is_some_and(|h| h.contains(&format!("{name} {st}"))))
+            threads.iter().any(|t| {
+                t.parent
+                    .header()
+                    .is_some_and(|h| h.contains(&format!("{name} {st}")))
+            })
         })
     };
-    let parents_final = if standin.wait_for(Duration::from_secs(120), final_ok).await { Some(storm_end.elapsed()) } else { None };
+    if std::env::var("FLOOD_TRACE").is_ok() {
+        for _ in 0..60 {
+            let threads = standin.channel("#ops");
+            let not_final: Vec<String> = finals
+                .iter()
+                .filter(|(name, st)| {
+                    !threads.iter().any(|t| {
+                        t.parent
+                            .header()
+                            .is_some_and(|h| h.contains(&format!("{name} {st}")))
+                    })
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            let edits = standin
+                .calls()
+                .iter()
+                .filter(|c| c.method == "chat.update")
+                .count();
+            eprintln!(
+                "{:>5.1}s not final: {not_final:?} edits so far {edits}",
+                storm_end.elapsed().as_secs_f64()
+            );
+            if not_final.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    }
+    let parents_final = if standin.wait_for(Duration::from_secs(120), final_ok).await {
+        Some(storm_end.elapsed())
+    } else {
+        None
+    };
     let calls_at_final = standin.calls().len();
 
     // Every transition in some reply (metadata serials).
@@ -124,32 +184,59 @@ async fn main() {
         s.channel("#ops")
             .iter()
             .flat_map(|t| t.replies.iter())
-            .filter_map(|m| m.metadata.as_ref()?.pointer("/event_payload/serials")?.as_str().map(str::to_owned))
-            .flat_map(|s| s.split(',').map(|n| n.parse::<u64>().unwrap()).collect::<Vec<_>>())
+            .filter_map(|m| {
+                m.metadata
+                    .as_ref()?
+                    .pointer("/event_payload/serials")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .flat_map(|s| {
+                s.split(',')
+                    .map(|n| n.parse::<u64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     };
     let all: BTreeSet<u64> = sent.values().flatten().copied().collect();
-    standin.wait_for(Duration::from_secs(120), |s| delivered(s).is_superset(&all)).await;
+    standin
+        .wait_for(Duration::from_secs(120), |s| delivered(s).is_superset(&all))
+        .await;
     let complete = storm_end.elapsed();
     let missing = all.difference(&delivered(&standin)).count();
     let calls = standin.calls();
     let limited = calls.iter().filter(|c| c.status == 429).count();
-    let posts = calls.iter().filter(|c| c.method == "chat.postMessage").count();
+    let posts = calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage")
+        .count();
     let updates = calls.iter().filter(|c| c.method == "chat.update").count();
     let threads = standin.channel("#ops");
     let replies: usize = threads.iter().map(|t| t.replies.len()).sum();
 
     println!("flood: {processes} processes flapping for {seconds} s through the listener into the stand-in (Slack's limits)");
     println!("  events in                               {events}");
-    println!("  Slack calls made (until all delivered)  {} ({posts} posts, {updates} edits)", calls.len());
+    println!(
+        "  Slack calls made (until all delivered)  {} ({posts} posts, {updates} edits)",
+        calls.len()
+    );
     println!("  Slack calls when every parent was final {calls_at_final}");
     println!("  429 answers received                    {limited}");
     match parents_final {
-        Some(d) => println!("  last event → every parent final         {:.1} s", d.as_secs_f64()),
+        Some(d) => println!(
+            "  last event → every parent final         {:.1} s",
+            d.as_secs_f64()
+        ),
         None => println!("  last event → every parent final         NOT within 120 s"),
     }
-    println!("  last event → every transition in a reply {:.1} s", complete.as_secs_f64());
-    println!("  parents / replies                       {} / {replies}", threads.len());
+    println!(
+        "  last event → every transition in a reply {:.1} s",
+        complete.as_secs_f64()
+    );
+    println!(
+        "  parents / replies                       {} / {replies}",
+        threads.len()
+    );
     println!("  transitions missing from the threads    {missing}");
     println!("  targets: ≤ 150 calls, 0 × 429, parents final ≤ 5 s, 0 missing");
     drop(stdin);

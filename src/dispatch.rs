@@ -8,9 +8,9 @@
 //! parent to show the current state. Entries are marked delivered only after Slack
 //! confirmed the reply.
 
-use std::collections::{HashMap, HashSet};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,8 +142,8 @@ pub struct Dispatcher {
     limits: Limits,
     /// Setup errors already logged (logged again after a success).
     reported: Mutex<HashSet<String>>,
-    /// How many threads are flapping now (they share the edit budget).
-    flapping: AtomicUsize,
+    /// How many parents owe an edit now (they share the edit budget).
+    owing: AtomicUsize,
     pub stats: Mutex<Stats>,
 }
 
@@ -155,16 +155,36 @@ struct Flap {
     /// The newest outbox entry counted.
     seen: Option<i64>,
     flapping: bool,
-    last_event: Option<Instant>,
     last_reply: Option<Instant>,
-    last_preview: Option<Instant>,
-    /// The newest outbox entry the parent already shows.
-    parent_shows: Option<i64>,
+}
+
+/// What a thread's worker (replies) and keeper (parent) share.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// New entries for the worker.
+    work: Notify,
+    /// The parent may need an edit.
+    parent: Notify,
+    flapping: AtomicBool,
+    last_event: Mutex<Option<Instant>>,
+    /// The parent card the channel shows now (as posted or last edited).
+    shown: Mutex<Option<card::Card>>,
+}
+
+impl Shared {
+    /// How long since the process last changed state.
+    fn quiet(&self) -> Duration {
+        self.last_event
+            .lock()
+            .unwrap()
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
 }
 
 /// What a delivery attempt concluded.
 enum Outcome {
-    Done { parent_current: bool },
+    Done,
     /// Try the same entries again (e.g. the parent vanished: a new one is needed).
     Again,
 }
@@ -186,8 +206,10 @@ impl Dispatcher {
             limits: Limits {
                 closed_until: Mutex::new(None),
                 posts: Mutex::new(HashMap::new()),
+                // Half a minute's edits may go at once: the reserve that lets every
+                // parent show its final state right after a storm.
                 updates: Mutex::new(Bucket::new(
-                    settings.updates_per_minute.clamp(1, 5),
+                    (settings.updates_per_minute / 2).max(1),
                     per_update,
                 )),
                 post_burst: settings.post_burst,
@@ -195,7 +217,7 @@ impl Dispatcher {
             },
             settings,
             reported: Mutex::new(HashSet::new()),
-            flapping: AtomicUsize::new(0),
+            owing: AtomicUsize::new(0),
             stats: Mutex::new(Stats::default()),
         })
     }
@@ -210,7 +232,7 @@ impl Dispatcher {
     /// Runs until the wake channel closes: one worker per thread key, started for
     /// what the outbox already holds (after a restart) and for every nudge.
     pub async fn run(self: Arc<Self>, mut wakes: UnboundedReceiver<Wake>) {
-        let mut workers: HashMap<Wake, Arc<Notify>> = HashMap::new();
+        let mut workers: HashMap<Wake, Arc<Shared>> = HashMap::new();
         let start = self.with_store(|s| s.pending_keys()).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the outbox");
             Vec::new()
@@ -225,8 +247,16 @@ impl Dispatcher {
             self.clone().nudge(&mut workers, w);
         }
         let mut prune = tokio::time::interval(Duration::from_secs(600));
+        let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = checkpoint.tick() => {
+                    // The stdin reader never checkpoints (its commits must stay short);
+                    // its WAL is folded into the database here, off the answer path.
+                    if let Err(e) = self.with_store(|s| s.checkpoint()) {
+                        tracing::warn!(error = %e, "cannot checkpoint the state database");
+                    }
+                }
                 w = wakes.recv() => match w {
                     Some(w) => self.clone().nudge(&mut workers, w),
                     None => return,
@@ -240,31 +270,36 @@ impl Dispatcher {
         }
     }
 
-    fn nudge(self: Arc<Self>, workers: &mut HashMap<Wake, Arc<Notify>>, w: Wake) {
-        if let Some(n) = workers.get(&w) {
-            n.notify_one();
+    fn nudge(self: Arc<Self>, workers: &mut HashMap<Wake, Arc<Shared>>, w: Wake) {
+        if let Some(shared) = workers.get(&w) {
+            *shared.last_event.lock().unwrap() = Some(Instant::now());
+            shared.work.notify_one();
+            shared.parent.notify_one();
             return;
         }
-        let notify = Arc::new(Notify::new());
-        workers.insert(w.clone(), notify.clone());
-        tokio::spawn(async move { self.worker(w.0, w.1, notify).await });
+        let shared = Arc::new(Shared::default());
+        workers.insert(w.clone(), shared.clone());
+        let keeper = self.clone();
+        let (key, channel) = (w.0.clone(), w.1.clone());
+        let keeper_shared = shared.clone();
+        tokio::spawn(async move { keeper.keeper(key, channel, keeper_shared).await });
+        tokio::spawn(async move { self.worker(w.0, w.1, shared).await });
     }
 
-    /// Delivers one thread's entries strictly in order, forever. While the process
+    /// Posts one thread's replies strictly in order, forever. While the process
     /// flaps, replies become digests (at most one per `digest_interval`, FATAL at
-    /// once) and the parent is kept current with edits, which Slack allows more of
-    /// than posts.
-    async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, notify: Arc<Notify>) {
+    /// once); its parent is kept current meanwhile by the thread's [`keeper`].
+    ///
+    /// [`keeper`]: Dispatcher::keeper
+    async fn worker(self: Arc<Self>, key: ThreadKey, channel: String, shared: Arc<Shared>) {
         let mut backoff = Backoff::new(self.settings.retry_max);
         let mut flap = Flap::default();
-        // A parent left stale by an earlier run is brought up to date first.
-        if let Ok(Some(mut t)) = self.with_store(|s| s.thread(&key, &channel)) {
-            if t.parent_stale {
-                let _ = self.refresh_parent(&mut t, false).await;
-            }
-        }
         loop {
-            let limit = if flap.flapping { DIGEST_MAX } else { self.settings.coalesce_max };
+            let limit = if flap.flapping {
+                DIGEST_MAX
+            } else {
+                self.settings.coalesce_max
+            };
             let batch = match self.with_store(|s| s.pending(&key, &channel, limit)) {
                 Ok(b) => b,
                 Err(e) => {
@@ -273,39 +308,43 @@ impl Dispatcher {
                     continue;
                 }
             };
-            self.observe(&key, &mut flap, &batch);
+            self.observe(&key, &mut flap, &batch, &shared);
             if !flap.flapping {
                 if batch.is_empty() {
-                    notify.notified().await;
+                    shared.work.notified().await;
                     continue;
                 }
             } else {
-                let since_reply = flap.last_reply.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+                let since_reply = flap
+                    .last_reply
+                    .map(|t| t.elapsed())
+                    .unwrap_or(Duration::MAX);
                 let fatal = batch.iter().any(|e| e.event.to == State::Fatal);
-                let due = !batch.is_empty() && (fatal || since_reply >= self.settings.digest_interval);
+                let due =
+                    !batch.is_empty() && (fatal || since_reply >= self.settings.digest_interval);
                 if !due {
-                    let mut wait = self.keep_parent_current(&key, &channel, &batch, &mut flap).await;
-                    if batch.is_empty() {
-                        let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
+                    let wait = if batch.is_empty() {
+                        let quiet = shared.quiet();
                         if quiet >= self.settings.settle_after {
-                            self.settle(&key, &channel, &mut flap).await;
+                            self.settle(&key, &channel, &mut flap, &shared).await;
                             continue;
                         }
-                        wait = wait.min(self.settings.settle_after - quiet);
+                        self.settings.settle_after - quiet
                     } else {
-                        wait = wait.min(self.settings.digest_interval.saturating_sub(since_reply));
-                    }
-                    let _ = tokio::time::timeout(wait, notify.notified()).await;
+                        self.settings.digest_interval.saturating_sub(since_reply)
+                    };
+                    let _ = tokio::time::timeout(wait, shared.work.notified()).await;
                     continue;
                 }
             }
-            match self.deliver(&key, &channel, &batch, flap.flapping, flap.parent_shows).await {
-                Ok(Outcome::Done { parent_current }) => {
+            match self
+                .deliver(&key, &channel, &batch, flap.flapping, &shared)
+                .await
+            {
+                Ok(Outcome::Done) => {
                     backoff.reset();
                     flap.last_reply = Some(Instant::now());
-                    if parent_current {
-                        flap.parent_shows = batch.last().map(|e| e.id);
-                    }
+                    shared.parent.notify_one();
                 }
                 Ok(Outcome::Again) => {}
                 Err(e) => {
@@ -317,20 +356,24 @@ impl Dispatcher {
     }
 
     /// Counts new transitions and decides whether the process is flapping.
-    fn observe(&self, key: &ThreadKey, flap: &mut Flap, batch: &[OutboxEntry]) {
+    fn observe(&self, key: &ThreadKey, flap: &mut Flap, batch: &[OutboxEntry], shared: &Shared) {
         let now = Instant::now();
         let seen = flap.seen;
         for e in batch.iter().filter(|e| seen.is_none_or(|id| e.id > id)) {
             flap.times.push_back(now);
             flap.seen = Some(e.id);
-            flap.last_event = Some(now);
         }
-        while flap.times.front().is_some_and(|t| now.duration_since(*t) > self.settings.flap_window) {
+        while flap
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.settings.flap_window)
+        {
             flap.times.pop_front();
         }
         if !flap.flapping && flap.times.len() > self.settings.flap_threshold as usize {
             flap.flapping = true;
-            self.flapping.fetch_add(1, Ordering::SeqCst);
+            shared.flapping.store(true, Ordering::SeqCst);
+            shared.parent.notify_one();
             tracing::info!(
                 thread = %key, transitions = flap.times.len(),
                 "process is flapping: its replies become digests every {}s",
@@ -339,58 +382,86 @@ impl Dispatcher {
         }
     }
 
-    /// While a flapping process waits for its next digest: edits the parent to show
-    /// the newest state (waiting or delivered), at a pace that spends at most a quarter
-    /// of Slack's edit budget across all flapping processes — so a reserve is left — and
-    /// at once when the process has gone quiet, so every parent is final moments
-    /// after a storm ends. Returns how long to wait before looking again.
-    async fn keep_parent_current(&self, key: &ThreadKey, channel: &str, batch: &[OutboxEntry], flap: &mut Flap) -> Duration {
-        const IDLE: Duration = Duration::from_secs(3600);
-        const QUIET: Duration = Duration::from_secs(1);
-        let newest = batch.last().map(|e| e.id).or(flap.seen);
-        if newest.is_none() || flap.parent_shows == newest {
-            return IDLE;
+    /// Keeps one thread's parent showing the newest state known — delivered or still
+    /// waiting in the outbox — independently of the replies, which may be queued
+    /// behind other threads' posts. Paced so that a storm never drains Slack's edit
+    /// budget: every parent is final moments after a storm ends.
+    async fn keeper(self: Arc<Self>, key: ThreadKey, channel: String, shared: Arc<Shared>) {
+        // A process whose events come less than this apart is still changing.
+        const QUIET: Duration = Duration::from_millis(2500);
+        let mut last_edit: Option<Instant> = None;
+        let mut owing = false;
+        loop {
+            let thread = self.with_store(|s| s.thread(&key, &channel));
+            let pending = self.with_store(|s| s.pending(&key, &channel, DIGEST_MAX));
+            let (Ok(Some(mut thread)), Ok(pending)) = (thread, pending) else {
+                shared.parent.notified().await;
+                continue;
+            };
+            let latest = pending
+                .last()
+                .map(|e| e.event.clone())
+                .or(thread.latest.clone());
+            let (Some(latest), Some(_)) = (latest, thread.parent_ts.as_ref()) else {
+                shared.parent.notified().await;
+                continue;
+            };
+            let mut history = thread.history.clone();
+            history.extend(pending.iter().map(|e| e.event.to));
+            let card = self.parent_card(
+                &latest,
+                &history,
+                thread.created,
+                shared.flapping.load(Ordering::SeqCst),
+            );
+            if shared.shown.lock().unwrap().as_ref() == Some(&card) {
+                shared.parent.notified().await;
+                continue;
+            }
+            // Owing an edit: go at once if this thread has not edited for a while;
+            // otherwise wait until the process has been quiet for a moment, or until
+            // its share of half the edit budget (shared by every thread owing one)
+            // comes round. The other half is the reserve that lets every parent show
+            // its final state right after a storm.
+            if !owing {
+                owing = true;
+                self.owing.fetch_add(1, Ordering::SeqCst);
+            }
+            let n = self.owing.load(Ordering::SeqCst).max(1) as f64;
+            let pace = Duration::from_secs_f64(n * 120.0 / self.settings.updates_per_minute as f64)
+                .max(QUIET);
+            let since = last_edit.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+            let quiet = shared.quiet();
+            if since < pace && quiet < QUIET {
+                let _ = tokio::time::timeout(
+                    (pace - since).min(QUIET - quiet),
+                    shared.parent.notified(),
+                )
+                .await;
+                continue;
+            }
+            last_edit = Some(Instant::now());
+            // Shown or given up on: either way, wait for the next change.
+            self.edit_parent(&mut thread, card.clone(), &latest).await;
+            *shared.shown.lock().unwrap() = Some(card);
+            owing = false;
+            self.owing.fetch_sub(1, Ordering::SeqCst);
         }
-        let quiet = flap.last_event.map(|t| t.elapsed()).unwrap_or_default();
-        let flapping = self.flapping.load(Ordering::SeqCst).max(1) as f64;
-        // A quarter of the edit budget, shared by every flapping process: digests and
-        // the storm's end need the rest.
-        let pace = Duration::from_secs_f64((flapping * 240.0 / self.settings.updates_per_minute as f64).max(3.0));
-        let since = flap.last_preview.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
-        if since < pace && quiet < QUIET {
-            return (pace - since).min(QUIET - quiet);
-        }
-        let mut thread = match self.with_store(|s| s.thread(key, channel)) {
-            Ok(Some(t)) if t.parent_ts.is_some() && t.channel_id.is_some() => t,
-            _ => return QUIET,
-        };
-        let mut history = thread.history.clone();
-        history.extend(batch.iter().map(|e| e.event.to));
-        let Some(latest) = batch.last().map(|e| e.event.clone()).or(thread.latest.clone()) else {
-            return IDLE;
-        };
-        let card = self.parent_card(&latest, &history, thread.created, true);
-        flap.last_preview = Some(Instant::now());
-        if self.edit_parent(&mut thread, card, &latest).await {
-            flap.parent_shows = newest;
-            // The parent may show waiting entries: the thread record says it is
-            // stale so that a restart edits it again from what was delivered.
-            thread.parent_stale = !batch.is_empty();
-            let _ = self.with_store(|s| s.save_thread(&thread));
-        }
-        QUIET
     }
 
     /// A flapping process stayed in one state for `settle_after`: say so in its
-    /// thread and clear the flapping mark on its parent.
-    async fn settle(&self, key: &ThreadKey, channel: &str, flap: &mut Flap) {
+    /// thread; the keeper then clears the flapping mark on its parent.
+    async fn settle(&self, key: &ThreadKey, channel: &str, flap: &mut Flap, shared: &Shared) {
         flap.flapping = false;
         flap.times.clear();
-        self.flapping.fetch_sub(1, Ordering::SeqCst);
-        let Ok(Some(mut thread)) = self.with_store(|s| s.thread(key, channel)) else {
+        shared.flapping.store(false, Ordering::SeqCst);
+        shared.parent.notify_one();
+        let Ok(Some(thread)) = self.with_store(|s| s.thread(key, channel)) else {
             return;
         };
-        let Some(latest) = thread.latest.clone() else { return };
+        let Some(latest) = thread.latest.clone() else {
+            return;
+        };
         let quiet = self.settings.settle_after.as_secs();
         let text = format!(
             "{} · {} settled: {} for {}s, no longer flapping",
@@ -421,16 +492,21 @@ impl Dispatcher {
             broadcast: false,
             identity: None,
         };
-        if let Err(f) = self.post(&out, std::slice::from_ref(&latest), Variant::Reply).await {
+        if let Err(f) = self
+            .post(&out, std::slice::from_ref(&latest), Variant::Reply)
+            .await
+        {
             tracing::warn!(thread = %key, "could not post the settled note: {f}");
         }
-        if let Err(e) = self.refresh_parent(&mut thread, false).await {
-            tracing::error!(thread = %key, error = %e, "cannot record the parent edit");
-        }
-        flap.parent_shows = flap.seen;
     }
 
-    fn parent_card(&self, latest: &ProcessState, history: &[State], since: chrono::DateTime<Utc>, flapping: bool) -> card::Card {
+    fn parent_card(
+        &self,
+        latest: &ProcessState,
+        history: &[State],
+        since: chrono::DateTime<Utc>,
+        flapping: bool,
+    ) -> card::Card {
         self.renderer.parent(&ParentInput {
             latest,
             history,
@@ -446,7 +522,7 @@ impl Dispatcher {
         channel: &str,
         batch: &[OutboxEntry],
         flapping: bool,
-        parent_shows: Option<i64>,
+        shared: &Shared,
     ) -> Result<Outcome, StoreError> {
         let events: Vec<ProcessState> = batch.iter().map(|e| e.event.clone()).collect();
         let latest = events.last().expect("non-empty batch").clone();
@@ -454,7 +530,8 @@ impl Dispatcher {
         let mut thread = self
             .with_store(|s| s.thread(key, channel))?
             .unwrap_or_else(|| ThreadRecord::new(key.clone(), channel));
-        let ttl = chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl =
+            chrono::Duration::from_std(self.settings.thread_ttl).unwrap_or(chrono::Duration::MAX);
         if thread.parent_ts.is_some() && now - thread.created > ttl {
             tracing::info!(thread = %key, "thread is older than thread_ttl: starting a new parent");
             thread.parent_ts = None;
@@ -468,14 +545,12 @@ impl Dispatcher {
         let mut history = thread.history.clone();
         history.extend(events.iter().map(|e| e.to));
 
-        // The parent first: a new one, or an edit before the reply waits for its post
-        // slot (edits have a budget of their own), so the channel shows the new state
-        // as soon as possible, even in a storm.
-        let mut parent_current = parent_shows == batch.last().map(|e| e.id);
+        // A new parent first when there is none; otherwise the keeper edits it.
         if thread.parent_ts.is_none() {
+            let card = self.parent_card(&latest, &history, now, flapping);
             let out = Outgoing {
                 channel: channel.to_string(),
-                card: self.parent_card(&latest, &history, now, flapping),
+                card: card.clone(),
                 thread_ts: None,
                 broadcast: false,
                 identity: None,
@@ -487,19 +562,19 @@ impl Dispatcher {
                     thread.created = now;
                     // Saved at once: a restart never posts a second parent.
                     self.with_store(|s| s.save_thread(&thread))?;
-                    parent_current = true;
+                    *shared.shown.lock().unwrap() = Some(card);
                 }
                 Err(f) => return self.give_up(key, batch, &thread, f),
             }
-        } else if !parent_current {
-            let card = self.parent_card(&latest, &history, thread.created, false);
-            parent_current = self.edit_parent(&mut thread, card, &latest).await;
         }
 
         let notes = notes(batch, &thread.history);
         // Why it failed: asked of supervisord for the last failure of the batch, on
         // this side only, bounded by the context time-out.
-        let crash = match (&self.context, events.iter().rev().find(|e| ContextSource::wants(e))) {
+        let crash = match (
+            &self.context,
+            events.iter().rev().find(|e| ContextSource::wants(e)),
+        ) {
             (Some(source), Some(failed)) => source.for_event(failed).await,
             _ => None,
         };
@@ -515,7 +590,8 @@ impl Dispatcher {
             channel: channel.to_string(),
             card: reply,
             thread_ts: thread.parent_ts.clone(),
-            broadcast: self.settings.broadcast_failures && events.iter().any(ProcessState::is_failure),
+            broadcast: self.settings.broadcast_failures
+                && events.iter().any(ProcessState::is_failure),
             identity: Some(identity),
         };
         match self.post(&out, &events, Variant::Reply).await {
@@ -523,7 +599,7 @@ impl Dispatcher {
             Err(Failure::ThreadGone(code)) => {
                 tracing::warn!(thread = %key, code, "the parent message is gone: posting a new parent");
                 thread.parent_ts = None;
-                self.with_store(|s| s.save_thread(&thread))?;
+                self.with_store(|s| s.save_parent(&thread))?;
                 return Ok(Outcome::Again);
             }
             Err(f) => return self.give_up(key, batch, &thread, f),
@@ -531,38 +607,38 @@ impl Dispatcher {
         thread.history = history;
         thread.truncate_history();
         thread.latest = Some(latest);
-        thread.parent_stale = !parent_current;
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.with_store(|s| s.commit_delivery(&thread, &ids))?;
-        Ok(Outcome::Done { parent_current })
-    }
-
-    /// Edits the parent to show the thread's current state (after a restart, or when
-    /// a process settles).
-    async fn refresh_parent(&self, thread: &mut ThreadRecord, flapping: bool) -> Result<(), StoreError> {
-        let Some(latest) = thread.latest.clone() else {
-            return Ok(());
-        };
-        let card = self.parent_card(&latest, &thread.history, thread.created, flapping);
-        let current = self.edit_parent(thread, card, &latest).await;
-        thread.parent_stale = !current;
-        self.with_store(|s| s.save_thread(thread))
+        Ok(Outcome::Done)
     }
 
     /// Edits the parent; when Slack refuses the card, edits it as plain text; when the
     /// parent can no longer be edited, posts a new parent (saved in `thread`). Returns
     /// whether the channel now shows `card`'s state.
-    async fn edit_parent(&self, thread: &mut ThreadRecord, card: card::Card, latest: &ProcessState) -> bool {
-        let (Some(ts), Some(channel_id)) = (thread.parent_ts.clone(), thread.channel_id.clone()) else {
+    async fn edit_parent(
+        &self,
+        thread: &mut ThreadRecord,
+        card: card::Card,
+        latest: &ProcessState,
+    ) -> bool {
+        let (Some(ts), Some(channel_id)) = (thread.parent_ts.clone(), thread.channel_id.clone())
+        else {
             return false;
         };
-        let result = self.with_policy(Call::Update, &thread.channel, || self.api.update(&channel_id, &ts, &card)).await;
+        let result = self
+            .with_policy(Call::Update, &thread.channel, || {
+                self.api.update(&channel_id, &ts, &card)
+            })
+            .await;
         let result = match result {
             Err(Failure::BadPayload(code)) => {
                 tracing::warn!(thread = %thread.key, code, "Slack refused the parent card; editing it as plain text");
                 self.stats.lock().unwrap().fallbacks += 1;
                 let plain = card::plain_text(std::slice::from_ref(latest), Variant::Parent);
-                self.with_policy(Call::Update, &thread.channel, || self.api.update(&channel_id, &ts, &plain)).await
+                self.with_policy(Call::Update, &thread.channel, || {
+                    self.api.update(&channel_id, &ts, &plain)
+                })
+                .await
             }
             other => other,
         };
@@ -580,12 +656,15 @@ impl Dispatcher {
                     broadcast: false,
                     identity: None,
                 };
-                match self.post(&out, std::slice::from_ref(latest), Variant::Parent).await {
+                match self
+                    .post(&out, std::slice::from_ref(latest), Variant::Parent)
+                    .await
+                {
                     Ok(posted) => {
                         thread.parent_ts = Some(posted.ts);
                         thread.channel_id = Some(posted.channel_id);
                         thread.created = Utc::now();
-                        let _ = self.with_store(|s| s.save_thread(thread));
+                        let _ = self.with_store(|s| s.save_parent(thread));
                         true
                     }
                     Err(f) => {
@@ -716,7 +795,7 @@ impl Dispatcher {
         self.stats.lock().unwrap().given_up += batch.len() as u64;
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.with_store(|s| s.commit_delivery(thread, &ids))?;
-        Ok(Outcome::Done { parent_current: false })
+        Ok(Outcome::Done)
     }
 }
 

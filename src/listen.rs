@@ -308,7 +308,7 @@ impl Handler {
             return;
         }
         self.last_reopen = Some(Instant::now());
-        match Store::open(&self.store_path) {
+        match Store::open(&self.store_path).and_then(Store::without_autocheckpoint) {
             Ok(s) => {
                 tracing::info!(path = %self.store_path.display(), "state database is writable again");
                 self.store = Some(s);

@@ -170,7 +170,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
         .unwrap_or_else(|| config::default_state_path(&ProcessEnv));
     tracing::info!(state = %state_path.display(), channel, host = %settings.host, "listening for supervisord events");
 
-    let reader_store = match Store::open(&state_path) {
+    let reader_store = match Store::open(&state_path).and_then(Store::without_autocheckpoint) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot open the state database; holding events in memory until it can be written");

@@ -466,14 +466,38 @@ impl Store {
         }))
     }
 
+    /// Records where a thread's parent is (channel id, ts, when posted), leaving its
+    /// history alone.
+    pub fn save_parent(&mut self, thread: &ThreadRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE threads SET channel_id = ?5, parent_ts = ?6, created = ?7
+                 WHERE host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    thread.key.host,
+                    thread.key.group,
+                    thread.key.process,
+                    thread.channel,
+                    thread.channel_id,
+                    thread.parent_ts,
+                    thread.created.to_rfc3339(),
+                ])
+            })
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Saves a thread record (e.g. right after its parent was posted, so a restart
     /// never posts a second parent).
     pub fn save_thread(&mut self, thread: &ThreadRecord) -> Result<(), StoreError> {
         save_thread(&self.conn, thread).map_err(|e| self.err(e))
     }
 
-    /// Saves the thread record and marks `delivered` entries as delivered, in one
-    /// transaction.
+    /// Records what a thread has delivered (history, latest) and marks `delivered`
+    /// entries as delivered, in one transaction. The parent's fields are left as they
+    /// are: the parent keeper may have replaced the parent meanwhile.
     pub fn commit_delivery(
         &mut self,
         thread: &ThreadRecord,
@@ -485,7 +509,7 @@ impl Store {
             source: e,
         })?;
         let result = (|| {
-            save_thread(&tx, thread)?;
+            save_history(&tx, thread)?;
             let mut st = tx.prepare_cached("UPDATE outbox SET delivered_at = ?1 WHERE id = ?2")?;
             for id in delivered {
                 st.execute(params![now, id])?;
@@ -504,6 +528,23 @@ impl Store {
                 "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
                 params![cutoff],
             )
+            .map_err(|e| self.err(e))
+    }
+
+    /// For the connection that answers supervisord: no automatic WAL checkpoints,
+    /// whose fsyncs would land inside a commit (tens of milliseconds every few hundred
+    /// events). [`Store::checkpoint`] on another connection does the work instead.
+    pub fn without_autocheckpoint(self) -> Result<Store, StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
+    /// Folds the WAL into the database without waiting for readers or writers.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(|e| self.err(e))
     }
 
@@ -535,6 +576,29 @@ fn save_thread(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Erro
          ON CONFLICT (host, grp, process, channel) DO UPDATE SET
            channel_id = excluded.channel_id, parent_ts = excluded.parent_ts, created = excluded.created,
            history = excluded.history, latest = excluded.latest, parent_stale = excluded.parent_stale",
+    )?
+    .execute(params![
+        t.key.host,
+        t.key.group,
+        t.key.process,
+        t.channel,
+        t.channel_id,
+        t.parent_ts,
+        t.created.to_rfc3339(),
+        serde_json::to_string(&t.history).expect("states serialize"),
+        t.latest.as_ref().map(|l| serde_json::to_string(l).expect("events serialize")),
+        t.parent_stale,
+    ])?;
+    Ok(())
+}
+
+/// Saves history and latest; inserts the whole record when the thread is new.
+fn save_history(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest, parent_stale)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (host, grp, process, channel) DO UPDATE SET
+           history = excluded.history, latest = excluded.latest",
     )?
     .execute(params![
         t.key.host,
