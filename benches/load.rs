@@ -39,6 +39,10 @@ struct Figures {
     disk_bytes: Option<u64>,
     /// (events answered so far, VmRSS in kB) at tenths of the run.
     rss_trace: Vec<(usize, u64)>,
+    /// Answers that took more than 2 ms.
+    over_2ms: usize,
+    /// `chat.postMessage` calls the stand-in answered OK during the run.
+    posts_ok: Option<usize>,
 }
 
 impl Figures {
@@ -51,12 +55,7 @@ fn read_expect(out: &mut impl Read, expect: &[u8], log: &Path) {
     let mut buf = vec![0u8; expect.len()];
     if let Err(e) = out.read_exact(&mut buf) {
         let tail = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: String = tail
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tail: String = tail.lines().rev().take(20).collect::<Vec<_>>().join("\n");
         panic!("listener output ended ({e}); its stderr, last lines reversed:\n{tail}");
     }
     assert_eq!(
@@ -176,6 +175,7 @@ fn drive(mut subject: Subject, n: usize, processes: usize) -> Figures {
     let _ = child.wait();
     let disk = dir_size(subject.dir.path()) - std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     lat.sort();
+    let over_2ms = lat.len() - lat.partition_point(|d| *d <= Duration::from_millis(2));
     Figures {
         events: n,
         p50: lat[lat.len() / 2],
@@ -186,7 +186,32 @@ fn drive(mut subject: Subject, n: usize, processes: usize) -> Figures {
         cpu,
         disk_bytes: (disk > 0).then_some(disk),
         rss_trace,
+        over_2ms,
+        posts_ok: None,
     }
+}
+
+/// `chat.postMessage` calls answered 200 so far.
+fn posts_ok(slack: &StandIn) -> usize {
+    slack
+        .calls_to("chat.postMessage")
+        .iter()
+        .filter(|c| c.status == 200)
+        .count()
+}
+
+/// [`drive`] against a stand-in, counting the posts it took during the run.
+fn drive_with(slack: &StandIn, subject: Subject, n: usize, processes: usize) -> Figures {
+    let before = posts_ok(slack);
+    let mut f = drive(subject, n, processes);
+    f.posts_ok = Some(posts_ok(slack) - before);
+    f
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -195,31 +220,37 @@ fn ms(d: Duration) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<48} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "{:<48} {:>7} {:>9} {:>9} {:>9} {:>6} {:>9} {:>8} {:>9} {:>9} {:>6}",
         "scenario",
         "events",
         "p50 ms",
         "p99 ms",
         "max ms",
+        ">2 ms",
         "events/s",
         "RSS MB",
         "CPU µs/ev",
-        "disk B/ev"
+        "disk B/ev",
+        "posts"
     );
 }
 
 fn print(name: &str, f: &Figures) {
     println!(
-        "{name:<48} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.0} {:>8.1} {:>9.1} {:>9}",
+        "{name:<48} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>6} {:>9.0} {:>8.1} {:>9.1} {:>9} {:>6}",
         f.events,
         ms(f.p50),
         ms(f.p99),
         ms(f.max),
+        f.over_2ms,
         f.per_sec,
         f.peak_rss_kb as f64 / 1024.0,
         f.cpu_us_per_event(),
         f.disk_bytes
             .map(|b| format!("{:.0}", b as f64 / f.events as f64))
+            .unwrap_or_else(|| "-".into()),
+        f.posts_ok
+            .map(|n| n.to_string())
             .unwrap_or_else(|| "-".into()),
     );
 }
@@ -322,30 +353,46 @@ fn main() {
             .unwrap_or(1)
     );
     println!(
-        "binary under test: {} ({:.1} MB, built by cargo bench with the bench profile, i.e. release settings)",
+        "binary under test: {} ({:.1} MB, {})",
         bin.display(),
-        std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+        std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
+        if full {
+            "as built for cargo bench; see scripts/bench for the cargo build --release size"
+        } else {
+            "smoke run: the test build"
+        }
     );
-    println!("answer time = last payload byte written → `RESULT 2\\nOK` read back\n");
+    println!("answer time = last payload byte written → `RESULT 2\\nOK` read back; load average at start: {}", loadavg());
+    println!("posts = chat.postMessage calls the stand-in answered OK during the run; disk = state directory after the run\n");
     print_header();
 
     let healthy = standin(Fault::None);
-    let ours_healthy = drive(supervisor_slack(&healthy.api_url()), n, processes);
+    let ours_healthy = drive_with(&healthy, supervisor_slack(&healthy.api_url()), n, processes);
     print("supervisor-slack, Slack healthy", &ours_healthy);
 
     let slow = standin(Fault::Slow(Duration::from_secs(1)));
-    let ours_slow = drive(supervisor_slack(&slow.api_url()), n, processes);
+    let ours_slow = drive_with(&slow, supervisor_slack(&slow.api_url()), n, processes);
     print("supervisor-slack, Slack slow (1 s per call)", &ours_slow);
 
     let ours_down = drive(supervisor_slack(&refused_url()), n, processes);
     print("supervisor-slack, Slack down (conn. refused)", &ours_down);
 
     let dropping = standin(Fault::Drop);
-    let ours_drop = drive(supervisor_slack(&dropping.api_url()), n, processes);
+    let ours_drop = drive_with(
+        &dropping,
+        supervisor_slack(&dropping.api_url()),
+        n,
+        processes,
+    );
     print("supervisor-slack, Slack drops connections", &ours_drop);
 
     let big_standin = standin(Fault::None);
-    let big = drive(supervisor_slack(&big_standin.api_url()), n_rss, processes);
+    let big = drive_with(
+        &big_standin,
+        supervisor_slack(&big_standin.api_url()),
+        n_rss,
+        processes,
+    );
     print(
         &format!("supervisor-slack, Slack healthy, {n_rss} events"),
         &big,
@@ -355,14 +402,26 @@ fn main() {
         println!("\nbaseline skipped: no python with supervisor.childutils (run scripts/test-env, or set BASELINE_PYTHON)");
         return;
     };
-    let base_healthy = drive(baseline(&python, &healthy.api_url()), n_base, processes);
-    print("baseline (childutils + urllib), Slack healthy", &base_healthy);
-    let base_slow = drive(baseline(&python, &slow.api_url()), n_base_slow, processes);
+    let base_healthy = drive_with(
+        &healthy,
+        baseline(&python, &healthy.api_url()),
+        n_base,
+        processes,
+    );
+    print(
+        "baseline (childutils + urllib), Slack healthy",
+        &base_healthy,
+    );
+    let base_slow = drive_with(
+        &slow,
+        baseline(&python, &slow.api_url()),
+        n_base_slow,
+        processes,
+    );
     print("baseline (childutils + urllib), Slack slow", &base_slow);
 
-    println!(
-        "\nRSS of supervisor-slack over the {n_rss}-event run (events answered: VmRSS MB):"
-    );
+    println!("load average at end: {}", loadavg());
+    println!("\nRSS of supervisor-slack over the {n_rss}-event run (events answered: VmRSS MB):");
     println!(
         "  {}",
         big.rss_trace
@@ -378,7 +437,7 @@ fn main() {
         ("Slack slow", &ours_slow, &base_slow),
     ] {
         println!(
-            "  {what:<14} p99 {:>8.3} ms vs {:>9.3} ms: {:>7.0}× lower;  {:>7.0} vs {:>5.0} events/s: {:>6.0}× more;  CPU {:.0} vs {:.0} µs/event",
+            "  {what:<14} p99 {:.3} ms vs {:.3} ms (baseline ÷ ours: {:.1}×);  {:.0} vs {:.0} events/s (ours ÷ baseline: {:.1}×);  CPU {:.0} vs {:.0} µs/event",
             ms(ours.p99),
             ms(base.p99),
             base.p99.as_secs_f64() / ours.p99.as_secs_f64(),
