@@ -405,6 +405,8 @@ fn main() {
         println!("\nbaseline skipped: no python with supervisor.childutils (run scripts/test-env, or set BASELINE_PYTHON)");
         return;
     };
+    // Fresh stand-ins: calls of earlier runs still in flight (slow) must not count.
+    let healthy = standin(Fault::None);
     let base_healthy = drive_with(
         &healthy,
         baseline(&python, &healthy.api_url()),
@@ -415,6 +417,7 @@ fn main() {
         "baseline (childutils + urllib), Slack healthy",
         &base_healthy,
     );
+    let slow = standin(Fault::Slow(Duration::from_secs(1)));
     let base_slow = drive_with(
         &slow,
         baseline(&python, &slow.api_url()),
