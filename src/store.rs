@@ -62,10 +62,8 @@ pub struct ThreadRecord {
     pub created: DateTime<Utc>,
     /// States delivered in this thread, oldest first (at most [`HISTORY_MAX`]).
     pub history: Vec<State>,
-    /// The latest event delivered (what the parent should show).
+    /// The latest event delivered.
     pub latest: Option<ProcessState>,
-    /// The parent does not yet show `latest` (an edit is owed).
-    pub parent_stale: bool,
 }
 
 impl ThreadRecord {
@@ -78,7 +76,6 @@ impl ThreadRecord {
             created: Utc::now(),
             history: Vec::new(),
             latest: None,
-            parent_stale: false,
         }
     }
 
@@ -142,7 +139,6 @@ CREATE TABLE IF NOT EXISTS threads (
     created      TEXT NOT NULL,
     history      TEXT NOT NULL,
     latest       TEXT,
-    parent_stale INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (host, grp, process, channel)
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -425,7 +421,7 @@ impl Store {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT channel_id, parent_ts, created, history, latest, parent_stale FROM threads
+                "SELECT channel_id, parent_ts, created, history, latest FROM threads
                  WHERE host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
             )
             .and_then(|mut st| {
@@ -436,13 +432,12 @@ impl Store {
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, Option<String>>(4)?,
-                        r.get::<_, bool>(5)?,
                     ))
                 })
                 .optional()
             })
             .map_err(|e| self.err(e))?;
-        let Some((channel_id, parent_ts, created, history, latest, parent_stale)) = row else {
+        let Some((channel_id, parent_ts, created, history, latest)) = row else {
             return Ok(None);
         };
         let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::Other {
@@ -462,7 +457,6 @@ impl Store {
                 .map(|l| serde_json::from_str(&l))
                 .transpose()
                 .map_err(|e| bad("latest", &e))?,
-            parent_stale,
         }))
     }
 
@@ -571,11 +565,11 @@ impl Store {
 
 fn save_thread(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(
-        "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest, parent_stale)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (host, grp, process, channel) DO UPDATE SET
            channel_id = excluded.channel_id, parent_ts = excluded.parent_ts, created = excluded.created,
-           history = excluded.history, latest = excluded.latest, parent_stale = excluded.parent_stale",
+           history = excluded.history, latest = excluded.latest",
     )?
     .execute(params![
         t.key.host,
@@ -587,7 +581,6 @@ fn save_thread(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Erro
         t.created.to_rfc3339(),
         serde_json::to_string(&t.history).expect("states serialize"),
         t.latest.as_ref().map(|l| serde_json::to_string(l).expect("events serialize")),
-        t.parent_stale,
     ])?;
     Ok(())
 }
@@ -595,8 +588,8 @@ fn save_thread(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Erro
 /// Saves history and latest; inserts the whole record when the thread is new.
 fn save_history(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(
-        "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest, parent_stale)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (host, grp, process, channel) DO UPDATE SET
            history = excluded.history, latest = excluded.latest",
     )?
@@ -610,7 +603,6 @@ fn save_history(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Err
         t.created.to_rfc3339(),
         serde_json::to_string(&t.history).expect("states serialize"),
         t.latest.as_ref().map(|l| serde_json::to_string(l).expect("events serialize")),
-        t.parent_stale,
     ])?;
     Ok(())
 }

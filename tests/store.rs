@@ -135,7 +135,6 @@ fn delivery_marks_entries_and_saves_the_thread_in_one_go() {
     t.channel_id = Some("C1".into());
     t.push_history([State::Starting, State::Running]);
     t.latest = Some(batch[1].event.clone());
-    t.parent_stale = true;
     s.commit_delivery(&t, &[batch[0].id, batch[1].id]).unwrap();
     assert!(s.pending_keys().unwrap().is_empty());
     assert_eq!(s.thread(&key("a"), "#ops").unwrap().unwrap(), t);
