@@ -579,13 +579,18 @@ impl Dispatcher {
             _ => None,
         };
         let mentions = self.settings.routes.mentions_for_all(&events);
-        let reply = self.renderer.reply(&ReplyInput {
+        let mut reply = self.renderer.reply(&ReplyInput {
             events: &events,
             environment: self.settings.environment.as_deref(),
             notes: &notes,
             context: crash.as_ref(),
             mentions: &mentions,
         });
+        if !mentions.is_empty() {
+            // In the top-level text too: that is what notifies (mentions inside a
+            // legacy attachment may not).
+            reply.text = format!("{} {}", reply.text, mentions.join(" "));
+        }
         let out = Outgoing {
             channel: channel.to_string(),
             card: reply,

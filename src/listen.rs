@@ -352,27 +352,24 @@ pub fn serve<R: IoRead, W: Write>(
     loop {
         if !reader.wait_for_input()? {
             tracing::info!("stdin closed: supervisord is gone, exiting");
+            // A last chance for events held while the disk refused writes.
+            handler.retry_held();
             return Ok(());
         }
         life.busy.store(true, Ordering::SeqCst);
-        let answered = match reader.next_event()? {
+        match reader.next_event()? {
             Read::Eof => return Ok(()),
-            Read::Event(raw) => {
-                handler.handle(&raw);
-                true
-            }
+            Read::Event(raw) => handler.handle(&raw),
             Read::Bad(e) if e.needs_answer() => {
                 tracing::error!("bad input from supervisord: {e}; answering OK and reading on");
-                true
             }
             Read::Bad(e) => {
                 tracing::error!("{e}; exiting");
+                handler.retry_held();
                 return Ok(());
             }
-        };
-        if answered {
-            protocol::write_ok(out)?;
         }
+        protocol::write_ok(out)?;
         life.busy.store(false, Ordering::SeqCst);
         if life.stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after answering the event in hand");

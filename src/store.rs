@@ -564,35 +564,34 @@ impl Store {
 }
 
 fn save_thread(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(
-        "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (host, grp, process, channel) DO UPDATE SET
-           channel_id = excluded.channel_id, parent_ts = excluded.parent_ts, created = excluded.created,
-           history = excluded.history, latest = excluded.latest",
-    )?
-    .execute(params![
-        t.key.host,
-        t.key.group,
-        t.key.process,
-        t.channel,
-        t.channel_id,
-        t.parent_ts,
-        t.created.to_rfc3339(),
-        serde_json::to_string(&t.history).expect("states serialize"),
-        t.latest.as_ref().map(|l| serde_json::to_string(l).expect("events serialize")),
-    ])?;
-    Ok(())
+    upsert_thread(
+        conn,
+        t,
+        "channel_id = excluded.channel_id, parent_ts = excluded.parent_ts, created = excluded.created,
+         history = excluded.history, latest = excluded.latest",
+    )
 }
 
 /// Saves history and latest; inserts the whole record when the thread is new.
 fn save_history(conn: &Connection, t: &ThreadRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(
+    upsert_thread(
+        conn,
+        t,
+        "history = excluded.history, latest = excluded.latest",
+    )
+}
+
+/// Inserts a thread record, or updates the columns `on_conflict` names.
+fn upsert_thread(
+    conn: &Connection,
+    t: &ThreadRecord,
+    on_conflict: &str,
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(&format!(
         "INSERT INTO threads (host, grp, process, channel, channel_id, parent_ts, created, history, latest)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (host, grp, process, channel) DO UPDATE SET
-           history = excluded.history, latest = excluded.latest",
-    )?
+         ON CONFLICT (host, grp, process, channel) DO UPDATE SET {on_conflict}"
+    ))?
     .execute(params![
         t.key.host,
         t.key.group,

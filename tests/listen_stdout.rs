@@ -296,3 +296,83 @@ fn missing_token_refuses_to_start_with_a_clear_error() {
     assert!(out.stdout.is_empty(), "nothing on stdout");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Slack token: set SLACK_TOKEN"));
 }
+
+fn spawn_listener(state: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        .arg("listen")
+        .arg("--state")
+        .arg(state.join("state.db"))
+        .env("SLACK_TOKEN", "xoxb-test-token-never-shown")
+        .env("SLACK_CHANNEL", "#ops")
+        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
+        .env_remove("SUPERVISOR_SLACK_STATE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn read_n(child: &mut std::process::Child, n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn sigterm_while_idle_exits_0_at_once() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_listener(state.path());
+    assert_eq!(read_n(&mut child, 6), "READY\n");
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sigterm_with_an_event_in_hand_answers_it_then_exits() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_listener(state.path());
+    assert_eq!(read_n(&mut child, 6), "READY\n");
+    let ev = frame(
+        &[
+            ("ver", "3.0"),
+            ("server", "sv"),
+            ("serial", "1"),
+            ("pool", "slack"),
+            ("poolserial", "1"),
+            ("eventname", "PROCESS_STATE_RUNNING"),
+        ],
+        "processname:a groupname:a from_state:STARTING pid:7",
+    );
+    let (head, tail) = ev.split_at(ev.len() - 10);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(head).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    sigterm(&child);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stdin.write_all(tail).unwrap();
+    stdin.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", out.status);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "RESULT 2\nOK",
+        "the event in hand is answered, nothing after"
+    );
+    let db = rusqlite::Connection::open(state.path().join("state.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "and it is on disk");
+}
