@@ -24,7 +24,7 @@ use supervisor_slack::store::Store;
     name = "supervisor-slack",
     version,
     about = "A supervisord event listener that posts every process-state change to Slack as a colour-coded card, one thread per process.",
-    after_help = "Settings come from a TOML file (--config, else /etc/supervisor-slack.toml) and the environment:\n  SLACK_TOKEN or SLACK_TOKEN_FILE   the bot token (xoxb-...); never a command-line argument\n  SLACK_CHANNEL                     the channel, e.g. #ops or C0123456789\n  SLACK_API_URL                     default https://slack.com/api\n\nExamples:\n  supervisor-slack listen                      # what supervisord runs ([eventlistener:slack])\n  supervisor-slack render --variant reply < events.bin\n  supervisor-slack preview                     # see the cards without Slack: a local stand-in and its page"
+    after_help = "Settings come from a TOML file (--config, else /etc/supervisor-slack.toml) and the environment:\n  SLACK_TOKEN or SLACK_TOKEN_FILE   the bot token (xoxb-...); never a command-line argument\n  SLACK_CHANNEL                     the channel, e.g. #ops or C0123456789\n  SLACK_API_URL                     default https://slack.com/api\n  SUPERVISOR_SLACK_CONFIG           the settings file, instead of --config\n  SUPERVISOR_SLACK_HOST, SUPERVISOR_SLACK_ENVIRONMENT   the label on every card\n\nExamples:\n  supervisor-slack listen                      # what supervisord runs ([eventlistener:slack])\n  supervisor-slack init                        # a ready [eventlistener:slack] block and settings file\n  supervisor-slack check --post-test           # test the settings and the token, post one card\n  supervisor-slack render --variant reply < events.bin\n  supervisor-slack preview                     # see the cards without Slack: a local stand-in and its page"
 )]
 struct Cli {
     /// Settings file (TOML).
@@ -38,7 +38,7 @@ struct Cli {
 enum Command {
     /// Serve supervisord's event-listener protocol on stdin/stdout (run by supervisord).
     #[command(
-        after_help = "Example supervisord block:\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE\n  buffer_size=1024\n  priority=-1\n  autorestart=true\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\""
+        after_help = "Example supervisord block (`supervisor-slack init` prints one for this machine):\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE\n  buffer_size=1024\n  priority=-100\n  autorestart=true\n  stopwaitsecs=10\n  stdout_logfile=NONE\n  stderr_logfile=/var/log/supervisor/supervisor-slack.log\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\""
     )]
     Listen {
         /// The state database (outbox and thread map). Default: $STATE_DIRECTORY/state.db,

@@ -276,17 +276,47 @@ fn coalesced_reply_lists_every_transition_in_order() {
 }
 
 #[test]
-fn many_coalesced_transitions_are_capped_visibly() {
+fn too_many_transitions_to_list_become_a_run_length_sequence_that_drops_none() {
     let events: Vec<ProcessState> = (0..500)
         .map(|i| event("h", "g", "p", State::Starting, State::Backoff, i))
         .collect();
     let card = reply_card(&events, None, &[], &[]);
     let msg = card.to_message_json();
     let text = all_mrkdwn(&msg);
-    let shown = text.matches("STARTING → BACKOFF · tries").count();
-    assert!(shown >= 10, "{shown}");
+    assert!(text.contains("STARTING → BACKOFF ×500"), "{text}");
+    assert!(text.contains("*500 changes, oldest first*"), "{text}");
+    assert!(!text.contains("… and"), "nothing is left out: {text}");
+    check_limits(&msg).unwrap();
+}
+
+#[test]
+fn a_crash_loop_digest_reads_as_one_repeated_pair() {
+    // STOPPED → STARTING, then 60 × (BACKOFF, STARTING), then FATAL: 122 transitions.
+    let mut events = vec![event("h", "g", "p", State::Stopped, State::Starting, 0)];
+    for i in 0..60 {
+        events.push(event(
+            "h",
+            "g",
+            "p",
+            State::Starting,
+            State::Backoff,
+            2 * i + 1,
+        ));
+        events.push(event(
+            "h",
+            "g",
+            "p",
+            State::Backoff,
+            State::Starting,
+            2 * i + 2,
+        ));
+    }
+    events.push(event("h", "g", "p", State::Starting, State::Fatal, 121));
+    let card = reply_card(&events, None, &[], &[]);
+    let msg = card.to_message_json();
+    let text = all_mrkdwn(&msg);
     assert!(
-        text.contains(&format!("… and {} more", 500 - shown)),
+        text.contains("STOPPED → (STARTING → BACKOFF) ×60 → STARTING → FATAL"),
         "{text}"
     );
     check_limits(&msg).unwrap();
