@@ -146,6 +146,41 @@ fn assert_card_ok(card: &Card, mentions: &[String]) -> Result<(), TestCaseError>
     Ok(())
 }
 
+/// The number of states in a run-length sequence such as
+/// `STOPPED → (STARTING → BACKOFF) ×3 → FATAL` that follows "changes, oldest first*\n".
+fn sequence_len(blocks_json: &str) -> Option<usize> {
+    let start = blocks_json.find("changes, oldest first*\\n")? + "changes, oldest first*\\n".len();
+    let rest = &blocks_json[start..];
+    let seq = &rest[..rest.find('"')?];
+    if seq.contains("<!date^") {
+        return None;
+    }
+    let mut total = 0;
+    let mut s = seq;
+    while !s.is_empty() {
+        let (states, after) = if let Some(inner) = s.strip_prefix('(') {
+            let close = inner.find(')')?;
+            (inner[..close].split(" → ").count(), &inner[close + 1..])
+        } else {
+            let end = s.find(|c: char| !c.is_ascii_uppercase()).unwrap_or(s.len());
+            (1, &s[end..])
+        };
+        let (count, after) = match after.strip_prefix(" ×") {
+            Some(n) => {
+                let end = n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len());
+                (n[..end].parse::<usize>().ok()?, &n[end..])
+            }
+            None => (1, after),
+        };
+        total += states * count;
+        s = after.strip_prefix(" → ").unwrap_or(after);
+        if s == after && !s.is_empty() {
+            return None;
+        }
+    }
+    Some(total)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
@@ -182,12 +217,16 @@ proptest! {
             mentions: &mentions,
         });
         assert_card_ok(&card, &mentions)?;
-        // Every transition is either listed or counted in "… and N more".
+        // Every transition is listed, or given as a run-length sequence that expands
+        // to all of them, or (when even that does not fit) counted in "… and N more".
         if events.len() > 1 {
             let text = card.blocks.to_string();
             let listed = text.matches("• <!date^").count();
-            prop_assert!(listed == events.len() || text.contains(&format!("… and {} more", events.len() - listed)),
-                "{} of {} listed", listed, events.len());
+            let sequence = sequence_len(&text);
+            prop_assert!(listed == events.len()
+                    || sequence == Some(events.len() + 1)
+                    || text.contains(&format!("… and {} more", events.len() - listed)),
+                "{} of {} listed, sequence {:?}", listed, events.len(), sequence);
         }
     }
 
