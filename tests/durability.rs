@@ -53,6 +53,8 @@ fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> Listener {
              setup_retry = \"300ms\"\n\
              retry_max = \"1s\"\n\
              call_timeout = \"2s\"\n\
+             digest_interval = \"2s\"\n\
+             settle_after = \"5s\"\n\
              {extra}"
         ),
     )
@@ -243,7 +245,11 @@ fn check_threads(threads: &[Thread], rows: &[Row], posts: &Posts, kills: &[Durat
         let mut order = Vec::new();
         for reply in &t.replies {
             let s = serials(reply);
-            assert!(!s.is_empty(), "a reply without serials in {p}'s thread");
+            if s.is_empty() {
+                // The one reply that reports no event: a flapping process settled.
+                assert!(reply.visible_text().contains("Settled"), "a reply without serials in {p}'s thread");
+                continue;
+            }
             if s.iter().all(|n| first.contains_key(n)) {
                 duplicates += 1;
                 let original = &first[&s[0]];
