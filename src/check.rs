@@ -210,12 +210,22 @@ fn check_templates(settings: &Settings, r: &mut Report) {
         r.push(Finding::ok("templates: built-in"));
         return;
     };
-    match crate::card::Renderer::from_dir(dir) {
-        Ok(_) => r.push(Finding::ok(format!("templates in {} load", dir.display()))),
-        Err(e) => r.push(Finding::problem(
-            format!("templates in {}: {e}", dir.display()),
-            "correct the template named above, or remove templates_dir to use the built-in cards",
-        )),
+    // Renders sample events — hostile names, every state, crash context — through
+    // the user's templates: syntax errors, runtime errors and invalid Block Kit all
+    // come back with the template's name and line.
+    match crate::card::check_templates(dir) {
+        Ok(()) => r.push(Finding::ok(format!(
+            "templates in {} render valid cards",
+            dir.display()
+        ))),
+        Err(problems) => {
+            for p in problems {
+                r.push(Finding::problem(
+                    format!("templates in {}: {p}", dir.display()),
+                    "correct the template as named above, or remove templates_dir to use the built-in cards (at run time a failing template falls back to them for that event)",
+                ));
+            }
+        }
     }
 }
 

@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{mpsc::UnboundedReceiver, Notify};
+use tokio::sync::Notify;
 
 use crate::card::{self, ParentInput, Renderer, ReplyInput, Variant};
 use crate::config::Settings;
 use crate::context::ContextSource;
 use crate::event::{ProcessState, State, ThreadKey};
-use crate::listen::Wake;
+use crate::listen::{Wake, Wakeup};
 use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};
 use crate::store::{OutboxEntry, Store, StoreError, ThreadRecord};
 
@@ -229,9 +229,9 @@ impl Dispatcher {
         f(&mut self.store.lock().unwrap())
     }
 
-    /// Runs until the wake channel closes: one worker per thread key, started for
+    /// Runs for the life of the process: one worker per thread key, started for
     /// what the outbox already holds (after a restart) and for every nudge.
-    pub async fn run(self: Arc<Self>, mut wakes: UnboundedReceiver<Wake>) {
+    pub async fn run(self: Arc<Self>, wakes: Arc<Wakeup>) {
         let mut workers: HashMap<Wake, Arc<Shared>> = HashMap::new();
         let start = self.with_store(|s| s.pending_keys()).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the outbox");
@@ -247,20 +247,13 @@ impl Dispatcher {
             self.clone().nudge(&mut workers, w);
         }
         let mut prune = tokio::time::interval(Duration::from_secs(600));
-        let mut checkpoint = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = checkpoint.tick() => {
-                    // The stdin reader never checkpoints (its commits must stay short);
-                    // its WAL is folded into the database here, off the answer path.
-                    if let Err(e) = self.with_store(|s| s.checkpoint()) {
-                        tracing::warn!(error = %e, "cannot checkpoint the state database");
+                keys = wakes.take() => {
+                    for w in keys {
+                        self.clone().nudge(&mut workers, w);
                     }
                 }
-                w = wakes.recv() => match w {
-                    Some(w) => self.clone().nudge(&mut workers, w),
-                    None => return,
-                },
                 _ = prune.tick() => {
                     if let Err(e) = self.with_store(|s| s.prune(KEEP_DELIVERED)) {
                         tracing::warn!(error = %e, "cannot prune delivered entries");
@@ -368,6 +361,10 @@ impl Dispatcher {
             .front()
             .is_some_and(|t| now.duration_since(*t) > self.settings.flap_window)
         {
+            flap.times.pop_front();
+        }
+        // Only "more than the threshold" matters: keep no more than that many.
+        while flap.times.len() > self.settings.flap_threshold as usize + 1 {
             flap.times.pop_front();
         }
         if !flap.flapping && flap.times.len() > self.settings.flap_threshold as usize {

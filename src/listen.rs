@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::event::{self, Event, ProcessState, ThreadKey};
 use crate::protocol::{self, EventReader, RawEvent, Read};
@@ -20,6 +19,37 @@ use crate::store::{Appended, Store, StoreError};
 
 /// A nudge to the dispatcher: this thread has new outbox entries.
 pub type Wake = (ThreadKey, String);
+
+/// Wake-ups from the stdin reader to the dispatcher: the set of threads with new
+/// entries since the dispatcher last looked. A set, not a queue: however far the
+/// delivery side falls behind, memory is bounded by the number of processes, not by
+/// the number of events.
+#[derive(Default)]
+pub struct Wakeup {
+    keys: std::sync::Mutex<HashSet<Wake>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Wakeup {
+    /// Never blocks (called by the stdin reader).
+    pub fn wake(&self, w: Wake) {
+        let fresh = self.keys.lock().unwrap().insert(w);
+        if fresh {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits for wake-ups and takes them all.
+    pub async fn take(&self) -> Vec<Wake> {
+        loop {
+            let keys: Vec<Wake> = self.keys.lock().unwrap().drain().collect();
+            if !keys.is_empty() {
+                return keys;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
 
 /// Which supervisord instance is talking to us: its `server` name and its pid (our
 /// parent). Serials restart at 0 with a new supervisord, never within one (a reload
@@ -118,6 +148,9 @@ struct Held {
     dropped_before: u64,
 }
 
+/// Commits between two WAL checkpoints (about 4 pages each: a WAL of ~3 MB at most).
+pub const CHECKPOINT_EVERY: u32 = 200;
+
 /// Events held in memory while the disk refuses writes. Beyond this the oldest are
 /// dropped (loudly): memory must stay bounded too.
 pub const HELD_MAX: usize = 100_000;
@@ -128,7 +161,7 @@ pub struct Handler {
     pub store: Option<Store>,
     pub store_path: std::path::PathBuf,
     pub router: Box<dyn Router>,
-    pub wake: Option<UnboundedSender<Wake>>,
+    pub wake: Option<Arc<Wakeup>>,
     recent: RecentSerials,
     gaps: GapTracker,
     held: VecDeque<Held>,
@@ -139,6 +172,7 @@ pub struct Handler {
     /// then because the dispatcher removes entries through its own connection.
     pending: Option<u64>,
     appended_since_count: u32,
+    appended_since_checkpoint: u32,
     full_reported: bool,
 }
 
@@ -148,7 +182,7 @@ impl Handler {
         store: Option<Store>,
         store_path: std::path::PathBuf,
         router: Box<dyn Router>,
-        wake: Option<UnboundedSender<Wake>>,
+        wake: Option<Arc<Wakeup>>,
     ) -> Self {
         Self {
             host,
@@ -163,6 +197,7 @@ impl Handler {
             outbox_cap: 100_000,
             pending: None,
             appended_since_count: 0,
+            appended_since_checkpoint: 0,
             full_reported: false,
         }
     }
@@ -263,11 +298,12 @@ impl Handler {
             match result {
                 Ok(Appended::Inserted(_)) | Ok(Appended::Coalesced(_)) => {
                     self.appended_since_count += 1;
+                    self.appended_since_checkpoint += 1;
                     if let Some(n) = self.pending.as_mut() {
                         *n += 1;
                     }
                     if let Some(w) = &self.wake {
-                        let _ = w.send((h.event.thread_key(), h.channel.clone()));
+                        w.wake((h.event.thread_key(), h.channel.clone()));
                     }
                     self.held.pop_front();
                 }
@@ -325,6 +361,23 @@ impl Handler {
         }
     }
 
+    /// Called after an answer, before asking for the next event: every
+    /// [`CHECKPOINT_EVERY`] commits, folds the WAL into the database. Done here, the
+    /// checkpoint's fsyncs never delay an answer, and since this connection is the
+    /// writer the checkpoint completes and the WAL stays small (a checkpoint from
+    /// another connection never catches up with a steady writer).
+    pub fn after_answer(&mut self) {
+        if self.appended_since_checkpoint < CHECKPOINT_EVERY {
+            return;
+        }
+        self.appended_since_checkpoint = 0;
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.checkpoint() {
+                tracing::warn!(error = %e, "cannot checkpoint the state database");
+            }
+        }
+    }
+
     pub fn held_count(&self) -> usize {
         self.held.len()
     }
@@ -370,6 +423,7 @@ pub fn serve<R: IoRead, W: Write>(
             }
         }
         protocol::write_ok(out)?;
+        handler.after_answer();
         life.busy.store(false, Ordering::SeqCst);
         if life.stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after answering the event in hand");

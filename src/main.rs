@@ -183,7 +183,8 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
         .thread_name("delivery")
         .build()
         .context("starting the async runtime")?;
-    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+    let wakeup = Arc::new(listen::Wakeup::default());
+    let wake_rx = wakeup.clone();
     let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
     let host = settings.host.clone();
     let outbox_cap = settings.outbox_cap;
@@ -213,7 +214,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
         reader_store,
         state_path,
         Box::new(router),
-        Some(wake_tx),
+        Some(wakeup),
     );
     handler.outbox_cap = outbox_cap;
     let stdin = std::io::stdin();

@@ -527,7 +527,7 @@ impl Store {
 
     /// For the connection that answers supervisord: no automatic WAL checkpoints,
     /// whose fsyncs would land inside a commit (tens of milliseconds every few hundred
-    /// events). [`Store::checkpoint`] on another connection does the work instead.
+    /// events). The listener calls [`Store::checkpoint`] itself, after answering.
     pub fn without_autocheckpoint(self) -> Result<Store, StoreError> {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)

@@ -221,3 +221,37 @@ async fn a_working_token_names_the_workspace_and_bot_and_post_test_posts_to_each
         .collect();
     assert_eq!(channels, vec!["#ops", "#nobot"]);
 }
+
+#[tokio::test]
+async fn a_template_that_makes_invalid_block_kit_is_a_problem_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    // Valid JSON, valid template syntax — but a header block must be plain_text.
+    std::fs::write(
+        templates.join("reply.json.j2"),
+        "[{\"type\": \"header\", \"text\": {\"type\": \"mrkdwn\", \"text\": {{ text }}}}]\n",
+    )
+    .unwrap();
+    let state = dir.path().join("s.db");
+    let env = [
+        ("SLACK_CHANNEL", "#ops"),
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+    ];
+    let s = settings(
+        &format!("templates_dir = {:?}\n", templates.to_str().unwrap()),
+        &env,
+    );
+    let report = check::run(&s, &Options::default()).await;
+    let shown = report.to_string();
+    let template_problems: Vec<_> = report
+        .problems()
+        .filter(|p| p.what.contains("templates in"))
+        .collect();
+    assert!(!template_problems.is_empty(), "{shown}");
+    assert!(
+        template_problems.iter().any(|p| p.what.contains("reply")),
+        "{shown}"
+    );
+    assert!(shown.contains("remove templates_dir"), "{shown}");
+}

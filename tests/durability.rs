@@ -247,7 +247,10 @@ fn check_threads(threads: &[Thread], rows: &[Row], posts: &Posts, kills: &[Durat
             let s = serials(reply);
             if s.is_empty() {
                 // The one reply that reports no event: a flapping process settled.
-                assert!(reply.visible_text().contains("Settled"), "a reply without serials in {p}'s thread");
+                assert!(
+                    reply.visible_text().contains("Settled"),
+                    "a reply without serials in {p}'s thread"
+                );
                 continue;
             }
             if s.iter().all(|n| first.contains_key(n)) {
