@@ -127,7 +127,9 @@ fn the_demo_shows_its_programs_restarts_cleanly_and_stops_everything() {
             && body.contains("worker FATAL on demo-host")
             && body.contains("migrate EXITED on demo-host")
             && body.contains("reports EXITED on demo-host")
-            && body.contains("cannot connect to postgres at 10.0.0.5:5432");
+            && body.contains("cannot connect to postgres at 10.0.0.5:5432")
+            // Parents go final before their replies: wait for the crash reply too.
+            && body.contains("KeyError");
         if all {
             break body;
         }
