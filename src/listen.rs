@@ -202,14 +202,9 @@ impl Handler {
         }
     }
 
-    /// Whether the outbox holds `outbox_cap` waiting entries or more.
+    /// Whether the outbox holds `outbox_cap` waiting entries or more, by the count
+    /// kept up to date in [`Handler::after_answer`] (never counted before an answer).
     fn outbox_full(&mut self) -> bool {
-        if self.pending.is_none() || self.appended_since_count >= 1000 {
-            if let Some(store) = &self.store {
-                self.pending = store.pending_count().ok();
-                self.appended_since_count = 0;
-            }
-        }
         let full = self.pending.is_some_and(|n| n >= self.outbox_cap);
         if full != self.full_reported {
             self.full_reported = full;
@@ -366,12 +361,18 @@ impl Handler {
     /// checkpoint's fsyncs never delay an answer, and since this connection is the
     /// writer the checkpoint completes and the WAL stays small (a checkpoint from
     /// another connection never catches up with a steady writer).
+    /// It also recounts the waiting entries now and then (the dispatcher removes
+    /// them through its own connection), for the outbox cap.
     pub fn after_answer(&mut self) {
-        if self.appended_since_checkpoint < CHECKPOINT_EVERY {
+        let Some(store) = self.store.as_mut() else {
             return;
+        };
+        if self.pending.is_none() || self.appended_since_count >= 1000 {
+            self.pending = store.pending_count().ok();
+            self.appended_since_count = 0;
         }
-        self.appended_since_checkpoint = 0;
-        if let Some(store) = self.store.as_mut() {
+        if self.appended_since_checkpoint >= CHECKPOINT_EVERY {
+            self.appended_since_checkpoint = 0;
             if let Err(e) = store.checkpoint() {
                 tracing::warn!(error = %e, "cannot checkpoint the state database");
             }

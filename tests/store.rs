@@ -272,3 +272,38 @@ fn events_are_held_in_memory_while_the_disk_refuses_and_written_when_it_recovers
         "in order"
     );
 }
+
+#[test]
+fn a_full_outbox_folds_the_listeners_new_events_and_the_card_can_count_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    let mut h = Handler::new(
+        "web-1".into(),
+        Some(store),
+        path.clone(),
+        Box::new(OneChannel("#ops".into())),
+        None,
+    );
+    h.outbox_cap = 2;
+    for (serial, to, from) in [
+        (1, "STARTING", "STOPPED"),
+        (2, "BACKOFF", "STARTING"),
+        (3, "STARTING", "BACKOFF"),
+        (4, "FATAL", "STARTING"),
+    ] {
+        h.handle(&raw(serial, "a", to, from));
+        h.after_answer();
+    }
+    let rows = Store::open(&path)
+        .unwrap()
+        .pending(&key("a"), "#ops", 10)
+        .unwrap();
+    assert_eq!(rows.len(), 2, "the cap holds");
+    assert_eq!(rows[0].event.serial, 1);
+    assert_eq!(
+        (rows[1].event.to, rows[1].coalesced),
+        (State::Fatal, 2),
+        "ends in the real state, counts what it folded"
+    );
+}

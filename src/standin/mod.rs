@@ -1036,21 +1036,33 @@ fn with_thread_summary(mut v: Value, parent: &Message, channel: &ChannelState) -
     v
 }
 
+/// The id of the call's channel, once the channel exists and the method's rate limit
+/// for it allows the call; otherwise the answer to send.
+fn channel_within_limits(
+    inner: &mut StateInner,
+    opts: &StandInOptions,
+    params: &Map<String, Value>,
+    method: &str,
+) -> Result<String, Answer> {
+    let channel_arg =
+        str_param(params, "channel").ok_or_else(|| Answer::error("channel_not_found"))?;
+    let channel = inner
+        .channel_mut(channel_arg, opts.channels.as_deref())
+        .ok_or_else(|| Answer::error("channel_not_found"))?;
+    let channel_id = channel.id.clone();
+    rate_limit(inner, opts, method, &channel_id)?;
+    Ok(channel_id)
+}
+
 fn post_message(
     inner: &mut StateInner,
     opts: &StandInOptions,
     params: &Map<String, Value>,
 ) -> Answer {
-    let Some(channel_arg) = str_param(params, "channel") else {
-        return Answer::error("channel_not_found");
+    let channel_id = match channel_within_limits(inner, opts, params, "chat.postMessage") {
+        Ok(id) => id,
+        Err(answer) => return answer,
     };
-    let Some(channel) = inner.channel_mut(channel_arg, opts.channels.as_deref()) else {
-        return Answer::error("channel_not_found");
-    };
-    let channel_id = channel.id.clone();
-    if let Err(answer) = rate_limit(inner, opts, "chat.postMessage", &channel_id) {
-        return answer;
-    }
     let body = Value::Object(params.clone());
     if let Err(refusal) = validate::check_message(&body, opts.blocks_text_limit) {
         return Answer::refusal(refusal.code, &refusal.reason);
@@ -1097,16 +1109,10 @@ fn update_message(
     opts: &StandInOptions,
     params: &Map<String, Value>,
 ) -> Answer {
-    let Some(channel_arg) = str_param(params, "channel") else {
-        return Answer::error("channel_not_found");
+    let channel_id = match channel_within_limits(inner, opts, params, "chat.update") {
+        Ok(id) => id,
+        Err(answer) => return answer,
     };
-    let Some(channel) = inner.channel_mut(channel_arg, opts.channels.as_deref()) else {
-        return Answer::error("channel_not_found");
-    };
-    let channel_id = channel.id.clone();
-    if let Err(answer) = rate_limit(inner, opts, "chat.update", &channel_id) {
-        return answer;
-    }
     let Some(ts) = str_param(params, "ts").map(str::to_owned) else {
         return Answer::error("message_not_found");
     };
