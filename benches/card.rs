@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use supervisor_slack::card::{samples, CrashContext, Renderer};
-use supervisor_slack::event::State;
+use supervisor_slack::supervisord::event::State;
 
 /// About 2,000 characters of a Python traceback, as a stderr tail.
 fn log_tail() -> String {

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use supervisor_slack::protocol::frame;
+use supervisor_slack::supervisord::protocol::frame;
 use supervisor_slack::standin::{StandIn, StandInOptions};
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {

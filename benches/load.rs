@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use supervisor_slack::protocol::frame;
+use supervisor_slack::supervisord::protocol::frame;
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
 struct Figures {

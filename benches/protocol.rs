@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use supervisor_slack::protocol::{frame, EventReader, Read};
+use supervisor_slack::supervisord::protocol::{frame, EventReader, Read};
 
 const CAPTURE: &[u8] = include_bytes!("../tests/fixtures/supervisord-4.2.5-events.bin");
 

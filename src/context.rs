@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::card::CrashContext;
 use crate::config::Secret;
-use crate::event::{ProcessState, State};
+use crate::supervisord::event::{ProcessState, State};
 
 /// The largest XML-RPC answer read into memory. Log windows are a few KiB; anything
 /// near this is not an answer to what was asked.

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Notify;
 
+use crate::bucket::Bucket;
 use crate::card::{self, ParentInput, Renderer, ReplyInput, Variant};
 use crate::config::Settings;
 use crate::context::ContextSource;
-use crate::event::{ProcessState, State, ThreadKey};
+use crate::supervisord::event::{ProcessState, State, ThreadKey};
 use crate::listen::{Wake, Wakeup};
 use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};
 use crate::store::{OutboxEntry, Store, StoreError, ThreadRecord};
@@ -31,39 +32,6 @@ const DIGEST_MAX: usize = 500;
 
 /// Delivered entries are kept this long so that a resend is still recognised.
 const KEEP_DELIVERED: chrono::Duration = chrono::Duration::hours(24);
-
-/// A token bucket: `cap` calls at once, one more every `1/rate` seconds.
-struct Bucket {
-    tokens: f64,
-    cap: f64,
-    rate: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(cap: u32, per: Duration) -> Self {
-        Bucket {
-            tokens: cap as f64,
-            cap: cap as f64,
-            rate: 1.0 / per.as_secs_f64(),
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes a token, or says how long to wait for one.
-    fn take(&mut self) -> Result<(), Duration> {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.cap);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
-}
 
 /// What kind of call, for pacing.
 enum Call<'a> {
@@ -94,9 +62,9 @@ impl Limits {
                     .lock()
                     .unwrap()
                     .entry(channel.to_string())
-                    .or_insert_with(|| Bucket::new(self.post_burst, self.post_interval))
-                    .take(),
-                Call::Update => self.updates.lock().unwrap().take(),
+                    .or_insert_with(|| Bucket::full(self.post_burst, self.post_interval, Instant::now()))
+                    .take(Instant::now()),
+                Call::Update => self.updates.lock().unwrap().take(Instant::now()),
             };
             match wait {
                 Ok(()) => {
@@ -208,9 +176,10 @@ impl Dispatcher {
                 posts: Mutex::new(HashMap::new()),
                 // Half a minute's edits may go at once: the reserve that lets every
                 // parent show its final state right after a storm.
-                updates: Mutex::new(Bucket::new(
+                updates: Mutex::new(Bucket::full(
                     (settings.updates_per_minute / 2).max(1),
                     per_update,
+                    Instant::now(),
                 )),
                 post_burst: settings.post_burst,
                 post_interval: settings.post_interval,

@@ -16,9 +16,9 @@
 //! take as long as Slack needs.
 //!
 //! ## The rooms
-//! - [`protocol`]: the supervisord wire format — read header + payload (`len` in code
+//! - [`supervisord::protocol`]: the supervisord wire format — read header + payload (`len` in code
 //!   points), write `READY` / `RESULT 2\nOK`. Knows nothing of Slack or storage.
-//! - [`event`]: typed events and states parsed from payload tokens; the *thread key*
+//! - [`supervisord::event`]: typed events and states parsed from payload tokens; the *thread key*
 //!   (host, group, process).
 //! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits.
 //!   Pure functions over values.
@@ -36,20 +36,20 @@
 //! - [`standin`]: a local server speaking Slack's Web API, for tests and `preview`.
 //! - [`preview`]: the `preview` command — the stand-in on its own, with Slack's pacing.
 //!
-//! stdout belongs to supervisord: only [`protocol`]'s writer touches it while
+//! stdout belongs to supervisord: only [`supervisord::protocol`]'s writer touches it while
 //! listening. Logs go to stderr through `tracing`.
 
+pub mod bucket;
 pub mod card;
 pub mod check;
 pub mod config;
 pub mod context;
 pub mod dispatch;
-pub mod event;
 pub mod init;
 pub mod listen;
 pub mod preview;
-pub mod protocol;
 pub mod routing;
 pub mod slack;
 pub mod standin;
 pub mod store;
+pub mod supervisord;

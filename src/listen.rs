@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::event::{self, Event, ProcessState, ThreadKey};
-use crate::protocol::{self, EventReader, RawEvent, Read};
+use crate::supervisord::event::{self, Event, ProcessState, ThreadKey};
+use crate::supervisord::protocol::{self, EventReader, RawEvent, Read};
 use crate::store::{Appended, Store, StoreError};
 
 /// A nudge to the dispatcher: this thread has new outbox entries.

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{ConfigError, SettingsFile};
-use crate::event::{ProcessState, State, ThreadKey};
+use crate::supervisord::event::{ProcessState, State, ThreadKey};
 use crate::listen::Router;
 
 /// One `[[route]]` table as written in the settings file.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::event::{ProcessState, State, ThreadKey};
+use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 /// Bumped whenever the schema changes; `open` migrates older files forward.
 pub const SCHEMA_VERSION: i64 = 1;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use drive::{Listener, FAST};
 use supervisor_slack::card::color;
-use supervisor_slack::event::State;
+use supervisor_slack::supervisord::event::State;
 use supervisor_slack::standin::{StandIn, StandInOptions, Thread};
 
 /// The injected name: if the page ever let it become a tag, the title would change.

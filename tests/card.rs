@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 use supervisor_slack::card::samples::{self, event, fixed_time, HOSTILE};
 use supervisor_slack::card::*;
-use supervisor_slack::event::{ProcessState, State};
+use supervisor_slack::supervisord::event::{ProcessState, State};
 
 fn parent_json(ev: &ProcessState, history: &[State], env: Option<&str>) -> Value {
     Renderer::builtin()

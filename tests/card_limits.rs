@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use supervisor_slack::card::limits::CARD_BUDGET;
 use supervisor_slack::card::*;
-use supervisor_slack::event::{ProcessState, State};
+use supervisor_slack::supervisord::event::{ProcessState, State};
 
 fn state() -> impl Strategy<Value = State> {
     proptest::sample::select(State::ALL.to_vec())

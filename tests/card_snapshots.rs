@@ -4,7 +4,7 @@
 use insta::assert_json_snapshot;
 use supervisor_slack::card::samples::{self, event, from_state};
 use supervisor_slack::card::*;
-use supervisor_slack::event::State;
+use supervisor_slack::supervisord::event::State;
 
 #[test]
 fn parent_card_for_every_state() {

@@ -4,7 +4,7 @@ use std::fs;
 
 use supervisor_slack::card::samples::{self, event};
 use supervisor_slack::card::*;
-use supervisor_slack::event::State;
+use supervisor_slack::supervisord::event::State;
 
 fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

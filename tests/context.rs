@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use supervisor_slack::card::CrashContext;
 use supervisor_slack::config::Secret;
 use supervisor_slack::context::{ContextOptions, ContextSource};
-use supervisor_slack::event::{ProcessState, State};
+use supervisor_slack::supervisord::event::{ProcessState, State};
 use support::*;
 
 /// The event supervisord would have sent for `name`'s transition to `to`.

@@ -135,7 +135,7 @@ async fn three_processes_and_twenty_events_make_three_threads_in_order_with_curr
     assert_eq!(
         threads["bravo"].parent.color().as_deref(),
         Some(supervisor_slack::card::color(
-            supervisor_slack::event::State::Fatal,
+            supervisor_slack::supervisord::event::State::Fatal,
             None
         ))
     );

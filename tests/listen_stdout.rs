@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use supervisor_slack::protocol::frame;
+use supervisor_slack::supervisord::protocol::frame;
 
 const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
 const OK: &str = "RESULT 2\nOKREADY\n";

@@ -1,8 +1,8 @@
 //! The protocol reader against a real supervisord capture, random payloads and bad input.
 
 use proptest::prelude::*;
-use supervisor_slack::event::{self, Event, State};
-use supervisor_slack::protocol::{frame, EventReader, ProtocolError, Read};
+use supervisor_slack::supervisord::event::{self, Event, State};
+use supervisor_slack::supervisord::protocol::{frame, EventReader, ProtocolError, Read};
 
 const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
 const CAPTURE_TXT: &str = include_str!("fixtures/supervisord-4.2.5-events.txt");

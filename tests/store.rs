@@ -3,9 +3,9 @@
 //! writes for a while.
 
 use chrono::{TimeZone, Utc};
-use supervisor_slack::event::{ProcessState, State, ThreadKey};
+use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
 use supervisor_slack::listen::{Handler, OneChannel};
-use supervisor_slack::protocol::{frame, EventReader, Read};
+use supervisor_slack::supervisord::protocol::{frame, EventReader, Read};
 use supervisor_slack::store::{Appended, Store, ThreadRecord};
 
 fn ev(process: &str, serial: u64, from: State, to: State) -> ProcessState {
@@ -223,7 +223,7 @@ fn a_database_from_a_newer_release_is_refused_not_clobbered() {
     assert!(err.contains("newer supervisor-slack (schema 99"), "{err}");
 }
 
-fn raw(serial: u64, process: &str, to: &str, from: &str) -> supervisor_slack::protocol::RawEvent {
+fn raw(serial: u64, process: &str, to: &str, from: &str) -> supervisor_slack::supervisord::protocol::RawEvent {
     let bytes = frame(
         &[
             ("ver", "3.0"),

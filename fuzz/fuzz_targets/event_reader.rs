@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use supervisor_slack::protocol::{EventReader, Read};
+use supervisor_slack::supervisord::protocol::{EventReader, Read};
 
 fuzz_target!(|data: &[u8]| {
     let mut reader = EventReader::new(data);

@@ -24,7 +24,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::event::{ProcessState, State};
+use crate::supervisord::event::{ProcessState, State};
 
 pub use limits::check_limits;
 pub use model::{compact_history, format_duration, trail};

@@ -10,7 +10,7 @@ use super::text::{
     cost, fit_escaped, fit_escaped_tail, fit_plain, sanitize_line, sanitize_log, ELLIPSIS,
 };
 use super::{color, emoji, CrashContext, ParentInput, ReplyInput};
-use crate::event::{ProcessState, State};
+use crate::supervisord::event::{ProcessState, State};
 
 // Budgets, in cost units (see `text`). Together they keep the built-in cards under
 // CARD_BUDGET whatever the input; the proptest in tests/card_limits.rs holds them to it.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::{CrashContext, ParentInput, ReplyInput};
-use crate::event::{ProcessState, State};
+use crate::supervisord::event::{ProcessState, State};
 
 /// Untrusted strings put into the hostile sample; none may appear unescaped in mrkdwn.
 pub const HOSTILE: [&str; 4] = [

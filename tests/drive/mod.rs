@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use supervisor_slack::protocol::frame;
+use supervisor_slack::supervisord::protocol::frame;
 
 /// The test token: no stderr may ever contain it.
 pub const TOKEN: &str = "xoxb-1111-2222-secretsecretsecret";

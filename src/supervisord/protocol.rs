@@ -2,7 +2,7 @@
 //! `READY` and `RESULT`.
 //!
 //! Parsing works on any [`BufRead`] and knows nothing about stdin, Slack or storage.
-//! The traps it avoids (see `shared/docs/supervisord-protocol.md`):
+//! The traps it avoids (as supervisord 4.x really behaves):
 //! - `len` counts Unicode code points, not bytes: the payload is read char by char;
 //! - `len:0` is legal and the next header follows at once;
 //! - the answer is exactly `RESULT 2\nOK`, with no trailing newline.
