@@ -48,6 +48,16 @@ impl State {
             State::Unknown => "UNKNOWN",
         }
     }
+
+    /// A state in which the process is failing: a RUNNING after one of them is a
+    /// recovery. EXITED counts whether expected or not: the process stopped without
+    /// being asked.
+    pub fn is_failing(self) -> bool {
+        matches!(
+            self,
+            State::Backoff | State::Exited | State::Fatal | State::Unknown
+        )
+    }
 }
 
 impl fmt::Display for State {
@@ -105,6 +115,16 @@ impl ProcessState {
     /// A failure a person should hear about: FATAL, or EXITED with an unexpected code.
     pub fn is_failure(&self) -> bool {
         self.to == State::Fatal || (self.to == State::Exited && self.expected == Some(false))
+    }
+
+    /// The process died or could not start: BACKOFF, FATAL, or EXITED not known to be
+    /// expected. These are the events whose cards carry crash context.
+    pub fn is_crash(&self) -> bool {
+        match self.to {
+            State::Backoff | State::Fatal => true,
+            State::Exited => self.expected != Some(true),
+            _ => false,
+        }
     }
 }
 
