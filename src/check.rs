@@ -180,13 +180,16 @@ fn check_settings(settings: &Settings, opts: &Options, r: &mut Report) {
     for w in &opts.warnings {
         r.push(Finding::warning(w.what.clone(), w.fix.clone()));
     }
-    if settings.token.is_none() {
-        r.push(Finding::problem(
-            "no Slack token",
-            "set SLACK_TOKEN_FILE (a file holding the bot token xoxb-..., chmod 600) in the [eventlistener] environment, or token_file in the settings file",
-        ));
+    if let Err(missing) = settings.ready_to_listen() {
+        for m in missing {
+            r.push(Finding::problem(
+                format!("{} (`listen` refuses to start)", m.what),
+                m.fix,
+            ));
+        }
     }
-    if settings.routes.has_default_channel() {
+    let channels = settings.routes.channels();
+    if !channels.is_empty() {
         r.push(Finding::ok(format!(
             "host label {:?}{}; channels: {}",
             settings.host,
@@ -195,12 +198,13 @@ fn check_settings(settings: &Settings, opts: &Options, r: &mut Report) {
                 .as_deref()
                 .map(|e| format!(", environment {e:?}"))
                 .unwrap_or_default(),
-            settings.routes.channels().join(", ")
+            channels.join(", ")
         )));
-    } else {
-        r.push(Finding::problem(
-            "no default channel: events that match no [[route]] have nowhere to go (and `listen` refuses to start)",
-            "set SLACK_CHANNEL (e.g. #ops or C0123456789) or channel in the settings file",
+    }
+    if !channels.is_empty() && !settings.routes.has_default_channel() {
+        r.push(Finding::warning(
+            "no default channel: events that match no [[route]] are not reported",
+            "set SLACK_CHANNEL (e.g. #ops or C0123456789) or channel in the settings file, or add a catch-all [[route]]",
         ));
     }
 }

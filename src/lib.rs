@@ -6,37 +6,48 @@
 //!
 //! ## The flow of one event
 //! ```text
-//! stdin ─► protocol ─► event ─► store (outbox, SQLite commit) ─► stdout: RESULT 2\nOK
-//!                                  │
-//!                                  ▼  (async side; never waited on by the reader)
-//!                               dispatch ─► card ─► slack ─► store (thread map, delivered)
+//! stdin ─► supervisord::protocol ─► supervisord::event ─► routing ─► store (outbox, commit)
+//!                                                                      │   └─► stdout: RESULT 2\nOK
+//!                                                                      ▼   wakeup (async side; never
+//!                                                                          waited on by the reader)
+//!          dispatch::worker / keeper ─► card ─► dispatch::retry + pacing ─► slack
+//!                 │                                                         │
+//!                 └─ context (crash details over XML-RPC)                   ▼
+//!                                                          store (thread map, delivered)
 //! ```
 //! The thread that reads stdin never waits on the network: an event is answered as
 //! soon as it is committed to the outbox. Everything after that runs on tokio and may
 //! take as long as Slack needs.
 //!
-//! ## The rooms
-//! - [`supervisord::protocol`]: the supervisord wire format — read header + payload (`len` in code
-//!   points), write `READY` / `RESULT 2\nOK`. Knows nothing of Slack or storage.
-//! - [`supervisord::event`]: typed events and states parsed from payload tokens; the *thread key*
-//!   (host, group, process).
-//! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits.
-//!   Pure functions over values.
-//! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
-//!   every failure (retry, wait, fall back, give up).
+//! ## The rooms, one job each
+//! - [`supervisord::protocol`]: the event-listener wire format — header + payload
+//!   (`len` in code points), `READY` / `RESULT 2\nOK`. Knows nothing of Slack or storage.
+//! - [`supervisord::event`]: typed events and states, the *thread key* (host, group,
+//!   process), and the one set of state predicates (failing, failure, crash).
+//! - [`listen`]: the `listen` command — the stdin loop, deduplication, gaps, the
+//!   hand-off to the outbox; the signal watcher.
+//! - [`routing`]: which channel an event goes to, with which mentions, or none.
 //! - [`store`]: the *outbox* of undelivered events and the thread map, in SQLite.
+//! - [`wakeup`]: the set of threads with new outbox entries, from the reader to the
+//!   dispatcher.
+//! - [`dispatch`]: the delivery policy — `worker` (order, coalescing, flapping),
+//!   `keeper` (parent edits), `pacing` (the 429 gate and the buckets), `retry` (every
+//!   reaction to a failed call).
 //! - [`context`]: crash context — exit status, spawn error, uptime and the stderr tail
 //!   of a process that died, asked of supervisord over XML-RPC; best effort, bounded.
-//! - [`dispatch`]: the policy — ordering per thread key, coalescing, pacing, retries.
-//! - [`listen`]: the `listen` command — the stdin reader thread and its hand-off.
-//! - [`config`]: settings from the environment and an optional TOML file.
-//! - [`routing`]: which channel an event goes to, with which mentions, or none.
+//! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits,
+//!   and every card and note text. Pure functions over values.
+//! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
+//!   every failure.
+//! - [`bucket`]: the one token bucket (pacing, and the stand-in's limits).
+//! - [`config`]: the settings schema, from the environment and an optional TOML file,
+//!   and whether `listen` can start.
 //! - [`init`] and [`check`]: the operator's `init` (starter files) and `check`
 //!   (is everything set up?) commands.
 //! - [`standin`]: a local server speaking Slack's Web API, for tests and `preview`.
 //! - [`preview`]: the `preview` command — the stand-in on its own, with Slack's pacing.
 //!
-//! stdout belongs to supervisord: only [`supervisord::protocol`]'s writer touches it while
+//! stdout belongs to supervisord: only the protocol writer touches it while
 //! listening. Logs go to stderr through `tracing`.
 
 pub mod bucket;
@@ -53,3 +64,4 @@ pub mod slack;
 pub mod standin;
 pub mod store;
 pub mod supervisord;
+pub mod wakeup;

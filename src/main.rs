@@ -3,21 +3,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use supervisor_slack::card::{ParentInput, Renderer, ReplyInput};
 use supervisor_slack::config::{self, ProcessEnv, Settings};
-use supervisor_slack::context::{ContextOptions, ContextSource};
-use supervisor_slack::dispatch::Dispatcher;
+use supervisor_slack::listen;
+use supervisor_slack::slack::{self, Outgoing};
 use supervisor_slack::supervisord::event::{self, Event};
-use supervisor_slack::listen::{self, Handler, Lifecycle};
 use supervisor_slack::supervisord::protocol::{EventReader, Read};
-use supervisor_slack::routing::RoutingRouter;
-use supervisor_slack::slack::{self, Outgoing, SlackApi};
-use supervisor_slack::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -157,97 +152,11 @@ fn renderer(settings: &Settings) -> Result<Renderer> {
 
 fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
     let settings = load_settings(config)?;
-    let Some(token) = settings.token.clone() else {
-        bail!("no Slack token: set SLACK_TOKEN or SLACK_TOKEN_FILE, or token_file in the settings file");
-    };
-    if !settings.routes.has_default_channel() && settings.routes.channels().is_empty() {
-        bail!("no channel: set SLACK_CHANNEL (e.g. #ops), or channel (or [[route]] channels) in the settings file");
-    }
-    let channel = settings.channel.clone().unwrap_or_default();
     let renderer = renderer(&settings)?;
     let state_path = state
         .or_else(|| settings.state.clone())
         .unwrap_or_else(|| config::default_state_path(&ProcessEnv));
-    tracing::info!(state = %state_path.display(), channel, host = %settings.host, "listening for supervisord events");
-
-    let reader_store = match Store::open(&state_path).and_then(Store::without_autocheckpoint) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the state database; holding events in memory until it can be written");
-            None
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("delivery")
-        .build()
-        .context("starting the async runtime")?;
-    let wakeup = Arc::new(listen::Wakeup::default());
-    let wake_rx = wakeup.clone();
-    let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
-    let host = settings.host.clone();
-    let outbox_cap = settings.outbox_cap;
-    let router = RoutingRouter::new(settings.routes.clone());
-    let context = crash_context_source(&settings);
-    let path = state_path.clone();
-    runtime.spawn(async move {
-        // The dispatcher has its own connection; wait for the disk if it is not there.
-        let store = loop {
-            match Store::open(&path) {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::error!(error = %e, "delivery waits for the state database");
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                }
-            }
-        };
-        Dispatcher::new(api, context, store, renderer, settings)
-            .run(wake_rx)
-            .await;
-    });
-
-    let life = Arc::new(Lifecycle::default());
-    listen::watch_signals(life.clone()).context("installing signal handlers")?;
-    let mut handler = Handler::new(
-        host,
-        reader_store,
-        state_path,
-        Box::new(router),
-        Some(wakeup),
-    );
-    handler.outbox_cap = outbox_cap;
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    listen::serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
-    if handler.held_count() > 0 {
-        tracing::error!(
-            held = handler.held_count(),
-            "exiting with events that never reached the disk"
-        );
-    }
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    Ok(())
-}
-
-/// supervisord's XML-RPC for crash context: the `supervisor_server_url` setting, else
-/// the `SUPERVISOR_SERVER_URL` supervisord gives its listeners. Without either, cards
-/// go out without context.
-fn crash_context_source(settings: &Settings) -> Option<ContextSource> {
-    let user = settings.supervisor_username.clone();
-    let password = settings.supervisor_password.clone();
-    let source = match &settings.supervisor_server_url {
-        Some(url) => ContextSource::new(url, user, password, ContextOptions::default()),
-        None => ContextSource::from_env(user, password, ContextOptions::default()),
-    };
-    match source {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::info!("crash context is off: {e}");
-            None
-        }
-    }
+    listen::run(settings, renderer, state_path)
 }
 
 fn render(config: Option<&Path>, host: Option<String>, variant: VariantArg) -> Result<()> {

@@ -20,39 +20,16 @@
 //!
 //! Mentions come only from here, never from event text, and are added only to FATAL
 //! and unexpected EXITED events.
+//!
+//! The schema of those tables and their checking (with the line of every error) is
+//! [`crate::config`]'s job; this room holds the logic only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use globset::{Glob, GlobMatcher};
-use serde::Deserialize;
-use toml::Spanned;
+use globset::GlobMatcher;
 
-use crate::config::{ConfigError, SettingsFile};
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
-use crate::listen::Router;
-
-/// One `[[route]]` table as written in the settings file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteTable {
-    /// Glob on the group name (`*`, `?`, `[abc]`, `{a,b}`); default `*`.
-    pub group: Option<Spanned<String>>,
-    /// Glob on the process name; default `*`.
-    pub process: Option<Spanned<String>>,
-    /// Where matching events go; default: the default channel; `""` drops them.
-    pub channel: Option<Spanned<String>>,
-    /// `true`: matching events are not reported.
-    pub drop: Option<Spanned<bool>>,
-    /// States not reported, e.g. `["STARTING", "STOPPING"]`.
-    pub skip: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `"always"` (default) or `"after_failure"`: RUNNING only when the process was
-    /// failing before this start (BACKOFF, EXITED, FATAL, UNKNOWN).
-    pub running: Option<Spanned<String>>,
-    /// Added to FATAL and unexpected EXITED cards: `<!subteam^S…>`, `<@U…>`,
-    /// `<!here>`, `<!channel>`.
-    pub mentions: Option<Spanned<Vec<Spanned<String>>>>,
-}
 
 /// When RUNNING is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,7 +37,7 @@ pub enum Running {
     /// Every RUNNING.
     #[default]
     Always,
-    /// Only a recovery: RUNNING after the process was failing (see [`is_failing`]).
+    /// Only a recovery: RUNNING after the process was failing (see [`State::is_failing`]).
     AfterFailure,
 }
 
@@ -72,16 +49,20 @@ pub struct Route {
     pub mentions: Vec<String>,
 }
 
-/// One rule, checked.
-#[derive(Debug, Clone)]
-struct Rule {
-    group: Option<GlobMatcher>,
-    process: Option<GlobMatcher>,
+/// One rule, checked (the settings build these from `[[route]]` tables).
+#[derive(Debug, Clone, Default)]
+pub struct Rule {
+    /// `None`: any group.
+    pub group: Option<GlobMatcher>,
+    /// `None`: any process.
+    pub process: Option<GlobMatcher>,
     /// `None`: the default channel; `Some("")`: dropped.
-    channel: Option<String>,
-    skip: Vec<State>,
-    running: Running,
-    mentions: Vec<String>,
+    pub channel: Option<String>,
+    /// States not reported.
+    pub skip: Vec<State>,
+    pub running: Running,
+    /// Added to FATAL and unexpected EXITED cards.
+    pub mentions: Vec<String>,
 }
 
 impl Rule {
@@ -111,15 +92,6 @@ impl Default for Routes {
     }
 }
 
-/// States in which a process is failing: a RUNNING after one of them is a recovery.
-/// EXITED counts whether expected or not: the process stopped without being asked.
-pub fn is_failing(state: State) -> bool {
-    matches!(
-        state,
-        State::Backoff | State::Exited | State::Fatal | State::Unknown
-    )
-}
-
 impl Routes {
     /// Every event to `channel` (or nowhere when `None`), no filters, no mentions.
     pub fn one_channel(channel: Option<String>) -> Routes {
@@ -136,55 +108,10 @@ impl Routes {
         }
     }
 
-    /// Builds the routes from a settings file's `[[route]]` tables and top-level
-    /// `skip`/`running`/`mentions`. Every error names the key (`route[2].process`,
-    /// 1-based as in the file) and its line.
-    pub fn from_settings(
-        file: &SettingsFile,
-        default_channel: Option<String>,
-    ) -> Result<Routes, ConfigError> {
-        let f = &file.parsed;
-        let fallback = Rule {
-            group: None,
-            process: None,
-            channel: Some(default_channel.unwrap_or_default()),
-            skip: states(file, "skip", &f.skip)?,
-            running: running(file, "running", &f.running)?,
-            mentions: mentions(file, "mentions", &f.mentions)?,
-        };
-        let mut rules = Vec::with_capacity(f.route.len());
-        for (i, t) in f.route.iter().enumerate() {
-            let key = |k: &str| format!("route[{}].{k}", i + 1);
-            let channel = match (&t.channel, &t.drop) {
-                (Some(c), Some(d)) if *d.get_ref() && !c.get_ref().is_empty() => {
-                    return Err(file.invalid(
-                        &key("drop"),
-                        d.span(),
-                        format!(
-                            "drop = true and channel = {:?} contradict each other; keep one",
-                            c.get_ref()
-                        ),
-                    ))
-                }
-                (_, Some(d)) if *d.get_ref() => Some(String::new()),
-                (Some(c), _) if c.get_ref().is_empty() => Some(String::new()),
-                (Some(c), _) => Some(crate::config::check_channel(
-                    &key("channel"),
-                    Some(file.at(c.span())),
-                    c.get_ref(),
-                )?),
-                (None, _) => None,
-            };
-            rules.push(Rule {
-                group: glob(file, &key("group"), &t.group)?,
-                process: glob(file, &key("process"), &t.process)?,
-                channel,
-                skip: states(file, &key("skip"), &t.skip)?,
-                running: running(file, &key("running"), &t.running)?,
-                mentions: mentions(file, &key("mentions"), &t.mentions)?,
-            });
-        }
-        Ok(Routes { rules, fallback })
+    /// Routes from checked rules, in order, and the rule for events that match none
+    /// (its `channel` is the default channel, `Some("")` for none).
+    pub fn new(rules: Vec<Rule>, fallback: Rule) -> Routes {
+        Routes { rules, fallback }
     }
 
     /// Where `event` goes, or `None` when it is not reported (a dropping rule, a
@@ -205,7 +132,7 @@ impl Routes {
         }
         if event.to == State::Running
             && rule.running == Running::AfterFailure
-            && !previous.is_some_and(is_failing)
+            && !previous.is_some_and(State::is_failing)
         {
             return None;
         }
@@ -268,93 +195,6 @@ fn mentions_of(rule: &Rule, event: &ProcessState) -> Vec<String> {
     } else {
         Vec::new()
     }
-}
-
-fn glob(
-    file: &SettingsFile,
-    key: &str,
-    v: &Option<Spanned<String>>,
-) -> Result<Option<GlobMatcher>, ConfigError> {
-    let Some(v) = v else { return Ok(None) };
-    Glob::new(v.get_ref())
-        .map(|g| Some(g.compile_matcher()))
-        .map_err(|e| {
-            file.invalid(
-                key,
-                v.span(),
-                format!(
-                    "{:?} is not a valid pattern ({}); use * ? [abc] {{a,b}}, e.g. \"web-*\"",
-                    v.get_ref(),
-                    e.kind()
-                ),
-            )
-        })
-}
-
-fn states(
-    file: &SettingsFile,
-    key: &str,
-    v: &Option<Spanned<Vec<Spanned<String>>>>,
-) -> Result<Vec<State>, ConfigError> {
-    let Some(v) = v else { return Ok(Vec::new()) };
-    v.get_ref()
-        .iter()
-        .map(|s| {
-            s.get_ref()
-                .trim()
-                .to_ascii_uppercase()
-                .parse::<State>()
-                .map_err(|_| {
-                    file.invalid(
-                        key,
-                        s.span(),
-                        format!(
-                            "{:?} is not a process state; use {}",
-                            s.get_ref(),
-                            State::ALL.map(State::as_str).join(", ")
-                        ),
-                    )
-                })
-        })
-        .collect()
-}
-
-fn running(
-    file: &SettingsFile,
-    key: &str,
-    v: &Option<Spanned<String>>,
-) -> Result<Running, ConfigError> {
-    match v.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-        None | Some(("always", _)) => Ok(Running::Always),
-        Some(("after_failure", _)) => Ok(Running::AfterFailure),
-        Some((other, span)) => Err(file.invalid(
-            key,
-            span,
-            format!("{other:?} is not a choice; use \"always\" or \"after_failure\""),
-        )),
-    }
-}
-
-fn mentions(
-    file: &SettingsFile,
-    key: &str,
-    v: &Option<Spanned<Vec<Spanned<String>>>>,
-) -> Result<Vec<String>, ConfigError> {
-    let Some(v) = v else { return Ok(Vec::new()) };
-    v.get_ref()
-        .iter()
-        .map(|m| {
-            let text = m.get_ref().trim();
-            if is_mention(text) {
-                Ok(text.to_string())
-            } else {
-                Err(file.invalid(key, m.span(), format!(
-                    "{:?} is not a Slack mention; write <@U012AB3CD> (a person: profile → ⋯ → Copy member ID), <!subteam^S012AB3CD> (a user group), <!here> or <!channel>",
-                    m.get_ref()
-                )))
-            }
-        })
-        .collect()
 }
 
 /// A mention in Slack's wire syntax: `<!here>`, `<!channel>`, `<!everyone>`,
@@ -423,6 +263,21 @@ impl PreviousStates {
         // Without history, the event's own `from` is the best guess when it is
         // not the STARTING every RUNNING comes from.
         before.or(Some(event.from).filter(|s| *s != State::Starting))
+    }
+}
+
+/// Which channel an event goes to, asked by the listener for each event before it is
+/// stored (`None`: not reported).
+pub trait Router: Send {
+    fn channel_for(&self, event: &ProcessState) -> Option<String>;
+}
+
+/// Every event to one channel.
+pub struct OneChannel(pub String);
+
+impl Router for OneChannel {
+    fn channel_for(&self, _: &ProcessState) -> Option<String> {
+        Some(self.0.clone())
     }
 }
 

@@ -4,7 +4,8 @@
 
 use chrono::{TimeZone, Utc};
 use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
-use supervisor_slack::listen::{Handler, OneChannel};
+use supervisor_slack::listen::Handler;
+use supervisor_slack::routing::OneChannel;
 use supervisor_slack::supervisord::protocol::{frame, EventReader, Read};
 use supervisor_slack::store::{Appended, Store, ThreadRecord};
 

@@ -14,6 +14,7 @@
 
 pub mod limits;
 pub mod model;
+pub mod notes;
 pub mod text;
 
 use std::path::{Path, PathBuf};

@@ -1,143 +1,18 @@
-//! The `listen` command: the loop supervisord talks to.
-//!
-//! stdin is read on a plain thread. For each event it commits the event to the
-//! outbox, answers `RESULT 2\nOK`, and nudges the dispatcher — it never waits on the
-//! network, so supervisord is never slowed down by Slack. The dispatcher runs on
-//! tokio and delivers from the outbox at its own pace.
+//! One event, from its bytes to the outbox: typed, deduplicated, routed, committed —
+//! or held in memory while the disk refuses writes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read as IoRead, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::supervisord::event::{self, Event, ProcessState, ThreadKey};
-use crate::supervisord::protocol::{self, EventReader, RawEvent, Read};
+use super::instance::{instance_id, GapTracker, RecentSerials};
+use crate::routing::Router;
 use crate::store::{Appended, Store, StoreError};
-
-/// A nudge to the dispatcher: this thread has new outbox entries.
-pub type Wake = (ThreadKey, String);
-
-/// Wake-ups from the stdin reader to the dispatcher: the set of threads with new
-/// entries since the dispatcher last looked. A set, not a queue: however far the
-/// delivery side falls behind, memory is bounded by the number of processes, not by
-/// the number of events.
-#[derive(Default)]
-pub struct Wakeup {
-    keys: std::sync::Mutex<HashSet<Wake>>,
-    notify: tokio::sync::Notify,
-}
-
-impl Wakeup {
-    /// Never blocks (called by the stdin reader).
-    pub fn wake(&self, w: Wake) {
-        let fresh = self.keys.lock().unwrap().insert(w);
-        if fresh {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Waits for wake-ups and takes them all.
-    pub async fn take(&self) -> Vec<Wake> {
-        loop {
-            let keys: Vec<Wake> = self.keys.lock().unwrap().drain().collect();
-            if !keys.is_empty() {
-                return keys;
-            }
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// Which supervisord instance is talking to us: its `server` name and its pid (our
-/// parent). Serials restart at 0 with a new supervisord, never within one (a reload
-/// keeps the process and the counter).
-pub fn instance_id(server: &str) -> String {
-    #[cfg(unix)]
-    let ppid = std::os::unix::process::parent_id();
-    #[cfg(not(unix))]
-    let ppid = 0;
-    format!("{server}/{ppid}")
-}
-
-/// Remembers the last few thousand serials to drop events supervisord sent twice
-/// (a resend after a rejection can reach several pools). Bounded memory.
-pub struct RecentSerials {
-    order: VecDeque<(String, u64)>,
-    seen: HashSet<(String, u64)>,
-    cap: usize,
-}
-
-impl RecentSerials {
-    pub fn new(cap: usize) -> Self {
-        Self {
-            order: VecDeque::with_capacity(cap),
-            seen: HashSet::with_capacity(cap),
-            cap,
-        }
-    }
-
-    /// `true` when (instance, serial) was seen before; records it otherwise.
-    pub fn check_and_insert(&mut self, instance: &str, serial: u64) -> bool {
-        let key = (instance.to_string(), serial);
-        if self.seen.contains(&key) {
-            return true;
-        }
-        if self.order.len() == self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        self.order.push_back(key.clone());
-        self.seen.insert(key);
-        false
-    }
-}
-
-/// Notices gaps in `poolserial`: events supervisord discarded because its buffer was
-/// full. The count is carried to the next process-state event so its card can say so.
-#[derive(Default)]
-pub struct GapTracker {
-    last: HashMap<String, u64>,
-    /// Dropped events not yet attached to a card.
-    owed: u64,
-}
-
-impl GapTracker {
-    /// Records an event's pool serial; returns how many events were skipped before it.
-    pub fn observe(&mut self, pool: &str, poolserial: u64) -> u64 {
-        let gap = match self.last.get(pool) {
-            Some(&last) if poolserial > last + 1 => poolserial - last - 1,
-            _ => 0,
-        };
-        // A lower number means supervisord restarted its count: start over.
-        self.last.insert(pool.to_string(), poolserial);
-        self.owed += gap;
-        gap
-    }
-
-    /// Takes the owed count (to attach it to an event that is being stored).
-    pub fn take(&mut self) -> u64 {
-        std::mem::take(&mut self.owed)
-    }
-}
-
-/// Routing: which channel an event goes to. (One channel for now; routing rules come
-/// from the settings.)
-pub trait Router: Send {
-    fn channel_for(&self, event: &ProcessState) -> Option<String>;
-}
-
-/// Every event to one channel.
-pub struct OneChannel(pub String);
-
-impl Router for OneChannel {
-    fn channel_for(&self, _: &ProcessState) -> Option<String> {
-        Some(self.0.clone())
-    }
-}
+use crate::supervisord::event::{self, Event, ProcessState};
+use crate::supervisord::protocol::{self, RawEvent};
+use crate::wakeup::Wakeup;
 
 /// An event that could not be committed (disk full, read-only, locked): kept in memory
 /// and written as soon as the disk recovers.
@@ -384,73 +259,3 @@ impl Handler {
     }
 }
 
-/// Shared between the reader and the signal watcher.
-#[derive(Default)]
-pub struct Lifecycle {
-    /// An event is in hand (between its first byte and its answer).
-    pub busy: AtomicBool,
-    /// SIGTERM/SIGINT arrived: finish the event in hand, then stop.
-    pub stopping: AtomicBool,
-}
-
-/// The protocol loop: READY, read, handle, answer, repeat until EOF or stop. Bad
-/// input is reported on stderr, answered OK, and reading goes on.
-pub fn serve<R: IoRead, W: Write>(
-    input: R,
-    out: &mut W,
-    handler: &mut Handler,
-    life: &Lifecycle,
-) -> io::Result<()> {
-    let mut reader = EventReader::new(input);
-    protocol::write_ready(out)?;
-    loop {
-        if !reader.wait_for_input()? {
-            tracing::info!("stdin closed: supervisord is gone, exiting");
-            // A last chance for events held while the disk refused writes.
-            handler.retry_held();
-            return Ok(());
-        }
-        life.busy.store(true, Ordering::SeqCst);
-        match reader.next_event()? {
-            Read::Eof => return Ok(()),
-            Read::Event(raw) => handler.handle(&raw),
-            Read::Bad(e) if e.needs_answer() => {
-                tracing::error!("bad input from supervisord: {e}; answering OK and reading on");
-            }
-            Read::Bad(e) => {
-                tracing::error!("{e}; exiting");
-                handler.retry_held();
-                return Ok(());
-            }
-        }
-        protocol::write_ok(out)?;
-        handler.after_answer();
-        life.busy.store(false, Ordering::SeqCst);
-        if life.stopping.load(Ordering::SeqCst) {
-            tracing::info!("stopping after answering the event in hand");
-            return Ok(());
-        }
-        protocol::write_ready(out)?;
-    }
-}
-
-/// Watches SIGTERM/SIGINT: lets an event in hand be answered, then exits the process
-/// (the reader may be blocked on stdin, which cannot be interrupted portably).
-pub fn watch_signals(life: Arc<Lifecycle>) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "asked to stop");
-                life.stopping.store(true, Ordering::SeqCst);
-                let deadline = Instant::now() + Duration::from_millis(900);
-                while life.busy.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                std::process::exit(0);
-            }
-        })?;
-    Ok(())
-}

@@ -10,14 +10,25 @@
 //! events quietly, which is worse than not starting).
 
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use crate::routing::{RouteTable, Routes};
+use crate::routing::Routes;
+
+mod file;
+mod paths;
+mod routes;
+
+pub use file::{
+    invalid, line_of, parse_duration, parse_str, read_file, ConfigError, Env, FileSettings,
+    Location, ProcessEnv, SettingsFile,
+};
+pub use paths::{default_state_path, dir_writable, readable_by_others};
+pub use routes::RouteTable;
+use file::duration_message;
+use paths::read_secret_file;
 
 /// The bot token. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,120 +62,6 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
-}
-
-/// The settings file, as written by the operator. Unknown keys are errors. Values
-/// that are checked after parsing keep their position in the file ([`Spanned`]) so an
-/// error can name the line.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    pub token_file: Option<Spanned<PathBuf>>,
-    pub channel: Option<Spanned<String>>,
-    pub api_url: Option<Spanned<String>>,
-    pub host: Option<Spanned<String>>,
-    pub environment: Option<Spanned<String>>,
-    pub state: Option<Spanned<PathBuf>>,
-    pub templates_dir: Option<Spanned<PathBuf>>,
-    pub thread_ttl: Option<Spanned<String>>,
-    pub broadcast_failures: Option<bool>,
-    pub call_timeout: Option<Spanned<String>>,
-    pub post_interval: Option<Spanned<String>>,
-    pub post_burst: Option<Spanned<u32>>,
-    pub updates_per_minute: Option<Spanned<u32>>,
-    pub coalesce_max: Option<Spanned<usize>>,
-    /// Waiting events beyond which new events of a thread are folded into its newest
-    /// waiting one (default 100000).
-    pub outbox_cap: Option<Spanned<u64>>,
-    pub setup_retry: Option<Spanned<String>>,
-    /// Longest wait between retries of a transient failure (default 30s).
-    pub retry_max: Option<Spanned<String>>,
-    /// A process with more than this many transitions within `flap_window` is
-    /// flapping (default 10).
-    pub flap_threshold: Option<Spanned<u32>>,
-    pub flap_window: Option<Spanned<String>>,
-    /// While a process flaps, its replies go out at most this often (default 60s).
-    pub digest_interval: Option<Spanned<String>>,
-    /// A flapping process that stays in one state this long has settled (default 60s).
-    pub settle_after: Option<Spanned<String>>,
-    pub supervisor_server_url: Option<Spanned<String>>,
-    pub supervisor_username: Option<Spanned<String>>,
-    pub supervisor_password: Option<Spanned<String>>,
-    pub supervisor_password_file: Option<Spanned<PathBuf>>,
-    /// States never reported when no `[[route]]` matches.
-    pub skip: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `"always"` or `"after_failure"`, when no `[[route]]` matches.
-    pub running: Option<Spanned<String>>,
-    /// Mentions for FATAL / unexpected EXITED when no `[[route]]` matches.
-    pub mentions: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Routing rules, in order; the first that matches an event decides.
-    #[serde(default)]
-    pub route: Vec<RouteTable>,
-}
-
-/// A settings file: where it came from, its text, and what it says.
-#[derive(Debug, Default)]
-pub struct SettingsFile {
-    /// `None` for settings that came from no file (tests, no file present).
-    pub path: Option<PathBuf>,
-    pub text: String,
-    pub parsed: FileSettings,
-}
-
-impl SettingsFile {
-    /// No file: every setting from the environment or its default.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Where a span of the file is, for error messages.
-    pub fn at(&self, span: Range<usize>) -> Location {
-        Location {
-            path: self.path.clone(),
-            line: line_of(&self.text, span.start),
-        }
-    }
-
-    /// An error about a key of the file, at the line of `span`.
-    pub fn invalid(
-        &self,
-        key: &str,
-        span: Range<usize>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.to_string(),
-            at: Some(self.at(span)),
-            message: message.into(),
-        }
-    }
-}
-
-/// A line of a settings file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub path: Option<PathBuf>,
-    /// 1-based.
-    pub line: usize,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.path {
-            Some(p) => write!(f, "settings file {}, line {}", p.display(), self.line),
-            None => write!(f, "settings, line {}", self.line),
-        }
-    }
-}
-
-/// The 1-based line that holds byte `offset` of `text`.
-pub fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// Everything the program needs, resolved.
@@ -220,180 +117,47 @@ pub struct Settings {
     pub routes: Routes,
 }
 
+/// Something missing for `listen` to start, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub what: String,
+    pub fix: String,
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.fix)
+    }
+}
+
+impl Settings {
+    /// Whether `listen` can start with these settings: the one answer that both
+    /// `listen` (which refuses to start otherwise) and `check` (which reports it) use.
+    /// It needs a token and at least one channel, the default one or a route's.
+    pub fn ready_to_listen(&self) -> Result<(), Vec<NotReady>> {
+        let mut missing = Vec::new();
+        if self.token.is_none() {
+            missing.push(NotReady {
+                what: "no Slack token".into(),
+                fix: "set SLACK_TOKEN_FILE (a file holding the bot token xoxb-..., chmod 600) or SLACK_TOKEN in the [eventlistener] environment, or token_file in the settings file".into(),
+            });
+        }
+        if self.routes.channels().is_empty() {
+            missing.push(NotReady {
+                what: "no default channel and no [[route]] channel".into(),
+                fix: "set SLACK_CHANNEL (e.g. #ops or C0123456789), or channel (or [[route]] channels) in the settings file".into(),
+            });
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+}
+
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/supervisor-slack.toml";
-
-/// A setting that cannot be used. The program must not start with one.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read settings file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
-    #[error("{at}, column {column}: {key}: {message}", key = key.as_deref().unwrap_or("(syntax)"))]
-    Parse {
-        at: Location,
-        column: usize,
-        /// The key involved, as a dotted path (`route[2].channel`), when known.
-        key: Option<String>,
-        message: String,
-    },
-    /// A value that parsed but makes no sense (a bad duration, pattern, mention...).
-    /// `key` is the settings key (`route[2].process`) or the environment variable.
-    #[error("{}{key}: {message}", at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default())]
-    Invalid {
-        key: String,
-        at: Option<Location>,
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// The key (or environment variable) the error is about, when known.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Read { .. } => None,
-            ConfigError::Parse { key, .. } => key.as_deref(),
-            ConfigError::Invalid { key, .. } => Some(key),
-        }
-    }
-    /// The 1-based line in the settings file, when the error is about the file.
-    pub fn line(&self) -> Option<usize> {
-        match self {
-            ConfigError::Read { .. } => None,
-            ConfigError::Parse { at, .. } => Some(at.line),
-            ConfigError::Invalid { at, .. } => at.as_ref().map(|a| a.line),
-        }
-    }
-}
-
-/// An error about an environment variable (or a value with no place in a file).
-pub fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        at: None,
-        message: message.into(),
-    }
-}
-
-/// A source of environment variables (the real one, or a map in tests).
-pub trait Env {
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl<const N: usize> Env for [(&str, &str); N] {
-    fn var(&self, key: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    }
-}
-
-/// Parses a duration such as `24h`, `90s`, `1m 30s`.
-pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim()).map_err(|e| invalid(key, duration_message(text, &e)))
-}
-
-fn duration_message(text: &str, e: &humantime::DurationError) -> String {
-    format!("{text:?} is not a duration ({e}); write e.g. \"90s\", \"5m\", \"24h\"")
-}
-
-/// Parses the text of a settings file. `path` is only used in error messages.
-pub fn parse_str(text: &str, path: Option<&Path>) -> Result<SettingsFile, ConfigError> {
-    let parsed: FileSettings = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
-    Ok(SettingsFile {
-        path: path.map(Path::to_path_buf),
-        text: text.to_string(),
-        parsed,
-    })
-}
-
-/// Turns toml's error into one that names the key and the line. toml gives the span
-/// and a message; the key is read from the message (unknown fields) or from the line
-/// the span points at, inside the table that holds it.
-fn parse_error(text: &str, path: Option<&Path>, e: &toml::de::Error) -> ConfigError {
-    let span = e.span().unwrap_or(0..0);
-    let line = line_of(text, span.start);
-    let line_start = text[..span.start.min(text.len())]
-        .rfind('\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let column = text[line_start..span.start.min(text.len())].chars().count() + 1;
-    let message = e.message().trim().replace('\n', "; ");
-    let key = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_string)
-        .or_else(|| key_on_line(text.lines().nth(line - 1).unwrap_or("")))
-        .map(|k| match table_at(text, line) {
-            Some(t) => format!("{t}.{k}"),
-            None => k,
-        });
-    ConfigError::Parse {
-        at: Location {
-            path: path.map(Path::to_path_buf),
-            line,
-        },
-        column,
-        key,
-        message,
-    }
-}
-
-/// `key` in a line such as `key = value`.
-fn key_on_line(line: &str) -> Option<String> {
-    let (k, _) = line.split_once('=')?;
-    let k = k.trim().trim_matches('"');
-    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
-    (!k.is_empty() && k.chars().all(bare)).then(|| k.to_string())
-}
-
-/// The table that line `line` belongs to: `route[N]` (1-based) for the Nth
-/// `[[route]]`, the name of a `[table]`, or `None` at the top level.
-fn table_at(text: &str, line: usize) -> Option<String> {
-    let mut table = None;
-    let mut arrays: Vec<(String, usize)> = Vec::new();
-    for l in text.lines().take(line) {
-        let l = l.trim();
-        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
-            let name = name.trim().to_string();
-            let n = match arrays.iter_mut().find(|(a, _)| *a == name) {
-                Some((_, n)) => {
-                    *n += 1;
-                    *n
-                }
-                None => {
-                    arrays.push((name.clone(), 1));
-                    1
-                }
-            };
-            table = Some(format!("{name}[{n}]"));
-        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
-            table = Some(name.trim().to_string());
-        }
-    }
-    table
-}
-
-/// Reads and parses a settings file.
-pub fn read_file(path: &Path) -> Result<SettingsFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_str(&text, Some(path))
-}
 
 /// Something the operator should fix although the program can run with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,7 +169,7 @@ pub struct Warning {
 }
 
 impl Warning {
-    fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
         Warning {
             what: what.into(),
             fix: fix.into(),
@@ -632,7 +396,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         ));
     }
 
-    let routes = Routes::from_settings(file, channel.clone())?;
+    let routes = routes::routes(file, channel.clone())?;
 
     let settings = Settings {
         token,
@@ -737,75 +501,3 @@ fn check_server_url(key: &str, at: Option<Location>, u: &str) -> Result<String, 
     }
 }
 
-/// `true` when users other than the owner may read the file (mode bits `044`).
-pub fn readable_by_others(path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o044 != 0)
-            .unwrap_or(false)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        false
-    }
-}
-
-/// Reads a secret (token, password) from a file: trimmed, not empty. Warns when
-/// other users can read it. The error is a message; the caller names the key.
-fn read_secret_file(path: &Path, warnings: &mut Vec<Warning>) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if readable_by_others(path) {
-        warnings.push(Warning::new(
-            format!("{} is readable by other users", path.display()),
-            format!("run: chmod 600 {}", path.display()),
-        ));
-    }
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(Secret::new(secret))
-}
-
-/// Where the state database lives when no path was given: `$STATE_DIRECTORY/state.db`
-/// (systemd), else `/var/lib/supervisor-slack/state.db` when writable, else
-/// `$XDG_STATE_HOME/supervisor-slack/state.db` (`~/.local/state/...`).
-pub fn default_state_path(env: &dyn Env) -> PathBuf {
-    if let Some(dir) = env.var("STATE_DIRECTORY") {
-        // systemd may pass several, colon-separated: the first is ours.
-        let first = dir.split(':').next().unwrap_or(&dir).to_string();
-        return PathBuf::from(first).join("state.db");
-    }
-    let system = Path::new("/var/lib/supervisor-slack");
-    if dir_writable(system) {
-        return system.join("state.db");
-    }
-    let base = env
-        .var("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            env.var("HOME")
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        })
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("supervisor-slack").join("state.db")
-}
-
-/// `true` when a file can be created in `dir` (tried, then removed).
-pub fn dir_writable(dir: &Path) -> bool {
-    if !dir.is_dir() {
-        return false;
-    }
-    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            true
-        }
-        Err(_) => false,
-    }
-}

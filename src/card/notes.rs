@@ -1,0 +1,84 @@
+//! The texts the dispatcher adds to a thread beyond the cards themselves: the notes
+//! on a reply (events supervisord dropped, events folded, a recovery) and the
+//! "settled" reply that ends a flapping episode.
+
+use serde_json::json;
+
+use super::{color, emoji, escape_mrkdwn, Card};
+use crate::supervisord::event::{ProcessState, State};
+
+/// What a reply's notes are made of, besides its events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoteCounts {
+    /// Events supervisord dropped before these (its buffer overflowed).
+    pub dropped: u64,
+    /// Earlier transitions folded into these (the outbox was full).
+    pub coalesced: u64,
+}
+
+/// Notes for a reply carrying `events`, after a thread whose states so far were
+/// `history`: events supervisord dropped, transitions folded, a recovery after a
+/// failure.
+pub fn reply_notes(events: &[ProcessState], counts: NoteCounts, history: &[State]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let NoteCounts { dropped, coalesced } = counts;
+    if dropped > 0 {
+        notes.push(format!(
+            "{dropped} event{} dropped by supervisord before this (its event buffer overflowed; raise buffer_size)",
+            if dropped == 1 { "" } else { "s" }
+        ));
+    }
+    if coalesced > 0 {
+        notes.push(format!(
+            "{coalesced} earlier transition{} folded into this one: the outbox was full while Slack was unreachable",
+            if coalesced == 1 { " was" } else { "s were" }
+        ));
+    }
+    // The failure this thread is in, if any: the last failing state since the last
+    // RUNNING (STARTING and STOPPING in between do not end it).
+    let mut last_bad = history
+        .iter()
+        .rev()
+        .find(|s| **s == State::Running || s.is_failing())
+        .copied()
+        .filter(|s| *s != State::Running);
+    for e in events {
+        if e.to == State::Running {
+            if let Some(bad) = last_bad.take() {
+                notes.push(format!("Recovered: RUNNING again after {bad}"));
+            }
+        } else if e.is_crash() {
+            last_bad = Some(e.to);
+        } else if e.to == State::Stopped {
+            // Stopped on purpose: a later start is not a recovery.
+            last_bad = None;
+        }
+    }
+    notes
+}
+
+/// The reply that ends a flapping episode: the process stayed in `latest`'s state for
+/// `quiet_secs`.
+pub fn settled(latest: &ProcessState, quiet_secs: u64) -> Card {
+    let text = format!(
+        "{} · {} settled: {} for {}s, no longer flapping",
+        latest.host,
+        latest.display_name(),
+        latest.to,
+        quiet_secs
+    );
+    Card {
+        fallback: escape_mrkdwn(&text),
+        color: color(latest.to, latest.expected).to_string(),
+        blocks: json!([{
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!(
+                "{} *Settled* in *{}* for {}s: no longer flapping.",
+                emoji(latest.to, latest.expected),
+                latest.to,
+                quiet_secs
+            )}
+        }]),
+        text: escape_mrkdwn(&text),
+    }
+}

@@ -1,0 +1,143 @@
+//! A thread's keeper: keeps the parent showing the newest state known — delivered or
+//! still waiting in the outbox — independently of the replies, which may be queued
+//! behind other threads' posts. Paced so that a storm never drains Slack's edit
+//! budget: every parent is final moments after a storm ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::thread::ThreadState;
+use super::worker::DIGEST_MAX;
+use super::Dispatcher;
+use crate::card::{self, ParentInput, Variant};
+use crate::slack::{Failure, Outgoing};
+use crate::store::ThreadRecord;
+use crate::supervisord::event::{ProcessState, ThreadKey};
+
+/// A process whose events come less than this apart is still changing.
+const QUIET: Duration = Duration::from_millis(2500);
+
+impl Dispatcher {
+    pub(super) async fn keeper(
+        self: Arc<Self>,
+        key: ThreadKey,
+        channel: String,
+        state: Arc<ThreadState>,
+    ) {
+        let mut last_edit: Option<Instant> = None;
+        let mut owing = false;
+        loop {
+            let thread = self.with_store(|s| s.thread(&key, &channel));
+            let pending = self.with_store(|s| s.pending(&key, &channel, DIGEST_MAX));
+            let (Ok(Some(mut thread)), Ok(pending)) = (thread, pending) else {
+                state.parent.notified().await;
+                continue;
+            };
+            let latest = pending
+                .last()
+                .map(|e| e.event.clone())
+                .or(thread.latest.clone());
+            let (Some(latest), Some(_)) = (latest, thread.parent_ts.as_ref()) else {
+                state.parent.notified().await;
+                continue;
+            };
+            let mut history = thread.history.clone();
+            history.extend(pending.iter().map(|e| e.event.to));
+            let card = self.renderer.parent(&ParentInput {
+                latest: &latest,
+                history: &history,
+                since: thread.created,
+                environment: self.settings.environment.as_deref(),
+                flapping: state.is_flapping(),
+            });
+            if state.shown.lock().unwrap().as_ref() == Some(&card) {
+                state.parent.notified().await;
+                continue;
+            }
+            // Owing an edit: go at once if this thread has not edited for a while;
+            // otherwise wait until the process has been quiet for a moment, or until
+            // its share of half the edit budget (shared by every thread owing one)
+            // comes round. The other half is the reserve that lets every parent show
+            // its final state right after a storm.
+            if !owing {
+                owing = true;
+                self.owing.fetch_add(1, Ordering::SeqCst);
+            }
+            let n = self.owing.load(Ordering::SeqCst).max(1) as f64;
+            let pace = Duration::from_secs_f64(n * 120.0 / self.settings.updates_per_minute as f64)
+                .max(QUIET);
+            let since = last_edit.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+            let quiet = state.quiet();
+            if since < pace && quiet < QUIET {
+                let _ = tokio::time::timeout(
+                    (pace - since).min(QUIET - quiet),
+                    state.parent.notified(),
+                )
+                .await;
+                continue;
+            }
+            last_edit = Some(Instant::now());
+            // Shown or given up on: either way, wait for the next change.
+            self.edit_parent(&mut thread, &card, &latest).await;
+            *state.shown.lock().unwrap() = Some(card);
+            owing = false;
+            self.owing.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Edits the parent (as plain text when Slack refuses the card); when the parent
+    /// can no longer be edited, posts a new parent (saved in `thread`). Returns
+    /// whether the channel now shows `card`'s state.
+    async fn edit_parent(
+        &self,
+        thread: &mut ThreadRecord,
+        card: &card::Card,
+        latest: &ProcessState,
+    ) -> bool {
+        let (Some(ts), Some(channel_id)) = (thread.parent_ts.clone(), thread.channel_id.clone())
+        else {
+            return false;
+        };
+        match self
+            .retrier
+            .update(&thread.channel, &channel_id, &ts, card, latest)
+            .await
+        {
+            Ok(()) => true,
+            Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
+                tracing::info!(thread = %thread.key, code, "the parent can no longer be edited: posting a new parent");
+                let out = Outgoing {
+                    channel: thread.channel.clone(),
+                    card: card.clone(),
+                    thread_ts: None,
+                    broadcast: false,
+                    identity: None,
+                };
+                match self
+                    .retrier
+                    .post(&out, std::slice::from_ref(latest), Variant::Parent)
+                    .await
+                {
+                    Ok(posted) => {
+                        thread.parent_ts = Some(posted.ts);
+                        thread.channel_id = Some(posted.channel_id);
+                        thread.created = Utc::now();
+                        let _ = self.with_store(|s| s.save_parent(thread));
+                        true
+                    }
+                    Err(f) => {
+                        tracing::error!(thread = %thread.key, "cannot post a new parent: {f}");
+                        false
+                    }
+                }
+            }
+            Err(f) => {
+                tracing::error!(thread = %thread.key, "gave up editing the parent: {f}");
+                false
+            }
+        }
+    }
+}

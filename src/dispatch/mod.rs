@@ -1,0 +1,130 @@
+//! The delivery policy, on the async side: it reads the outbox, renders cards and
+//! calls Slack; it knows no wire bytes. Its rooms:
+//! - [`worker`]: one per thread key — replies strictly in order, coalescing what piled
+//!   up, digests while the process flaps, the "settled" reply after;
+//! - [`keeper`]: one per thread key — keeps the parent showing the newest known state,
+//!   within the edit budget;
+//! - [`pacing`]: the 429 gate and the token buckets (posts per channel, edits);
+//! - [`retry`]: every reaction to a failed call, in one place;
+//! - [`thread`]: the in-memory state a thread's worker and keeper share.
+//!
+//! Per thread: post a parent the first time (its `ts` is saved at once, so a restart
+//! never posts a second parent), post every transition as a reply, and keep the
+//! parent current. Entries are marked delivered only after Slack confirmed the reply.
+
+mod keeper;
+mod pacing;
+mod retry;
+mod thread;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::card::Renderer;
+use crate::config::Settings;
+use crate::context::ContextSource;
+use crate::slack::SlackApi;
+use crate::store::{Store, StoreError};
+use crate::wakeup::{Wake, Wakeup};
+
+use pacing::Pacing;
+use retry::Retrier;
+use thread::ThreadState;
+
+/// Delivered entries are kept this long so that a resend is still recognised.
+const KEEP_DELIVERED: chrono::Duration = chrono::Duration::hours(24);
+
+/// Delivers the outbox to Slack for the life of the process.
+pub struct Dispatcher {
+    retrier: Retrier,
+    /// supervisord's XML-RPC, for the crash context of failures (None: not available).
+    context: Option<ContextSource>,
+    store: Mutex<Store>,
+    renderer: Renderer,
+    settings: Settings,
+    /// How many parents owe an edit now (they share the edit budget).
+    owing: AtomicUsize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        api: SlackApi,
+        context: Option<ContextSource>,
+        store: Store,
+        renderer: Renderer,
+        settings: Settings,
+    ) -> Arc<Self> {
+        let pacing = Pacing::new(
+            settings.post_burst,
+            settings.post_interval,
+            settings.updates_per_minute,
+        );
+        Arc::new(Dispatcher {
+            retrier: Retrier::new(api, pacing, settings.retry_max, settings.setup_retry),
+            context,
+            store: Mutex::new(store),
+            renderer,
+            settings,
+            owing: AtomicUsize::new(0),
+        })
+    }
+
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.store.lock().unwrap())
+    }
+
+    /// Runs for the life of the process: one worker and one keeper per thread key,
+    /// started for what the outbox already holds (after a restart) and for every
+    /// wake-up.
+    pub async fn run(self: Arc<Self>, wakes: Arc<Wakeup>) {
+        let mut threads: HashMap<Wake, Arc<ThreadState>> = HashMap::new();
+        let start = self.with_store(|s| s.pending_keys()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the outbox");
+            Vec::new()
+        });
+        if !start.is_empty() {
+            tracing::info!(
+                threads = start.len(),
+                "delivering what the outbox held from before"
+            );
+        }
+        for w in start {
+            self.clone().nudge(&mut threads, w);
+        }
+        let mut prune = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                keys = wakes.take() => {
+                    for w in keys {
+                        self.clone().nudge(&mut threads, w);
+                    }
+                }
+                _ = prune.tick() => {
+                    if let Err(e) = self.with_store(|s| s.prune(KEEP_DELIVERED)) {
+                        tracing::warn!(error = %e, "cannot prune delivered entries");
+                    }
+                }
+            }
+        }
+    }
+
+    fn nudge(self: Arc<Self>, threads: &mut HashMap<Wake, Arc<ThreadState>>, w: Wake) {
+        if let Some(state) = threads.get(&w) {
+            state.nudge();
+            return;
+        }
+        let state = Arc::new(ThreadState::default());
+        threads.insert(w.clone(), state.clone());
+        let (key, channel) = w;
+        let keeper = self.clone();
+        let (k, c, s) = (key.clone(), channel.clone(), state.clone());
+        tokio::spawn(async move { keeper.keeper(k, c, s).await });
+        tokio::spawn(async move { self.worker(key, channel, state).await });
+    }
+}

@@ -1,0 +1,119 @@
+//! The one in-memory state of a thread while the listener runs: what its worker
+//! (replies) and its keeper (the parent) share. What must outlive the process is in
+//! the store's `ThreadRecord`; this holds what is derived from the events seen.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::card::Card;
+use crate::store::OutboxEntry;
+
+/// A thread's live state.
+#[derive(Default)]
+pub struct ThreadState {
+    /// New entries for the worker.
+    pub work: Notify,
+    /// The parent may need an edit.
+    pub parent: Notify,
+    flapping: AtomicBool,
+    last_event: Mutex<Option<Instant>>,
+    /// The parent card the channel shows now (as posted or last edited).
+    pub shown: Mutex<Option<Card>>,
+    /// How often the process changes (the worker's alone, behind a lock for sharing).
+    flap: Mutex<Flap>,
+}
+
+/// Recent transitions, to tell whether the process is flapping.
+#[derive(Default)]
+struct Flap {
+    /// When each recent transition was first seen (within the flap window).
+    times: VecDeque<Instant>,
+    /// The newest outbox entry counted.
+    seen: Option<i64>,
+    last_reply: Option<Instant>,
+}
+
+/// How flapping is told: more than `threshold` transitions within `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct FlapRule {
+    pub threshold: u32,
+    pub window: Duration,
+}
+
+impl ThreadState {
+    /// Something new happened to the process: wake the worker and the keeper.
+    pub fn nudge(&self) {
+        *self.last_event.lock().unwrap() = Some(Instant::now());
+        self.work.notify_one();
+        self.parent.notify_one();
+    }
+
+    /// How long since the process last changed state.
+    pub fn quiet(&self) -> Duration {
+        self.last_event
+            .lock()
+            .unwrap()
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
+
+    pub fn is_flapping(&self) -> bool {
+        self.flapping.load(Ordering::SeqCst)
+    }
+
+    /// Counts the entries of `batch` not seen before; when this makes the process
+    /// start flapping, returns the transitions counted in the window.
+    pub fn observe(&self, batch: &[OutboxEntry], rule: FlapRule) -> Option<usize> {
+        let now = Instant::now();
+        let mut flap = self.flap.lock().unwrap();
+        let seen = flap.seen;
+        for e in batch.iter().filter(|e| seen.is_none_or(|id| e.id > id)) {
+            flap.times.push_back(now);
+            flap.seen = Some(e.id);
+        }
+        while flap
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > rule.window)
+        {
+            flap.times.pop_front();
+        }
+        // Only "more than the threshold" matters: keep no more than that many.
+        while flap.times.len() > rule.threshold as usize + 1 {
+            flap.times.pop_front();
+        }
+        if !self.is_flapping() && flap.times.len() > rule.threshold as usize {
+            self.flapping.store(true, Ordering::SeqCst);
+            self.parent.notify_one();
+            return Some(flap.times.len());
+        }
+        None
+    }
+
+    /// The flapping episode is over.
+    pub fn settle(&self) {
+        self.flap.lock().unwrap().times.clear();
+        self.flapping.store(false, Ordering::SeqCst);
+        self.parent.notify_one();
+    }
+
+    /// A reply went out (digests are spaced from it).
+    pub fn replied(&self) {
+        self.flap.lock().unwrap().last_reply = Some(Instant::now());
+        self.parent.notify_one();
+    }
+
+    /// How long since the last reply.
+    pub fn since_reply(&self) -> Duration {
+        self.flap
+            .lock()
+            .unwrap()
+            .last_reply
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
+}

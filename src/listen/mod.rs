@@ -1,0 +1,126 @@
+//! The `listen` command: the loop supervisord talks to.
+//!
+//! stdin is read on a plain thread. For each event it commits the event to the
+//! outbox, answers `RESULT 2\nOK`, and wakes the dispatcher — it never waits on the
+//! network, so supervisord is never slowed down by Slack. The dispatcher runs on
+//! tokio and delivers from the outbox at its own pace.
+//! - [`instance`]: which supervisord sent an event, resends, gaps in the serials;
+//! - [`handler`]: one event, from bytes to a committed outbox row (or held in memory);
+//! - [`serve`]: the protocol loop and the signal watcher.
+
+mod handler;
+mod instance;
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+pub use handler::{Handler, CHECKPOINT_EVERY, HELD_MAX};
+pub use instance::{instance_id, GapTracker, RecentSerials};
+pub use serve::{serve, watch_signals, Lifecycle};
+
+use crate::card::Renderer;
+use crate::config::Settings;
+use crate::context::{ContextOptions, ContextSource};
+use crate::dispatch::Dispatcher;
+use crate::routing::RoutingRouter;
+use crate::slack::SlackApi;
+use crate::store::Store;
+use crate::wakeup::Wakeup;
+
+/// Runs the listener until stdin closes or a signal stops it: the dispatcher on a
+/// tokio runtime, the protocol loop on this thread.
+pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Result<()> {
+    if let Err(missing) = settings.ready_to_listen() {
+        let all: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        bail!("{}", all.join("; "));
+    }
+    let token = settings.token.clone().expect("ready_to_listen checked the token");
+    tracing::info!(
+        state = %state_path.display(),
+        channel = settings.channel.as_deref().unwrap_or_default(),
+        host = %settings.host,
+        "listening for supervisord events"
+    );
+
+    let reader_store = match Store::open(&state_path).and_then(Store::without_autocheckpoint) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the state database; holding events in memory until it can be written");
+            None
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("delivery")
+        .build()
+        .context("starting the async runtime")?;
+    let wakeup = Arc::new(Wakeup::default());
+    let wake_rx = wakeup.clone();
+    let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
+    let host = settings.host.clone();
+    let outbox_cap = settings.outbox_cap;
+    let router = RoutingRouter::new(settings.routes.clone());
+    let context = crash_context_source(&settings);
+    let path = state_path.clone();
+    runtime.spawn(async move {
+        // The dispatcher has its own connection; wait for the disk if it is not there.
+        let store = loop {
+            match Store::open(&path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::error!(error = %e, "delivery waits for the state database");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            }
+        };
+        Dispatcher::new(api, context, store, renderer, settings)
+            .run(wake_rx)
+            .await;
+    });
+
+    let life = Arc::new(Lifecycle::default());
+    watch_signals(life.clone()).context("installing signal handlers")?;
+    let mut handler = Handler::new(
+        host,
+        reader_store,
+        state_path,
+        Box::new(router),
+        Some(wakeup),
+    );
+    handler.outbox_cap = outbox_cap;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
+    if handler.held_count() > 0 {
+        tracing::error!(
+            held = handler.held_count(),
+            "exiting with events that never reached the disk"
+        );
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
+
+/// supervisord's XML-RPC for crash context: the `supervisor_server_url` setting, else
+/// the `SUPERVISOR_SERVER_URL` supervisord gives its listeners. Without either, cards
+/// go out without context.
+fn crash_context_source(settings: &Settings) -> Option<ContextSource> {
+    let user = settings.supervisor_username.clone();
+    let password = settings.supervisor_password.clone();
+    let source = match &settings.supervisor_server_url {
+        Some(url) => ContextSource::new(url, user, password, ContextOptions::default()),
+        None => ContextSource::from_env(user, password, ContextOptions::default()),
+    };
+    match source {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::info!("crash context is off: {e}");
+            None
+        }
+    }
+}
