@@ -395,3 +395,69 @@ fn listen_refuses_to_start_on_bad_settings() {
     assert!(stderr.contains("line 3: route[1].group"), "{stderr}");
     assert!(!dir.path().join("s.db").exists(), "nothing was started");
 }
+
+/// With `[[route]]` channels but no default channel, `listen` starts (events that
+/// match no route are not reported) and `check` agrees: a warning, not a problem.
+/// Both ask `Settings::ready_to_listen`.
+#[tokio::test]
+async fn routes_without_a_default_channel_listen_and_check_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    let text = "[[route]]\ngroup = \"web\"\nchannel = \"#web\"\n";
+    std::fs::write(&path, text).unwrap();
+    let state = dir.path().join("s.db");
+
+    let settings = config::resolve(
+        &config::parse_str(text, Some(&path)).unwrap(),
+        &[
+            ("SLACK_TOKEN", "xoxb-test"),
+            ("SLACK_API_URL", "http://127.0.0.1:9/api"),
+            ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+        ],
+    )
+    .unwrap()
+    .settings;
+    assert_eq!(settings.ready_to_listen(), Ok(()));
+    let report = supervisor_slack::check::run(
+        &settings,
+        &supervisor_slack::check::Options::default(),
+    )
+    .await;
+    let problems: Vec<String> = report.problems().map(|p| p.what.clone()).collect();
+    assert!(
+        !problems.iter().any(|p| p.contains("channel") || p.contains("refuses")),
+        "{report}"
+    );
+    let shown = report.to_string();
+    assert!(
+        shown.contains("no default channel: events that match no [[route]] are not reported"),
+        "{shown}"
+    );
+
+    // listen starts: READY on stdout, exit 0 when stdin closes.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        .arg("--config")
+        .arg(&path)
+        .arg("listen")
+        .env("SLACK_TOKEN", "xoxb-test")
+        .env_remove("SLACK_CHANNEL")
+        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
+        .env("SUPERVISOR_SLACK_STATE", &state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"READY\n");
+
+    // Without any channel both refuse, with the same words.
+    let none = config::resolve(&config::parse_str("", None).unwrap(), &[("SLACK_TOKEN", "x")])
+        .unwrap()
+        .settings;
+    let missing = none.ready_to_listen().unwrap_err();
+    assert_eq!(missing.len(), 1);
+    assert!(missing[0].what.contains("no default channel and no [[route]] channel"));
+}
