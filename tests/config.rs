@@ -461,3 +461,43 @@ async fn routes_without_a_default_channel_listen_and_check_agree() {
     assert_eq!(missing.len(), 1);
     assert!(missing[0].what.contains("no default channel and no [[route]] channel"));
 }
+
+/// The token travels in every request: plain http only to this machine.
+#[test]
+fn api_url_over_plain_http_only_to_a_loopback_address() {
+    let env_with = |url: &str| {
+        resolve(
+            &parse_str(&format!("api_url = {url:?}\n"), Some(Path::new("s.toml"))).unwrap(),
+            &[("SLACK_TOKEN", "xoxb-test")],
+        )
+    };
+    for ok in [
+        "http://127.0.0.1:8089/api",
+        "http://localhost:9/api",
+        "http://127.3.4.5/api",
+        "http://[::1]:8089/api",
+        "https://slack.example.com/api",
+    ] {
+        assert_eq!(env_with(ok).unwrap().settings.api_url, ok, "{ok}");
+    }
+    for bad in [
+        "http://slack.com/api",
+        "http://10.0.0.5:8089/api",
+        "http://127.0.0.1@evil.example/api",
+        "http://127.0.0.1.evil.example/api",
+        "http://[::2]/api",
+    ] {
+        let e = env_with(bad).unwrap_err();
+        assert_eq!(e.key(), Some("api_url"), "{bad}");
+        assert_eq!(e.line(), Some(1), "{bad}");
+        let m = e.to_string();
+        assert!(m.contains("clear text") && m.contains("use https://"), "{m}");
+    }
+    // The variable too, named in the error.
+    let e = resolve(
+        &parse_str("", None).unwrap(),
+        &[("SLACK_TOKEN", "xoxb-test"), ("SLACK_API_URL", "http://203.0.113.7/api")],
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("SLACK_API_URL"));
+}

@@ -1,5 +1,7 @@
-//! Settings: an optional TOML file, overridden by the environment. Knows nothing of
-//! the rest of the program; everything else receives a [`Settings`].
+//! Settings: an optional TOML file, overridden by the environment. This room owns the
+//! schema and its checking ([`file`]: the file and its errors; [`routes`]: the
+//! `[[route]]` tables, checked into [`crate::routing`]'s rules; [`paths`]: secrets
+//! from files, the default state path); everything else receives a [`Settings`].
 //!
 //! Secrets (the bot token, supervisord's password) come from the environment or from
 //! files — never from a command-line argument, which any user of the machine can read
@@ -17,9 +19,9 @@ use toml::Spanned;
 
 use crate::routing::Routes;
 
-mod file;
-mod paths;
-mod routes;
+pub mod file;
+pub mod paths;
+pub mod routes;
 
 pub use file::{
     invalid, line_of, parse_duration, parse_str, read_file, ConfigError, Env, FileSettings,
@@ -275,17 +277,29 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         },
     };
     let api_url = api_url.trim_end_matches('/').to_string();
+    let api_key = if api_at.is_some() {
+        "api_url"
+    } else {
+        "SLACK_API_URL"
+    };
     if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-        let key = if api_at.is_some() {
-            "api_url"
-        } else {
-            "SLACK_API_URL"
-        };
         return Err(ConfigError::Invalid {
-            key: key.into(),
+            key: api_key.into(),
             at: api_at,
             message: format!("{api_url:?} is not an http(s) URL; the default is {DEFAULT_API_URL}"),
         });
+    }
+    if let Some(rest) = api_url.strip_prefix("http://") {
+        // The token goes in every request: in clear text only to this machine.
+        if !is_loopback_authority(rest) {
+            return Err(ConfigError::Invalid {
+                key: api_key.into(),
+                at: api_at,
+                message: format!(
+                    "{api_url:?} would send the bot token in clear text over the network; use https:// (the default is {DEFAULT_API_URL}), or plain http only to this machine (127.0.0.1, localhost, [::1])"
+                ),
+            });
+        }
     }
 
     let host = match env
@@ -470,6 +484,29 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         warnings,
         file: file.path.clone(),
     })
+}
+
+/// `true` when the host of `authority[/path]` (what follows `http://`) is this
+/// machine: `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+pub fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // No userinfo: `http://127.0.0.1@evil.example/` names evil.example.
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, _)) => return h == "::1",
+            None => return false,
+        }
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A channel is `#name` or an ID such as `C0123456789`; no spaces.
