@@ -9,6 +9,8 @@
 //! - [`slack`]: the Slack stand-in as the tests use it — Slack's limits scaled down,
 //!   the listener settings that match them, and reading threads back (serials,
 //!   which process a parent is about, waiting for a channel to hold something).
+//! - [`events`]: an event builder, `ev("web", State::Running).from(State::Starting)
+//!   .pid(42)`, for every test that needs a [`ProcessState`] value.
 //! - Here: processes and time (`secs`, `wait_until`, signals, `/proc`).
 //!
 //! Each test crate uses its own part of the harness, so unused items are allowed.
@@ -16,9 +18,11 @@
 //! [`Program`]: supervisord::Program
 //! [`ListenerEntry`]: supervisord::ListenerEntry
 //! [`PipeListener`]: pipe::PipeListener
+//! [`ProcessState`]: supervisor_slack::supervisord::event::ProcessState
 
 #![allow(dead_code)]
 
+pub mod events;
 pub mod pipe;
 pub mod slack;
 pub mod supervisord;
