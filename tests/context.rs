@@ -6,12 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::supervisord::*;
+use common::{secs, wait_until};
 use supervisor_slack::card::CrashContext;
 use supervisor_slack::config::Secret;
 use supervisor_slack::context::{ContextOptions, ContextSource};
 use supervisor_slack::supervisord::event::{ProcessState, State};
-use common::supervisord::*;
-use common::{secs, wait_until};
 
 /// The event supervisord would have sent for `name`'s transition to `to`.
 fn event(name: &str, from: State, to: State, expected: Option<bool>) -> ProcessState {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::pipe::PipeListener;
 use common::slack::{
-    assert_never_rate_limited, by_process, options, outage_failures, serials, thread_serials,
-    wait, FAST, FAST_UPDATES, TOKEN,
+    assert_never_rate_limited, by_process, options, outage_failures, serials, thread_serials, wait,
+    FAST, FAST_UPDATES, TOKEN,
 };
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 

@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::slack::{
-    assert_never_rate_limited, options, outage_failures, parent_process,
-    parent_state, serials, thread_serials, write_settings, FAST, FAST_UPDATES, TOKEN,
+    assert_never_rate_limited, options, outage_failures, parent_process, parent_state, serials,
+    thread_serials, write_settings, FAST, FAST_UPDATES, TOKEN,
 };
 use common::supervisord::*;
 use common::{secs, signal, wait_until, SLACK_BIN};

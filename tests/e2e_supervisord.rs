@@ -7,7 +7,9 @@
 //! machine; it must still answer every event at once.
 
 mod common;
+
 use std::collections::BTreeMap;
+
 use common::supervisord::*;
 use common::{secs, wait_until};
 

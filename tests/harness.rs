@@ -3,7 +3,9 @@
 //! parser, events arrive, protocol trouble is detected, nothing outlives a test.
 
 mod common;
+
 use std::path::Path;
+
 use common::supervisord::*;
 use common::{alive, descendants, secs, wait_until};
 

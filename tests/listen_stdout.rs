@@ -105,7 +105,12 @@ fn real_capture_commits_every_process_state_event_to_the_outbox() {
 
 #[test]
 fn duplicate_serial_is_answered_but_stored_once() {
-    let ev = event(5, 1, "PROCESS_STATE_RUNNING", "processname:a groupname:a from_state:STARTING pid:7");
+    let ev = event(
+        5,
+        1,
+        "PROCESS_STATE_RUNNING",
+        "processname:a groupname:a from_state:STARTING pid:7",
+    );
     let run = listen(&[ev.clone(), ev].concat());
     assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
     assert!(run.stderr.contains("dropped a duplicate"), "{}", run.stderr);
@@ -118,8 +123,18 @@ fn duplicate_serial_is_answered_but_stored_once() {
 
 #[test]
 fn poolserial_gap_is_recorded_for_the_next_card() {
-    let a = event(1, 1, "PROCESS_STATE_STARTING", "processname:a groupname:a from_state:STOPPED tries:0");
-    let b = event(9, 5, "PROCESS_STATE_RUNNING", "processname:a groupname:a from_state:STARTING pid:7");
+    let a = event(
+        1,
+        1,
+        "PROCESS_STATE_STARTING",
+        "processname:a groupname:a from_state:STOPPED tries:0",
+    );
+    let b = event(
+        9,
+        5,
+        "PROCESS_STATE_RUNNING",
+        "processname:a groupname:a from_state:STARTING pid:7",
+    );
     let run = listen(&[a, b].concat());
     assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
     assert!(
@@ -303,7 +318,12 @@ fn sigterm_with_an_event_in_hand_answers_it_then_exits() {
     let state = tempfile::tempdir().unwrap();
     let mut child = spawn_listener(state.path());
     assert_eq!(read_n(&mut child, 6), "READY\n");
-    let ev = event(1, 1, "PROCESS_STATE_RUNNING", "processname:a groupname:a from_state:STARTING pid:7");
+    let ev = event(
+        1,
+        1,
+        "PROCESS_STATE_RUNNING",
+        "processname:a groupname:a from_state:STARTING pid:7",
+    );
     let (head, tail) = ev.split_at(ev.len() - 10);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(head).unwrap();

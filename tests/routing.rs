@@ -6,9 +6,9 @@ use std::path::Path;
 
 use common::events::{ev, EventBuilder};
 use supervisor_slack::config::{parse_str, resolve};
-use supervisor_slack::supervisord::event::{ProcessState, State};
 use supervisor_slack::listen::Router;
 use supervisor_slack::routing::{is_mention, PreviousStates, Route, Routes, RoutingRouter};
+use supervisor_slack::supervisord::event::{ProcessState, State};
 
 fn routes(text: &str) -> Routes {
     let file = parse_str(text, Some(Path::new("test.toml"))).unwrap();

@@ -7,10 +7,10 @@ mod common;
 use chrono::{TimeZone, Utc};
 use common::events::{self, EventBuilder};
 use common::pipe::event_frame;
-use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
 use supervisor_slack::listen::{Handler, OneChannel};
-use supervisor_slack::supervisord::protocol::{EventReader, Read};
 use supervisor_slack::store::{Appended, Store, ThreadRecord};
+use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
+use supervisor_slack::supervisord::protocol::{EventReader, Read};
 
 /// `api:process` on `web-1`, pid 100, at 14:00.
 fn ev(process: &str, serial: u64, from: State, to: State) -> ProcessState {
@@ -219,7 +219,12 @@ fn a_database_from_a_newer_release_is_refused_not_clobbered() {
     assert!(err.contains("newer supervisor-slack (schema 99"), "{err}");
 }
 
-fn raw(serial: u64, process: &str, to: &str, from: &str) -> supervisor_slack::supervisord::protocol::RawEvent {
+fn raw(
+    serial: u64,
+    process: &str,
+    to: &str,
+    from: &str,
+) -> supervisor_slack::supervisord::protocol::RawEvent {
     let bytes = event_frame(
         "sv",
         serial,

@@ -89,6 +89,7 @@ impl PipeListener {
         self.send(&ev);
     }
 
+    /// Writes `bytes` (one framed event) and waits for its answer, as [`Self::state`].
     pub fn send(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(bytes).unwrap();
@@ -97,10 +98,12 @@ impl PipeListener {
         expect(&mut self.stdout, b"READY\n");
     }
 
+    /// The serial of the last event sent.
     pub fn serial(&self) -> u64 {
         self.serial
     }
 
+    /// Everything the listener logged so far (every incarnation in this `dir`).
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }

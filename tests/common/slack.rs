@@ -39,7 +39,11 @@ pub fn options() -> StandInOptions {
 /// Returns its path, for `--config`.
 pub fn write_settings(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("settings.toml");
-    std::fs::write(&path, format!("channel = \"#ops\"\nhost = \"web-1\"\n{extra}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("channel = \"#ops\"\nhost = \"web-1\"\n{extra}"),
+    )
+    .unwrap();
     path
 }
 
