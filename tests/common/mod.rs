@@ -1,4 +1,5 @@
-//! The one test harness: every integration test comes in through `mod common;`.
+//! The one test harness. A test file that needs any of it says `mod common;`; there
+//! is no other way in.
 //!
 //! - [`supervisord`]: a real supervisord in a temp dir — its config ([`Program`]s and
 //!   the `[eventlistener:x]` [`ListenerEntry`]), waiting for states, `supervisorctl`,
