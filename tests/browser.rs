@@ -7,16 +7,17 @@
 //! Without it the tests skip with a message, except under CI (`CI` set), where a
 //! missing browser is a failure. `CHROMIUM=/path` picks another binary.
 
-mod drive;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drive::{Listener, FAST};
+use common::pipe::PipeListener;
+use common::slack::{header, options, FAST, FAST_UPDATES};
 use supervisor_slack::card::color;
+use supervisor_slack::standin::StandIn;
 use supervisor_slack::supervisord::event::State;
-use supervisor_slack::standin::{StandIn, StandInOptions, Thread};
 
 /// The injected name: if the page ever let it become a tag, the title would change.
 const EVIL: &str = r#"<script>document.title="pwned"</script>"#;
@@ -106,28 +107,11 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
     dom
 }
 
-fn options() -> StandInOptions {
-    StandInOptions {
-        post_interval: Duration::from_millis(100),
-        burst: 3,
-        updates_per_minute: 600,
-        ..StandInOptions::default()
-    }
-}
-
-fn header_of(t: &Thread) -> String {
-    t.parent.header().unwrap_or_default()
-}
-
 /// Posts three processes' cards through the real listener and waits until the
 /// stand-in holds them all: `web` RUNNING, `worker` crash-looping into FATAL, and a
 /// process whose name is a `<script>` tag.
-async fn post_cards(standin: &StandIn, dir: &Path) -> Listener {
-    let mut l = Listener::start(
-        dir,
-        &standin.api_url(),
-        &format!("{FAST}updates_per_minute = 600\n"),
-    );
+async fn post_cards(standin: &StandIn, dir: &Path) -> PipeListener {
+    let mut l = PipeListener::start(dir, &standin.api_url(), &format!("{FAST}{FAST_UPDATES}"));
     l.state("web", "STOPPED", "STARTING");
     l.state("web", "STARTING", "RUNNING");
     l.state("worker", "STOPPED", "STARTING");
@@ -139,7 +123,7 @@ async fn post_cards(standin: &StandIn, dir: &Path) -> Listener {
     let done = standin
         .wait_for(Duration::from_secs(30), |s| {
             let threads = s.channel("#ops");
-            let heads: Vec<String> = threads.iter().map(header_of).collect();
+            let heads: Vec<String> = threads.iter().map(header).collect();
             let replies: usize = threads.iter().map(|t| t.replies.len()).sum();
             threads.len() == 3
                 && heads.iter().any(|h| h.contains("web RUNNING"))
@@ -150,7 +134,7 @@ async fn post_cards(standin: &StandIn, dir: &Path) -> Listener {
                 && replies >= 3
         })
         .await;
-    let heads: Vec<String> = standin.channel("#ops").iter().map(header_of).collect();
+    let heads: Vec<String> = standin.channel("#ops").iter().map(header).collect();
     assert!(done, "the cards never all arrived: {heads:?}");
     l
 }
@@ -228,7 +212,7 @@ async fn one_thread_in_chromium_holds_its_parent_and_every_reply_in_order() {
     let worker = standin
         .channel("#ops")
         .into_iter()
-        .find(|t| header_of(t).contains("worker"))
+        .find(|t| header(t).contains("worker"))
         .unwrap();
 
     let url = format!("{}?thread={}", standin.page_url(), worker.parent.ts);

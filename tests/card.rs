@@ -1,7 +1,10 @@
 //! What a Slack user sees of a card: the JSON the renderer produces.
 
+mod common;
+
 use std::collections::HashSet;
 
+use common::events::EventBuilder;
 use serde_json::Value;
 use supervisor_slack::card::samples::{self, event, fixed_time, HOSTILE};
 use supervisor_slack::card::*;
@@ -408,10 +411,7 @@ fn hostile_names_and_text_are_escaped_everywhere_in_mrkdwn() {
         HOSTILE.join(" ")
     );
     let huge = format!("{hostile}{}", "n".repeat(1000));
-    let ev = ProcessState {
-        pid: Some(1),
-        ..event(&huge, &hostile, &huge, State::Running, State::Exited, 0)
-    };
+    let ev = event(&huge, &hostile, &huge, State::Running, State::Exited, 0).pid(1);
     let ctx = CrashContext {
         exit_status: Some(1),
         spawn_error: Some(hostile.clone()),

@@ -1,7 +1,10 @@
 //! Any input, any state: the built-in cards stay within Block Kit's limits, keep
 //! untrusted text escaped, and survive slack-morphism's SlackBlock unchanged.
 
+mod common;
+
 use chrono::{TimeZone, Utc};
+use common::events::{ev, EventBuilder};
 use proptest::prelude::*;
 use serde_json::Value;
 use supervisor_slack::card::limits::CARD_BUDGET;
@@ -61,21 +64,17 @@ fn process_state() -> impl Strategy<Value = ProcessState> {
         0i64..4_000_000_000,
     )
         .prop_map(
-            |(host, group, process, from, to, pid, tries, expected, secs)| ProcessState {
-                host,
-                server: "s".into(),
-                serial: 1,
-                pool: "p".into(),
-                poolserial: 1,
-                group,
-                process,
-                from,
-                to,
-                pid,
-                tries,
-                expected,
-                at: Utc.timestamp_opt(secs, 0).unwrap(),
-                extra: Vec::new(),
+            |(host, group, process, from, to, pid, tries, expected, secs)| {
+                ev(&process, to)
+                    .from(from)
+                    .host(&host)
+                    .group(&group)
+                    .server("s")
+                    .pool("p")
+                    .pid(pid)
+                    .tries(tries)
+                    .expected(expected)
+                    .at(Utc.timestamp_opt(secs, 0).unwrap())
             },
         )
 }
@@ -250,21 +249,18 @@ proptest! {
 fn worst_case_reply_fits_the_budget() {
     let big = "<\"".repeat(3000);
     let events: Vec<ProcessState> = (0..300)
-        .map(|i| ProcessState {
-            host: big.clone(),
-            server: String::new(),
-            serial: i,
-            pool: String::new(),
-            poolserial: i,
-            group: format!("{i}{big}"),
-            process: big.clone(),
-            from: State::Starting,
-            to: State::Exited,
-            pid: Some(u32::MAX),
-            tries: Some(u32::MAX),
-            expected: Some(false),
-            at: Utc.timestamp_opt(4_000_000_000, 0).unwrap(),
-            extra: Vec::new(),
+        .map(|i| {
+            ev(&big, State::Exited)
+                .from(State::Starting)
+                .host(&big)
+                .group(&format!("{i}{big}"))
+                .server("")
+                .pool("")
+                .serial(i)
+                .pid(u32::MAX)
+                .tries(u32::MAX)
+                .expected(false)
+                .at(Utc.timestamp_opt(4_000_000_000, 0).unwrap())
         })
         .collect();
     let ctx = CrashContext {

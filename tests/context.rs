@@ -2,15 +2,16 @@
 //! process dies (exit status, spawn error, stderr tail) and, when context cannot be
 //! had, the reason the user reads instead.
 
-mod support;
+mod common;
 
 use std::time::{Duration, Instant};
 
+use common::supervisord::*;
+use common::{secs, wait_until};
 use supervisor_slack::card::CrashContext;
 use supervisor_slack::config::Secret;
 use supervisor_slack::context::{ContextOptions, ContextSource};
 use supervisor_slack::supervisord::event::{ProcessState, State};
-use support::*;
 
 /// The event supervisord would have sent for `name`'s transition to `to`.
 fn event(name: &str, from: State, to: State, expected: Option<bool>) -> ProcessState {

@@ -2,70 +2,23 @@
 //! outages, fallbacks — asserting on what Slack receives. The listener is the real
 //! binary, driven over pipes as supervisord drives it.
 
-mod drive;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drive::{Listener, FAST, TOKEN};
-use supervisor_slack::standin::{Fault, Message, StandIn, StandInOptions, Thread};
-
-/// Slack's limits, scaled down tenfold like [`FAST`].
-fn options() -> StandInOptions {
-    StandInOptions {
-        post_interval: Duration::from_millis(100),
-        burst: 3,
-        updates_per_minute: 600,
-        ..StandInOptions::default()
-    }
-}
-
-const FAST_UPDATES: &str = "updates_per_minute = 600\n";
-
-/// The serials a message reports in its metadata.
-fn serials(m: &Message) -> Vec<u64> {
-    let Some(s) = m
-        .metadata
-        .as_ref()
-        .and_then(|md| md.pointer("/event_payload/serials"))
-        .and_then(|v| v.as_str())
-    else {
-        return vec![];
-    };
-    s.split(',').map(|n| n.parse().unwrap()).collect()
-}
-
-fn thread_serials(t: &Thread) -> Vec<u64> {
-    t.replies.iter().flat_map(serials).collect()
-}
-
-fn by_process(threads: &[Thread]) -> BTreeMap<String, Thread> {
-    threads
-        .iter()
-        .map(|t| {
-            let header = t.parent.header().unwrap_or_default();
-            let name = ["alpha", "bravo", "charlie"]
-                .into_iter()
-                .find(|n| header.contains(n))
-                .unwrap_or("?")
-                .to_string();
-            (name, t.clone())
-        })
-        .collect()
-}
-
-async fn wait(standin: &StandIn, secs: u64, what: &str, done: impl Fn(&StandIn) -> bool) {
-    assert!(
-        standin.wait_for(Duration::from_secs(secs), done).await,
-        "timed out waiting for: {what}"
-    );
-}
+use common::pipe::PipeListener;
+use common::slack::{
+    assert_never_rate_limited, by_process, options, outage_failures, serials, thread_serials, wait,
+    FAST, FAST_UPDATES, TOKEN,
+};
+use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_and_twenty_events_make_three_threads_in_order_with_current_parents() {
     let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}coalesce_max = 1\n"),
@@ -162,13 +115,7 @@ async fn three_processes_and_twenty_events_make_three_threads_in_order_with_curr
         .iter()
         .any(|r| r.visible_text().contains("Recovered")));
     // Never over Slack's limits.
-    let limited: Vec<_> = standin
-        .calls()
-        .into_iter()
-        .filter(|c| c.status == 429)
-        .collect();
-    assert!(limited.is_empty(), "429s: {limited:?}");
-    assert!(standin.calls_during_retry_after().is_empty());
+    assert_never_rate_limited(&standin);
     // link_names stays off on every post.
     for c in standin.calls_to("chat.postMessage") {
         assert_eq!(c.body["link_names"], false, "{}", c.body);
@@ -186,7 +133,7 @@ async fn after_a_429_no_request_arrives_before_retry_after_has_elapsed() {
     .unwrap();
     standin.set_fault(Fault::Status(429).on("chat.postMessage").times(1));
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),
@@ -228,7 +175,7 @@ async fn after_a_429_no_request_arrives_before_retry_after_has_elapsed() {
 async fn a_sixty_second_outage_loses_nothing_and_keeps_order() {
     let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),
@@ -273,12 +220,7 @@ async fn a_sixty_second_outage_loses_nothing_and_keeps_order() {
         "alpha's transitions all there, in order"
     );
     assert_eq!(thread_serials(&threads["bravo"]).len(), 15);
-    let failed = standin
-        .calls()
-        .iter()
-        .filter(|c| c.status == 503 || c.status == 0)
-        .count();
-    assert!(failed > 0, "the outage was felt");
+    assert!(outage_failures(&standin) > 0, "the outage was felt");
     assert!(l.stderr().contains("retrying"));
     l.close();
 }
@@ -292,7 +234,7 @@ async fn a_refused_card_is_sent_once_as_plain_text() {
             .times(1),
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),
@@ -326,7 +268,7 @@ async fn a_refused_card_is_sent_once_as_plain_text() {
 async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
     let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),
@@ -354,7 +296,7 @@ async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
 async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
     let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}thread_ttl = \"1s\"\n"),
@@ -381,7 +323,7 @@ async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
 async fn a_restarted_listener_continues_the_same_threads() {
     let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),
@@ -393,7 +335,7 @@ async fn a_restarted_listener_continues_the_same_threads() {
     .await;
     let serial = l.serial();
     l.close();
-    let mut l = Listener::start_with(
+    let mut l = PipeListener::start_with(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),
@@ -426,7 +368,7 @@ async fn setup_errors_say_how_to_fix_them_keep_events_and_never_show_the_token()
     let standin = StandIn::start(options()).await.unwrap();
     standin.set_fault(Fault::api_error("not_in_channel").on("chat.postMessage"));
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
+    let mut l = PipeListener::start(
         dir.path(),
         &standin.api_url(),
         &format!("{FAST}{FAST_UPDATES}"),

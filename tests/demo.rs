@@ -4,13 +4,15 @@
 //! postgres error from stderr), running it again restarts cleanly, and
 //! `scripts/demo stop` leaves nothing running.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_supervisor-slack");
+use common::{alive, SLACK_BIN as BIN};
 
 fn demo(dir: &Path, args: &[&str]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -45,13 +47,6 @@ fn pid(dir: &Path, file: &str) -> u32 {
         .trim()
         .parse()
         .unwrap()
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
 }
 
 fn get(port: u16, path: &str) -> Option<String> {

@@ -15,51 +15,28 @@
 //!
 //! Needs `scripts/test-env` (a supervisord in `.venv/`).
 
-mod support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use supervisor_slack::standin::{Fault, Message, StandIn, StandInOptions, Thread};
-use support::*;
-
-const TOKEN: &str = "xoxb-1111-2222-durabledurable";
-
-/// Slack's limits scaled down tenfold (as in tests/delivery.rs).
-fn standin_options() -> StandInOptions {
-    StandInOptions {
-        post_interval: Duration::from_millis(100),
-        burst: 3,
-        updates_per_minute: 600,
-        ..StandInOptions::default()
-    }
-}
+use common::slack::{
+    assert_never_rate_limited, options, outage_failures, parent_process, parent_state, serials,
+    thread_serials, write_settings, FAST, FAST_UPDATES, TOKEN,
+};
+use common::supervisord::*;
+use common::{secs, signal, wait_until, SLACK_BIN};
+use supervisor_slack::standin::{Fault, StandIn, Thread};
 
 /// Writes the listener's settings file (fast pacing, the stand-in as Slack) and
 /// returns the `[eventlistener:slack]` section running the built binary with it.
-fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> Listener {
-    let settings = dir.join("settings.toml");
-    std::fs::write(
-        &settings,
-        format!(
-            "channel = \"#ops\"\n\
-             host = \"web-1\"\n\
-             api_url = \"{api_url}\"\n\
-             post_interval = \"100ms\"\n\
-             post_burst = 2\n\
-             updates_per_minute = 600\n\
-             setup_retry = \"300ms\"\n\
-             retry_max = \"1s\"\n\
-             call_timeout = \"2s\"\n\
-             digest_interval = \"2s\"\n\
-             settle_after = \"5s\"\n\
-             {extra}"
-        ),
-    )
-    .unwrap();
-    Listener::custom(&[
+fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
+    let settings = write_settings(
+        dir,
+        &format!("api_url = \"{api_url}\"\n{FAST}{FAST_UPDATES}{extra}"),
+    );
+    ListenerEntry::custom(&[
         SLACK_BIN,
         "--config",
         settings.to_str().unwrap(),
@@ -108,38 +85,6 @@ fn outbox(db: &Path) -> Vec<Row> {
     .unwrap()
     .collect::<Result<_, _>>()
     .unwrap()
-}
-
-/// The serials a reply reports in its metadata.
-fn serials(m: &Message) -> Vec<u64> {
-    m.metadata
-        .as_ref()
-        .and_then(|md| md.pointer("/event_payload/serials"))
-        .and_then(|v| v.as_str())
-        .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
-        .unwrap_or_default()
-}
-
-fn thread_serials(t: &Thread) -> Vec<u64> {
-    t.replies.iter().flat_map(serials).collect()
-}
-
-/// The process a parent card is about: its header reads `🟢 name STATE on host`
-/// (or `group:name`).
-fn parent_process(t: &Thread) -> String {
-    let header = t.parent.header().unwrap_or_default();
-    let word = header.split_whitespace().nth(1).unwrap_or_default();
-    word.rsplit(':').next().unwrap().to_string()
-}
-
-/// The state a parent card shows.
-fn parent_state(t: &Thread) -> String {
-    let header = t.parent.header().unwrap_or_default();
-    header
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Every serial Slack received, over all threads.
@@ -323,11 +268,7 @@ fn assert_one_parent_each(threads: &[Thread]) {
 }
 
 fn kill9(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -9 {pid}");
+    assert!(signal(pid, "KILL"), "kill -9 {pid}");
 }
 
 /// A seed from `DURABILITY_SEED`, else a fresh one; printed so a failure can be
@@ -346,7 +287,7 @@ async fn kill_9_under_load_loses_nothing_and_keeps_one_ordered_thread_per_proces
     let started = Instant::now();
     let mut rng = fastrand::Rng::with_seed(seed());
     let t0 = Instant::now();
-    let standin = StandIn::start(standin_options()).await.unwrap();
+    let standin = StandIn::start(options()).await.unwrap();
     standin.set_fault(Fault::Slow(Duration::from_millis(200)));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
@@ -517,7 +458,7 @@ fn received_for(sv: &Supervisord, process: &str) -> Vec<(u64, String)> {
 /// own reply in its process's thread, in order; the parents end in the final states.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order() {
-    let standin = StandIn::start(standin_options()).await.unwrap();
+    let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
@@ -595,13 +536,7 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
             other => panic!("unexpected thread {other}"),
         }
     }
-    let limited: Vec<_> = standin
-        .calls()
-        .into_iter()
-        .filter(|c| c.status == 429)
-        .collect();
-    assert!(limited.is_empty(), "429s: {limited:?}");
-    assert!(standin.calls_during_retry_after().is_empty());
+    assert_never_rate_limited(&standin);
     sv.assert_no_protocol_trouble();
     sv.stop();
 }
@@ -610,7 +545,7 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
 /// threads: no second parent, the parent edited to the new state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_restarted_between_events_continues_the_same_threads() {
-    let standin = StandIn::start(standin_options()).await.unwrap();
+    let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
@@ -663,7 +598,7 @@ async fn a_listener_restarted_between_events_continues_the_same_threads() {
 /// version over pipes is in tests/delivery.rs; this one has supervisord in the loop.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slack_outage_with_real_supervisord_loses_nothing_and_keeps_order() {
-    let standin = StandIn::start(standin_options()).await.unwrap();
+    let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
@@ -733,12 +668,7 @@ async fn a_slack_outage_with_real_supervisord_loses_nothing_and_keeps_order() {
         cycle(2),
         "worker: start, stop/start, restart"
     );
-    let failed = standin
-        .calls()
-        .iter()
-        .filter(|c| c.status == 503 || c.status == 0)
-        .count();
-    assert!(failed > 0, "the outage was felt");
+    assert!(outage_failures(&standin) > 0, "the outage was felt");
     sv.assert_no_protocol_trouble();
     sv.stop();
 }

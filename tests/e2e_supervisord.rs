@@ -6,9 +6,12 @@
 //! The listener points at an unreachable Slack (`127.0.0.1:9`), so nothing leaves the
 //! machine; it must still answer every event at once.
 
-mod support;
+mod common;
+
 use std::collections::BTreeMap;
-use support::*;
+
+use common::supervisord::*;
+use common::{secs, wait_until};
 
 const STATE_PREFIX: &str = "PROCESS_STATE_";
 
@@ -28,7 +31,7 @@ fn start() -> Supervisord {
                     .autorestart("false"),
             )
             .listener(
-                Listener::slack()
+                ListenerEntry::slack()
                     .args(&["--state", "{dir}/state.db"])
                     .env("SLACK_API_URL", "http://127.0.0.1:9/api")
                     .env("SLACK_TOKEN", "xoxb-test")

@@ -2,28 +2,13 @@
 //! listener, and what Slack receives then. The listener is the real binary, driven
 //! over pipes as supervisord drives it; Slack is the stand-in.
 
-mod drive;
+mod common;
 
 use std::time::Duration;
 
-use drive::{Listener, FAST};
-use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
-
-fn options() -> StandInOptions {
-    StandInOptions {
-        post_interval: Duration::from_millis(100),
-        burst: 3,
-        updates_per_minute: 600,
-        ..StandInOptions::default()
-    }
-}
-
-async fn wait(standin: &StandIn, secs: u64, what: &str, done: impl Fn(&StandIn) -> bool) {
-    assert!(
-        standin.wait_for(Duration::from_secs(secs), done).await,
-        "timed out waiting for: {what}"
-    );
-}
+use common::pipe::PipeListener as Listener;
+use common::slack::{options, wait, FAST};
+use supervisor_slack::standin::{Fault, StandIn};
 
 /// A FATAL whose card Slack refuses still pages the route's people: the plain-text
 /// fallback keeps the mentions.
@@ -69,4 +54,37 @@ async fn the_plain_text_fallback_keeps_the_mentions() {
     assert!(text.contains("FATAL"), "{text}");
     assert!(text.contains("<!subteam^S0123ABC>"), "the fallback pages too: {text}");
     l.close();
+}
+
+/// Two listeners on one state file would deliver everything twice: the second one
+/// refuses to start, naming the file and the first one's pid, with nothing on stdout.
+/// The lock goes with the process, even after `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_listener_on_the_same_state_file_refuses_to_start() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Listener::start(dir.path(), &standin.api_url(), FAST);
+    let state = dir.path().join("state.db");
+    let second = std::process::Command::new(common::SLACK_BIN)
+        .args(["--config"])
+        .arg(dir.path().join("settings.toml"))
+        .args(["listen", "--state"])
+        .arg(&state)
+        .env("SLACK_TOKEN", common::slack::TOKEN)
+        .env("SLACK_API_URL", standin.api_url())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(second.stdout.is_empty(), "nothing for supervisord to misread");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!("another listener (pid {})", first.pid())),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&state.display().to_string()), "{stderr}");
+
+    first.kill9();
+    let again = Listener::start(dir.path(), &standin.api_url(), FAST);
+    again.close();
 }

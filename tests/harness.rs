@@ -2,9 +2,12 @@
 //! dependence on `supervisor-slack listen`): config quoting survives supervisord's
 //! parser, events arrive, protocol trouble is detected, nothing outlives a test.
 
-mod support;
+mod common;
+
 use std::path::Path;
-use support::*;
+
+use common::supervisord::*;
+use common::{alive, descendants, secs, wait_until};
 
 /// Logs its `T_*` environment once, then each event in the shape `supervisor-slack
 /// listen` uses. With `BAD=1` it answers garbage instead of `RESULT 2\nOK`.
@@ -26,23 +29,11 @@ while True:
         childutils.listener.ok(sys.stdout)
 "#;
 
-fn py_listener(scratch: &Path) -> Listener {
+fn py_listener(scratch: &Path) -> ListenerEntry {
     let script = scratch.join("listener.py");
     std::fs::write(&script, PY_LISTENER).unwrap();
     let python = supervisord_path().with_file_name("python3");
-    Listener::custom(&[python.to_str().unwrap(), "-u", script.to_str().unwrap()])
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    ListenerEntry::custom(&[python.to_str().unwrap(), "-u", script.to_str().unwrap()])
 }
 
 #[test]

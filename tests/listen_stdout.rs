@@ -1,9 +1,13 @@
 //! The listener's stdout, byte for byte, for good and bad input; and the outbox rows
 //! it commits. Runs the real binary with stdin/stdout as pipes, as supervisord does.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use common::pipe::event_frame;
+use common::{signal, SLACK_BIN};
 use supervisor_slack::supervisord::protocol::frame;
 
 const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
@@ -15,21 +19,28 @@ struct Run {
     state: tempfile::TempDir,
 }
 
-fn listen(input: &[u8]) -> Run {
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
-        .arg("listen")
+/// `supervisor-slack listen` with its state in `state`, stdin and stdout piped.
+fn listen_command(state: &std::path::Path) -> Command {
+    let mut cmd = Command::new(SLACK_BIN);
+    cmd.arg("listen")
         .arg("--state")
-        .arg(state.path().join("state.db"))
+        .arg(state.join("state.db"))
         .env("SLACK_TOKEN", "xoxb-test-token-never-shown")
         .env("SLACK_CHANNEL", "#ops")
         // Nothing listens there: delivery fails, which must not matter to stdout.
         .env("SLACK_API_URL", "http://127.0.0.1:9/api")
-        .env("SUPERVISOR_SLACK_HOST", "web-1")
-        .env("SUPERVISOR_SLACK_LOG", "debug")
         .env_remove("SUPERVISOR_SLACK_STATE")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    cmd
+}
+
+/// Feeds `input` to a listener, closes its stdin and collects what it wrote.
+fn listen(input: &[u8]) -> Run {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = listen_command(state.path())
+        .env("SUPERVISOR_SLACK_HOST", "web-1")
+        .env("SUPERVISOR_SLACK_LOG", "debug")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -52,18 +63,13 @@ fn expected(answers: usize) -> String {
     format!("READY\n{}", OK.repeat(answers))
 }
 
+/// One event from server `sv`.
+fn event(serial: u64, poolserial: u64, eventname: &str, payload: &str) -> Vec<u8> {
+    event_frame("sv", serial, poolserial, eventname, payload)
+}
+
 fn tick(serial: u64) -> Vec<u8> {
-    frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", &serial.to_string()),
-            ("pool", "slack"),
-            ("poolserial", &serial.to_string()),
-            ("eventname", "TICK_5"),
-        ],
-        "when:1",
-    )
+    event(serial, serial, "TICK_5", "when:1")
 }
 
 #[test]
@@ -99,15 +105,10 @@ fn real_capture_commits_every_process_state_event_to_the_outbox() {
 
 #[test]
 fn duplicate_serial_is_answered_but_stored_once() {
-    let ev = frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", "5"),
-            ("pool", "slack"),
-            ("poolserial", "1"),
-            ("eventname", "PROCESS_STATE_RUNNING"),
-        ],
+    let ev = event(
+        5,
+        1,
+        "PROCESS_STATE_RUNNING",
         "processname:a groupname:a from_state:STARTING pid:7",
     );
     let run = listen(&[ev.clone(), ev].concat());
@@ -122,26 +123,16 @@ fn duplicate_serial_is_answered_but_stored_once() {
 
 #[test]
 fn poolserial_gap_is_recorded_for_the_next_card() {
-    let a = frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", "1"),
-            ("pool", "slack"),
-            ("poolserial", "1"),
-            ("eventname", "PROCESS_STATE_STARTING"),
-        ],
+    let a = event(
+        1,
+        1,
+        "PROCESS_STATE_STARTING",
         "processname:a groupname:a from_state:STOPPED tries:0",
     );
-    let b = frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", "9"),
-            ("pool", "slack"),
-            ("poolserial", "5"),
-            ("eventname", "PROCESS_STATE_RUNNING"),
-        ],
+    let b = event(
+        9,
+        5,
+        "PROCESS_STATE_RUNNING",
         "processname:a groupname:a from_state:STARTING pid:7",
     );
     let run = listen(&[a, b].concat());
@@ -284,7 +275,7 @@ fn bad_process_state_payload_is_answered_and_named() {
 
 #[test]
 fn missing_token_refuses_to_start_with_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+    let out = Command::new(SLACK_BIN)
         .arg("listen")
         .env_remove("SLACK_TOKEN")
         .env_remove("SLACK_TOKEN_FILE")
@@ -298,19 +289,7 @@ fn missing_token_refuses_to_start_with_a_clear_error() {
 }
 
 fn spawn_listener(state: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
-        .arg("listen")
-        .arg("--state")
-        .arg(state.join("state.db"))
-        .env("SLACK_TOKEN", "xoxb-test-token-never-shown")
-        .env("SLACK_CHANNEL", "#ops")
-        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
-        .env_remove("SUPERVISOR_SLACK_STATE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    listen_command(state).stderr(Stdio::null()).spawn().unwrap()
 }
 
 fn read_n(child: &mut std::process::Child, n: usize) -> String {
@@ -321,11 +300,7 @@ fn read_n(child: &mut std::process::Child, n: usize) -> String {
 }
 
 fn sigterm(child: &std::process::Child) {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    assert!(signal(child.id(), "TERM"), "kill -TERM {}", child.id());
 }
 
 #[test]
@@ -343,15 +318,10 @@ fn sigterm_with_an_event_in_hand_answers_it_then_exits() {
     let state = tempfile::tempdir().unwrap();
     let mut child = spawn_listener(state.path());
     assert_eq!(read_n(&mut child, 6), "READY\n");
-    let ev = frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", "1"),
-            ("pool", "slack"),
-            ("poolserial", "1"),
-            ("eventname", "PROCESS_STATE_RUNNING"),
-        ],
+    let ev = event(
+        1,
+        1,
+        "PROCESS_STATE_RUNNING",
         "processname:a groupname:a from_state:STARTING pid:7",
     );
     let (head, tail) = ev.split_at(ev.len() - 10);

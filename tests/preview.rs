@@ -2,7 +2,7 @@
 //! serves the page and the API, takes a listener's cards, and stops cleanly on SIGTERM
 //! and Ctrl-C (SIGINT).
 
-mod drive;
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -142,7 +142,7 @@ fn a_listener_pointed_at_the_preview_shows_its_cards_on_the_page() {
     let p = Preview::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let api = format!("http://127.0.0.1:{}/api", p.port);
-    let mut l = drive::Listener::start(dir.path(), &api, "");
+    let mut l = common::pipe::PipeListener::start(dir.path(), &api, "");
     l.state("web", "STOPPED", "STARTING");
     l.state("web", "STARTING", "RUNNING");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,11 +1,13 @@
 //! Routing rules: first match wins, globs, state filters, recoveries, mentions.
 
+mod common;
+
 use std::path::Path;
 
-use chrono::Utc;
+use common::events::{ev, EventBuilder};
 use supervisor_slack::config::{parse_str, resolve};
-use supervisor_slack::supervisord::event::{ProcessState, State};
 use supervisor_slack::routing::{is_mention, PreviousStates, Route, Router, Routes, RoutingRouter};
+use supervisor_slack::supervisord::event::{ProcessState, State};
 
 fn routes(text: &str) -> Routes {
     let file = parse_str(text, Some(Path::new("test.toml"))).unwrap();
@@ -16,29 +18,11 @@ fn routes(text: &str) -> Routes {
 }
 
 fn event(group: &str, process: &str, from: State, to: State) -> ProcessState {
-    ProcessState {
-        host: "web-1".into(),
-        server: "supervisor".into(),
-        serial: 1,
-        pool: "slack".into(),
-        poolserial: 1,
-        group: group.into(),
-        process: process.into(),
-        from,
-        to,
-        pid: None,
-        tries: None,
-        expected: None,
-        at: Utc::now(),
-        extra: Vec::new(),
-    }
+    ev(process, to).group(group).from(from)
 }
 
 fn exited(group: &str, process: &str, expected: bool) -> ProcessState {
-    ProcessState {
-        expected: Some(expected),
-        ..event(group, process, State::Running, State::Exited)
-    }
+    event(group, process, State::Running, State::Exited).expected(expected)
 }
 
 fn channel(r: &Routes, e: &ProcessState) -> Option<String> {

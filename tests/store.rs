@@ -2,30 +2,26 @@
 //! the full-outbox fold, a corrupt file, a newer schema, and a disk that refuses
 //! writes for a while.
 
+mod common;
+
 use chrono::{TimeZone, Utc};
-use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
+use common::events::{self, EventBuilder};
+use common::pipe::event_frame;
 use supervisor_slack::listen::Handler;
 use supervisor_slack::routing::OneChannel;
-use supervisor_slack::supervisord::protocol::{frame, EventReader, Read};
 use supervisor_slack::store::{Appended, Store, ThreadRecord};
+use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
+use supervisor_slack::supervisord::protocol::{EventReader, Read};
 
+/// `api:process` on `web-1`, pid 100, at 14:00.
 fn ev(process: &str, serial: u64, from: State, to: State) -> ProcessState {
-    ProcessState {
-        host: "web-1".into(),
-        server: "sv".into(),
-        serial,
-        pool: "slack".into(),
-        poolserial: serial,
-        group: "api".into(),
-        process: process.into(),
-        from,
-        to,
-        pid: Some(100),
-        tries: None,
-        expected: None,
-        at: Utc.with_ymd_and_hms(2026, 11, 26, 14, 0, 0).unwrap(),
-        extra: vec![],
-    }
+    events::ev(process, to)
+        .from(from)
+        .group("api")
+        .server("sv")
+        .serial(serial)
+        .pid(100)
+        .at(Utc.with_ymd_and_hms(2026, 11, 26, 14, 0, 0).unwrap())
 }
 
 fn key(process: &str) -> ThreadKey {
@@ -224,16 +220,17 @@ fn a_database_from_a_newer_release_is_refused_not_clobbered() {
     assert!(err.contains("newer supervisor-slack (schema 99"), "{err}");
 }
 
-fn raw(serial: u64, process: &str, to: &str, from: &str) -> supervisor_slack::supervisord::protocol::RawEvent {
-    let bytes = frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", &serial.to_string()),
-            ("pool", "slack"),
-            ("poolserial", &serial.to_string()),
-            ("eventname", &format!("PROCESS_STATE_{to}")),
-        ],
+fn raw(
+    serial: u64,
+    process: &str,
+    to: &str,
+    from: &str,
+) -> supervisor_slack::supervisord::protocol::RawEvent {
+    let bytes = event_frame(
+        "sv",
+        serial,
+        serial,
+        &format!("PROCESS_STATE_{to}"),
         &format!("processname:{process} groupname:api from_state:{from} pid:5"),
     );
     match EventReader::new(&bytes[..]).next_event().unwrap() {

@@ -6,10 +6,12 @@
 //! tokio and delivers from the outbox at its own pace.
 //! - [`instance`]: which supervisord sent an event, resends, gaps in the serials;
 //! - [`handler`]: one event, from bytes to a committed outbox row (or held in memory);
-//! - [`serve`]: the protocol loop and the signal watcher.
+//! - [`serve`]: the protocol loop and the signal watcher;
+//! - [`lock`]: one writer per state file.
 
 mod handler;
 mod instance;
+pub mod lock;
 mod serve;
 
 use std::path::PathBuf;
@@ -38,6 +40,17 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         bail!("{}", all.join("; "));
     }
     let token = settings.token.clone().expect("ready_to_listen checked the token");
+    // Held until the process exits. A disk that refuses even the lock file is the
+    // disk trouble the handler rides out (events held in memory), not a reason to
+    // lose events by not starting.
+    let _lock = match lock::StateLock::acquire(&state_path) {
+        Ok(l) => Some(l),
+        Err(e @ lock::LockError::Held { .. }) => bail!("{e}"),
+        Err(e) => {
+            tracing::warn!("{e}; starting without the one-writer guard");
+            None
+        }
+    };
     tracing::info!(
         state = %state_path.display(),
         channel = settings.channel.as_deref().unwrap_or_default(),

@@ -6,13 +6,14 @@
 //! test.
 //!
 //! ```ignore
-//! mod support;
-//! use support::*;
+//! mod common;
+//! use common::secs;
+//! use common::supervisord::*;
 //!
 //! let mut sv = Supervisord::start(
 //!     SupervisordConfig::new()
 //!         .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
-//!         .listener(Listener::slack().env("SLACK_TOKEN", "xoxb-test")),
+//!         .listener(ListenerEntry::slack().env("SLACK_TOKEN", "xoxb-test")),
 //! );
 //! sv.wait_for_state("web", "RUNNING", secs(5));
 //! sv.stop();
@@ -24,17 +25,14 @@
 //! `supervisorctl` is looked up beside it. Set `HARNESS_KEEP_DIR=1` to keep each
 //! temp dir (config, logs) after the test for a post-mortem.
 
-#![allow(dead_code)] // each test crate uses its own part of the harness
-
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The built `supervisor-slack` binary.
-pub const SLACK_BIN: &str = env!("CARGO_BIN_EXE_supervisor-slack");
+use super::{descendants, kill_tree, secs, signal, wait_until, SLACK_BIN};
 
 /// In listener arguments and environment values, stands for the supervisord's temp
 /// dir (known only at start): `.args(&["--state", "{dir}/state.db"])`.
@@ -43,25 +41,6 @@ pub const DIR: &str = "{dir}";
 /// Lines in supervisord's own log that mean the listener broke the protocol or lost
 /// events.
 pub const PROTOCOL_TROUBLE: &[&str] = &["UNKNOWN state", "bad result line", "buffer overflowed"];
-
-pub fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-/// Polls `cond` every 50 ms until it is true or `timeout` has passed. Returns whether
-/// it became true.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// One `[program:x]` section.
 #[derive(Debug, Clone)]
@@ -128,9 +107,11 @@ impl Program {
     }
 }
 
-/// The `[eventlistener:NAME]` section.
+/// The `[eventlistener:NAME]` section of the config: how supervisord runs a listener.
+/// (Not to be confused with [`super::pipe::PipeListener`], a listener binary driven
+/// over pipes by the test itself.)
 #[derive(Debug, Clone)]
-pub struct Listener {
+pub struct ListenerEntry {
     pub name: String,
     /// Program and arguments, joined with shell-style quoting into `command=`.
     pub argv: Vec<String>,
@@ -147,7 +128,7 @@ pub struct Listener {
     pub extra: Vec<String>,
 }
 
-impl Listener {
+impl ListenerEntry {
     /// The built `supervisor-slack listen`, named `slack`, subscribed to
     /// `PROCESS_STATE`, `buffer_size=1024`, its own `priority=900`, `autorestart=true`.
     pub fn slack() -> Self {
@@ -156,7 +137,7 @@ impl Listener {
 
     /// Any listener command (for testing the harness itself).
     pub fn custom(argv: &[&str]) -> Self {
-        Listener {
+        ListenerEntry {
             name: "slack".into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
@@ -218,7 +199,7 @@ impl Listener {
 #[derive(Debug, Clone, Default)]
 pub struct SupervisordConfig {
     pub programs: Vec<Program>,
-    pub listener: Option<Listener>,
+    pub listener: Option<ListenerEntry>,
     /// `loglevel=` of supervisord itself; `debug` by default.
     pub loglevel: Option<String>,
     /// Raw text appended to the file (extra sections).
@@ -233,7 +214,7 @@ impl SupervisordConfig {
         self.programs.push(p);
         self
     }
-    pub fn listener(mut self, l: Listener) -> Self {
+    pub fn listener(mut self, l: ListenerEntry) -> Self {
         self.listener = Some(l);
         self
     }
@@ -692,62 +673,6 @@ impl Drop for Supervisord {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// SIGKILLs `pid` and all its descendants, children first seen first.
-fn kill_tree(pid: u32) {
-    let all = descendants(pid);
-    signal(pid, "KILL");
-    for p in all {
-        signal(p, "KILL");
-    }
-}
-
-/// Every live descendant of `pid`, read from /proc (supervisord puts its children in
-/// process groups of their own, so a group kill would miss them).
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...; comm may hold spaces and parens
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            if let Some(ppid) = after
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<u32>().ok())
-            {
-                parent_of.push((p, ppid));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &parent_of {
-            if pp == p && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
 }
 
 /// One event the listener logged as received, parsed from a line such as

@@ -1,7 +1,7 @@
 //! Drives the real `supervisor-slack listen` binary the way supervisord does, over
 //! pipes, for tests that need exact control of the events (order, timing, kills).
-
-#![allow(dead_code)]
+//! (A listener that a real supervisord runs is configured with
+//! [`super::supervisord::ListenerEntry`] instead.)
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -9,21 +9,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use supervisor_slack::supervisord::protocol::frame;
 
-/// The test token: no stderr may ever contain it.
-pub const TOKEN: &str = "xoxb-1111-2222-secretsecretsecret";
+use super::slack::{write_settings, TOKEN};
+use super::SLACK_BIN;
 
-/// Settings for fast tests: Slack's pace scaled down tenfold.
-pub const FAST: &str = r#"
-post_interval = "100ms"
-post_burst = 2
-setup_retry = "300ms"
-retry_max = "1s"
-call_timeout = "2s"
-digest_interval = "2s"
-settle_after = "5s"
-"#;
-
-pub struct Listener {
+/// A `supervisor-slack listen` process with its stdin and stdout in the test's hands:
+/// channel `#ops`, host `web-1`, token [`TOKEN`], its state (`state.db`) and stderr
+/// (`stderr.log`) in `dir`.
+pub struct PipeListener {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
@@ -31,27 +23,22 @@ pub struct Listener {
     serial: u64,
 }
 
-impl Listener {
+impl PipeListener {
     /// Starts a listener on `api_url` with the given extra settings (TOML), its state
     /// and logs in `dir`.
-    pub fn start(dir: &Path, api_url: &str, settings: &str) -> Listener {
+    pub fn start(dir: &Path, api_url: &str, settings: &str) -> PipeListener {
         Self::start_with(dir, api_url, settings, 0)
     }
 
     /// Same, continuing serial numbers from `serial` (a restarted listener).
-    pub fn start_with(dir: &Path, api_url: &str, settings: &str, serial: u64) -> Listener {
-        let config = dir.join("settings.toml");
-        std::fs::write(
-            &config,
-            format!("channel = \"#ops\"\nhost = \"web-1\"\n{settings}"),
-        )
-        .unwrap();
+    pub fn start_with(dir: &Path, api_url: &str, settings: &str, serial: u64) -> PipeListener {
+        let config = write_settings(dir, settings);
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("stderr.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+        let mut child = Command::new(SLACK_BIN)
             .arg("--config")
             .arg(&config)
             .arg("listen")
@@ -71,7 +58,7 @@ impl Listener {
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take().unwrap();
         expect(&mut stdout, b"READY\n");
-        Listener {
+        PipeListener {
             child,
             stdin,
             stdout,
@@ -92,21 +79,17 @@ impl Listener {
         };
         let payload =
             format!("processname:{process} groupname:{process} from_state:{from} {extra}");
-        let s = self.serial.to_string();
-        let ev = frame(
-            &[
-                ("ver", "3.0"),
-                ("server", "supervisor"),
-                ("serial", &s),
-                ("pool", "slack"),
-                ("poolserial", &s),
-                ("eventname", &format!("PROCESS_STATE_{to}")),
-            ],
+        let ev = event_frame(
+            "supervisor",
+            self.serial,
+            self.serial,
+            &format!("PROCESS_STATE_{to}"),
             payload.trim_end(),
         );
         self.send(&ev);
     }
 
+    /// Writes `bytes` (one framed event) and waits for its answer, as [`Self::state`].
     pub fn send(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(bytes).unwrap();
@@ -115,10 +98,12 @@ impl Listener {
         expect(&mut self.stdout, b"READY\n");
     }
 
+    /// The serial of the last event sent.
     pub fn serial(&self) -> u64 {
         self.serial
     }
 
+    /// Everything the listener logged so far (every incarnation in this `dir`).
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
@@ -141,11 +126,33 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
+impl Drop for PipeListener {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One event as supervisord frames it for pool `slack`: the header (`ver:3.0`,
+/// `server`, `serial`, `pool`, `poolserial`, `eventname`, `len`), then the payload.
+pub fn event_frame(
+    server: &str,
+    serial: u64,
+    poolserial: u64,
+    eventname: &str,
+    payload: &str,
+) -> Vec<u8> {
+    frame(
+        &[
+            ("ver", "3.0"),
+            ("server", server),
+            ("serial", &serial.to_string()),
+            ("pool", "slack"),
+            ("poolserial", &poolserial.to_string()),
+            ("eventname", eventname),
+        ],
+        payload,
+    )
 }
 
 fn expect(out: &mut ChildStdout, want: &[u8]) {

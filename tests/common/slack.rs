@@ -1,0 +1,125 @@
+//! The Slack stand-in ([`supervisor_slack::standin`]) as the tests use it: Slack's
+//! limits scaled down tenfold, listener settings that match them, and reading back
+//! what Slack received (threads, the serials replies report, the process a parent is
+//! about).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use supervisor_slack::standin::{Message, StandIn, StandInOptions, Thread};
+
+/// The test token: no stderr may ever contain it.
+pub const TOKEN: &str = "xoxb-1111-2222-secretsecretsecret";
+
+/// Listener settings for fast tests: Slack's pace scaled down tenfold.
+pub const FAST: &str = r#"
+post_interval = "100ms"
+post_burst = 2
+setup_retry = "300ms"
+retry_max = "1s"
+call_timeout = "2s"
+digest_interval = "2s"
+settle_after = "5s"
+"#;
+
+/// With [`FAST`]: edits as fast as [`options`] lets them through.
+pub const FAST_UPDATES: &str = "updates_per_minute = 600\n";
+
+/// The stand-in with Slack's limits scaled down tenfold, like [`FAST`].
+pub fn options() -> StandInOptions {
+    StandInOptions {
+        post_interval: Duration::from_millis(100),
+        burst: 3,
+        updates_per_minute: 600,
+        ..StandInOptions::default()
+    }
+}
+
+/// Writes `dir/settings.toml`: channel `#ops`, host `web-1`, then `extra` (TOML).
+/// Returns its path, for `--config`.
+pub fn write_settings(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("settings.toml");
+    std::fs::write(
+        &path,
+        format!("channel = \"#ops\"\nhost = \"web-1\"\n{extra}"),
+    )
+    .unwrap();
+    path
+}
+
+/// Waits up to `secs` until `done` holds for what the stand-in received; panics
+/// naming `what` when it does not.
+pub async fn wait(standin: &StandIn, secs: u64, what: &str, done: impl Fn(&StandIn) -> bool) {
+    assert!(
+        standin.wait_for(Duration::from_secs(secs), done).await,
+        "timed out waiting for: {what}"
+    );
+}
+
+/// Never over Slack's limits: no 429 answered, no call made while a `Retry-After`
+/// was running.
+pub fn assert_never_rate_limited(standin: &StandIn) {
+    let limited: Vec<_> = standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.status == 429)
+        .collect();
+    assert!(limited.is_empty(), "429s: {limited:?}");
+    assert!(standin.calls_during_retry_after().is_empty());
+}
+
+/// How many calls failed as an outage makes them fail: a 503, or no answer at all.
+pub fn outage_failures(standin: &StandIn) -> usize {
+    standin
+        .calls()
+        .iter()
+        .filter(|c| c.status == 503 || c.status == 0)
+        .count()
+}
+
+/// The serials a message reports in its metadata (none for a message that reports no
+/// event).
+pub fn serials(m: &Message) -> Vec<u64> {
+    m.metadata
+        .as_ref()
+        .and_then(|md| md.pointer("/event_payload/serials"))
+        .and_then(|v| v.as_str())
+        .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// The serials of a thread's replies, in reply order.
+pub fn thread_serials(t: &Thread) -> Vec<u64> {
+    t.replies.iter().flat_map(serials).collect()
+}
+
+/// A parent card's header, `🟢 name STATE on host`; empty when it has none.
+pub fn header(t: &Thread) -> String {
+    t.parent.header().unwrap_or_default()
+}
+
+/// The process a parent card is about: the name in its header (`name` or
+/// `group:name`).
+pub fn parent_process(t: &Thread) -> String {
+    let header = header(t);
+    let word = header.split_whitespace().nth(1).unwrap_or_default();
+    word.rsplit(':').next().unwrap().to_string()
+}
+
+/// The state a parent card shows.
+pub fn parent_state(t: &Thread) -> String {
+    header(t)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Threads keyed by the process their parent is about (the last thread, when a
+/// process has several).
+pub fn by_process(threads: &[Thread]) -> std::collections::BTreeMap<String, Thread> {
+    threads
+        .iter()
+        .map(|t| (parent_process(t), t.clone()))
+        .collect()
+}
