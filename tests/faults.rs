@@ -88,3 +88,78 @@ async fn a_second_listener_on_the_same_state_file_refuses_to_start() {
     let again = Listener::start(dir.path(), &standin.api_url(), FAST);
     again.close();
 }
+
+/// Starts a listener whose state database cannot be opened (a directory stands where
+/// the file should be), so that its events are held in memory; sends two events.
+fn listener_with_a_refusing_disk(dir: &std::path::Path) -> Listener {
+    std::fs::create_dir(dir.join("state.db")).unwrap();
+    let mut l = Listener::start(dir, "http://127.0.0.1:9/api", FAST);
+    l.state("alpha", "STOPPED", "STARTING");
+    l.state("alpha", "STARTING", "RUNNING");
+    assert!(
+        common::wait_until(common::secs(5), || l
+            .stderr()
+            .contains("holding events in memory")),
+        "{}",
+        l.stderr()
+    );
+    l
+}
+
+fn waiting_serials(dir: &std::path::Path) -> Vec<u64> {
+    let store = supervisor_slack::store::Store::open(&dir.join("state.db")).unwrap();
+    let key = supervisor_slack::supervisord::event::ThreadKey {
+        host: "web-1".into(),
+        group: "alpha".into(),
+        process: "alpha".into(),
+    };
+    store
+        .pending(&key, "#ops", 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.event.serial)
+        .collect()
+}
+
+/// SIGTERM while events are held in memory and the disk is back: they are written
+/// before the process exits, in order.
+#[test]
+fn sigterm_writes_held_events_when_the_disk_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener_with_a_refusing_disk(dir.path());
+    std::fs::remove_dir(dir.path().join("state.db")).unwrap();
+    assert!(common::signal(l.pid(), "TERM"));
+    let stderr_of = dir.path().join("stderr.log");
+    l.close();
+    assert_eq!(waiting_serials(dir.path()), vec![1, 2]);
+    let stderr = std::fs::read_to_string(stderr_of).unwrap();
+    assert!(stderr.contains("wrote the events held in memory before exiting"), "{stderr}");
+}
+
+/// SIGTERM while the disk still refuses: nothing vanishes without a word — the log
+/// says how many events and which serials are lost.
+#[test]
+fn sigterm_with_the_disk_still_refusing_names_the_lost_serials() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener_with_a_refusing_disk(dir.path());
+    assert!(common::signal(l.pid(), "TERM"));
+    let stderr_of = dir.path().join("stderr.log");
+    l.close();
+    let stderr = std::fs::read_to_string(stderr_of).unwrap();
+    assert!(
+        stderr.contains("exiting with events the state database never took"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lost=2"), "{stderr}");
+    assert!(stderr.contains("serials=[1, 2]"), "{stderr}");
+}
+
+/// stdin closed (supervisord gone) with the disk back: the same last chance.
+#[test]
+fn eof_writes_held_events_when_the_disk_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = listener_with_a_refusing_disk(dir.path());
+    std::fs::remove_dir(dir.path().join("state.db")).unwrap();
+    l.close();
+    assert_eq!(waiting_serials(dir.path()), vec![1, 2]);
+}

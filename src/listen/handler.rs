@@ -2,7 +2,8 @@
 //! or held in memory while the disk refuses writes.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -39,7 +40,7 @@ pub struct Handler {
     pub wake: Option<Arc<Wakeup>>,
     recent: RecentSerials,
     gaps: GapTracker,
-    held: VecDeque<Held>,
+    held: HeldEvents,
     last_reopen: Option<Instant>,
     /// Waiting entries beyond which events are folded (see [`Store::coalesce`]).
     pub outbox_cap: u64,
@@ -59,6 +60,7 @@ impl Handler {
         router: Box<dyn Router>,
         wake: Option<Arc<Wakeup>>,
     ) -> Self {
+        let held = HeldEvents::new(store_path.clone());
         Self {
             host,
             store,
@@ -67,7 +69,7 @@ impl Handler {
             wake,
             recent: RecentSerials::new(4096),
             gaps: GapTracker::default(),
-            held: VecDeque::new(),
+            held,
             last_reopen: None,
             outbox_cap: 100_000,
             pending: None,
@@ -141,7 +143,7 @@ impl Handler {
             return;
         };
         let dropped_before = self.gaps.take();
-        self.held.push_back(Held {
+        self.held.queue.lock().unwrap().push_back(Held {
             instance,
             channel,
             event,
@@ -155,9 +157,11 @@ impl Handler {
         if self.store.is_none() {
             self.reopen();
         }
-        while !self.held.is_empty() {
+        let queue = self.held.queue.clone();
+        let mut held = queue.lock().unwrap();
+        while !held.is_empty() {
             let full = self.outbox_full();
-            let (Some(h), Some(store)) = (self.held.front(), self.store.as_mut()) else {
+            let (Some(h), Some(store)) = (held.front(), self.store.as_mut()) else {
                 break;
             };
             let result = if full {
@@ -175,31 +179,34 @@ impl Handler {
                     if let Some(w) = &self.wake {
                         w.wake((h.event.thread_key(), h.channel.clone()));
                     }
-                    self.held.pop_front();
+                    held.pop_front();
                 }
                 Ok(Appended::Duplicate) => {
                     tracing::info!(
                         serial = h.event.serial,
                         "dropped a duplicate: already in the outbox"
                     );
-                    self.held.pop_front();
+                    held.pop_front();
                 }
                 Err(e) => {
-                    self.disk_trouble(&e);
+                    self.disk_trouble(held.len(), &e);
                     break;
                 }
             }
         }
-        if self.held.len() > HELD_MAX {
-            let n = self.held.len() - HELD_MAX;
-            self.held.drain(..n);
-            tracing::error!(dropped = n, "the state database has refused writes for a long time: dropped the {n} oldest events held in memory");
+        if held.len() > HELD_MAX {
+            let n = held.len() - HELD_MAX;
+            let lost: Vec<u64> = held.drain(..n).map(|h| h.event.serial).collect();
+            tracing::error!(
+                dropped = n, first_serial = lost.first(), last_serial = lost.last(),
+                "the state database has refused writes for a long time: dropped the {n} oldest events held in memory"
+            );
         }
     }
 
-    fn disk_trouble(&mut self, e: &StoreError) {
+    fn disk_trouble(&mut self, held: usize, e: &StoreError) {
         tracing::error!(
-            held = self.held.len(), error = %e,
+            held, error = %e,
             "cannot write to the state database; holding events in memory and answering supervisord anyway; they are written when the disk recovers (check free space and permissions)"
         );
         // A read-only remount or a deleted file needs a fresh connection.
@@ -226,9 +233,22 @@ impl Handler {
     /// Retries held events (called when idle too, so they do not wait for the next
     /// event).
     pub fn retry_held(&mut self) {
-        if !self.held.is_empty() {
+        if self.held.len() > 0 {
             self.flush();
         }
+    }
+
+    /// The last chance before the process exits (stdin closed): writes what is held
+    /// if the disk takes it now, otherwise says how many events and which serials are
+    /// lost.
+    pub fn last_words(&mut self) {
+        self.held.last_words(self.store.as_mut());
+    }
+
+    /// The held events, for the signal watcher's last chance (see
+    /// [`HeldEvents::last_words`]).
+    pub fn held_events(&self) -> HeldEvents {
+        self.held.clone()
     }
 
     /// Called after an answer, before asking for the next event: every
@@ -256,6 +276,74 @@ impl Handler {
 
     pub fn held_count(&self) -> usize {
         self.held.len()
+    }
+}
+
+/// Events held in memory while the disk refuses writes. Shared with the signal
+/// watcher: SIGTERM may come while the reader waits on stdin, and the held events
+/// must still get their last chance.
+#[derive(Clone)]
+pub struct HeldEvents {
+    queue: Arc<Mutex<VecDeque<Held>>>,
+    store_path: PathBuf,
+}
+
+impl HeldEvents {
+    fn new(store_path: PathBuf) -> Self {
+        HeldEvents {
+            queue: Arc::default(),
+            store_path,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap().len()
+    }
+
+    /// Writes what is held to the outbox (through `store`, else a fresh connection),
+    /// right now; what cannot be written is logged with its count and serials, so that
+    /// nothing vanishes without a word.
+    pub fn last_words(&self, store: Option<&mut Store>) {
+        let mut held = self.queue.lock().unwrap();
+        if held.is_empty() {
+            return;
+        }
+        let mut fresh;
+        let store = match store {
+            Some(s) => Some(s),
+            None => {
+                fresh = Store::open(&self.store_path).ok();
+                fresh.as_mut()
+            }
+        };
+        let mut written = 0;
+        let mut error = None;
+        if let Some(store) = store {
+            while let Some(h) = held.front() {
+                match store.append(&h.instance, &h.channel, &h.event, h.dropped_before) {
+                    Ok(_) => {
+                        held.pop_front();
+                        written += 1;
+                    }
+                    Err(e) => {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        } else {
+            error = Some(format!("cannot open {}", self.store_path.display()));
+        }
+        if written > 0 {
+            tracing::info!(written, "wrote the events held in memory before exiting");
+        }
+        if !held.is_empty() {
+            let serials: Vec<u64> = held.iter().map(|h| h.event.serial).collect();
+            tracing::error!(
+                lost = held.len(), ?serials, error = error.as_deref().unwrap_or("unknown"),
+                "exiting with events the state database never took: they were answered but will not reach Slack"
+            );
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-pub use handler::{Handler, CHECKPOINT_EVERY, HELD_MAX};
+pub use handler::{Handler, HeldEvents, CHECKPOINT_EVERY, HELD_MAX};
 pub use instance::{instance_id, GapTracker, RecentSerials};
 pub use serve::{serve, watch_signals, Lifecycle};
 
@@ -95,8 +95,6 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
             .await;
     });
 
-    let life = Arc::new(Lifecycle::default());
-    watch_signals(life.clone()).context("installing signal handlers")?;
     let mut handler = Handler::new(
         host,
         reader_store,
@@ -105,16 +103,12 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         Some(wakeup),
     );
     handler.outbox_cap = outbox_cap;
+    let life = Arc::new(Lifecycle::default());
+    watch_signals(life.clone(), handler.held_events()).context("installing signal handlers")?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
-    if handler.held_count() > 0 {
-        tracing::error!(
-            held = handler.held_count(),
-            "exiting with events that never reached the disk"
-        );
-    }
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
 }

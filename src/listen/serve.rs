@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::handler::HeldEvents;
 use super::Handler;
 use crate::supervisord::protocol::{self, EventReader, Read};
 
@@ -32,7 +33,7 @@ pub fn serve<R: IoRead, W: Write>(
         if !reader.wait_for_input()? {
             tracing::info!("stdin closed: supervisord is gone, exiting");
             // A last chance for events held while the disk refused writes.
-            handler.retry_held();
+            handler.last_words();
             return Ok(());
         }
         life.busy.store(true, Ordering::SeqCst);
@@ -44,7 +45,7 @@ pub fn serve<R: IoRead, W: Write>(
             }
             Read::Bad(e) => {
                 tracing::error!("{e}; exiting");
-                handler.retry_held();
+                handler.last_words();
                 return Ok(());
             }
         }
@@ -61,7 +62,7 @@ pub fn serve<R: IoRead, W: Write>(
 
 /// Watches SIGTERM/SIGINT: lets an event in hand be answered, then exits the process
 /// (the reader may be blocked on stdin, which cannot be interrupted portably).
-pub fn watch_signals(life: Arc<Lifecycle>) -> io::Result<()> {
+pub fn watch_signals(life: Arc<Lifecycle>, held: HeldEvents) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -74,6 +75,7 @@ pub fn watch_signals(life: Arc<Lifecycle>) -> io::Result<()> {
                 while life.busy.load(Ordering::SeqCst) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                held.last_words(None);
                 std::process::exit(0);
             }
         })?;
