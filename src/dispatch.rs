@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use crate::bucket::Bucket;
 use crate::card::{self, ParentInput, Renderer, ReplyInput, Variant};
 use crate::config::Settings;
-use crate::context::ContextSource;
+use crate::crash::ContextSource;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 use crate::listen::{Wake, Wakeup};
 use crate::slack::{Failure, Identity, Outgoing, Posted, SlackApi};

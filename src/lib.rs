@@ -25,8 +25,11 @@
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
 //!   every failure (retry, wait, fall back, give up).
 //! - [`store`]: the *outbox* of undelivered events and the thread map, in SQLite.
-//! - [`context`]: crash context — exit status, spawn error, uptime and the stderr tail
-//!   of a process that died, asked of supervisord over XML-RPC; best effort, bounded.
+//! - [`supervisord::xmlrpc`]: a typed client for supervisord's XML-RPC (unix socket or
+//!   TCP, Basic auth, a time-out per call): process info, log reads and tails,
+//!   start / stop / signal, faults as a typed error. Knows nothing of Slack or policy.
+//! - [`crash`]: crash context — exit status, spawn error, uptime and the stderr tail
+//!   of a process that died, asked through [`supervisord::xmlrpc`]; best effort, bounded.
 //! - [`dispatch`]: the policy — ordering per thread key, coalescing, pacing, retries.
 //! - [`listen`]: the `listen` command — the stdin reader thread and its hand-off.
 //! - [`config`]: settings from the environment and an optional TOML file.
@@ -43,7 +46,7 @@ pub mod bucket;
 pub mod card;
 pub mod check;
 pub mod config;
-pub mod context;
+pub mod crash;
 pub mod dispatch;
 pub mod init;
 pub mod listen;

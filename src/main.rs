@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use supervisor_slack::card::{ParentInput, Renderer, ReplyInput};
 use supervisor_slack::config::{self, ProcessEnv, Settings};
-use supervisor_slack::context::{ContextOptions, ContextSource};
+use supervisor_slack::crash::{ContextOptions, ContextSource};
 use supervisor_slack::dispatch::Dispatcher;
 use supervisor_slack::supervisord::event::{self, Event};
 use supervisor_slack::listen::{self, Handler, Lifecycle};
