@@ -401,7 +401,9 @@ pub async fn check_supervisor(
     };
     let e = match answer {
         Ok(state) if state.name == "RUNNING" => {
-            return Finding::ok(format!("supervisord answers XML-RPC at {url} (state RUNNING)"))
+            return Finding::ok(format!(
+                "supervisord answers XML-RPC at {url} (state RUNNING)"
+            ))
         }
         Ok(state) => {
             return Finding::warning(

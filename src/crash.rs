@@ -193,7 +193,8 @@ impl ContextSource {
 
     /// The last lines of a log, or why not.
     async fn log_tail(&self, channel: LogChannel, name: &str) -> Result<Option<String>, String> {
-        let window = i32::try_from(self.opts.tail_chars.max(1).saturating_mul(4)).unwrap_or(i32::MAX);
+        let window =
+            i32::try_from(self.opts.tail_chars.max(1).saturating_mul(4)).unwrap_or(i32::MAX);
         match self.read_window(Some((channel, name)), window).await {
             Ok((text, starts_mid_file)) => {
                 let tail = cut_tail(
@@ -234,9 +235,7 @@ impl ContextSource {
             let bytes = window - shift;
             let read = match log {
                 Some((channel, name)) => {
-                    self.client
-                        .read_process_log(channel, name, -bytes, 0)
-                        .await
+                    self.client.read_process_log(channel, name, -bytes, 0).await
                 }
                 None => self.client.read_main_log(-bytes, 0).await,
             };

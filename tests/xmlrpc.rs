@@ -129,7 +129,10 @@ async fn starting_a_running_process_and_stopping_a_stopped_one_are_refused() {
 
     let started = c.start_process("web:web", false).await.unwrap_err();
     assert_eq!(started.fault(), Some(Fault::AlreadyStarted), "{started}");
-    assert!(started.to_string().contains("ALREADY_STARTED: web:web"), "{started}");
+    assert!(
+        started.to_string().contains("ALREADY_STARTED: web:web"),
+        "{started}"
+    );
 
     let stopped = c.stop_process("idle:idle", false).await.unwrap_err();
     assert_eq!(stopped.fault(), Some(Fault::NotRunning), "{stopped}");
@@ -190,7 +193,10 @@ async fn a_signal_reaches_the_process() {
     );
     assert_eq!(sv.state("hup").as_deref(), Some("RUNNING"));
 
-    let bad = c.signal_process("hup:hup", "NOSUCHSIGNAL").await.unwrap_err();
+    let bad = c
+        .signal_process("hup:hup", "NOSUCHSIGNAL")
+        .await
+        .unwrap_err();
     assert_eq!(bad.fault(), Some(Fault::BadSignal), "{bad}");
     let idle = c.signal_process("idle:idle", "HUP").await.unwrap_err();
     assert_eq!(idle.fault(), Some(Fault::NotRunning), "{idle}");
@@ -236,11 +242,15 @@ async fn the_stderr_tail_has_what_the_program_wrote() {
     assert_eq!(more.text, "");
 
     assert_eq!(
-        c.read_process_stderr_log("talker:talker", -10, 0).await.unwrap(),
+        c.read_process_stderr_log("talker:talker", -10, 0)
+            .await
+            .unwrap(),
         "reachable\n"
     );
     assert_eq!(
-        c.read_process_stdout_log("talker:talker", 0, 0).await.unwrap(),
+        c.read_process_stdout_log("talker:talker", 0, 0)
+            .await
+            .unwrap(),
         "to stdout\n"
     );
     let main = c.read_main_log(0, 0).await.unwrap();
@@ -250,12 +260,21 @@ async fn the_stderr_tail_has_what_the_program_wrote() {
 #[tokio::test]
 async fn basic_auth_over_tcp_takes_the_right_password_only() {
     let port = free_port();
-    let sv = Supervisord::start(SupervisordConfig::new().program(sleeper("web")).raw(&format!(
-        "[inet_http_server]\nport=127.0.0.1:{port}\nusername=user\npassword=s3cret"
-    )));
+    let sv = Supervisord::start(
+        SupervisordConfig::new()
+            .program(sleeper("web"))
+            .raw(&format!(
+                "[inet_http_server]\nport=127.0.0.1:{port}\nusername=user\npassword=s3cret"
+            )),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let with = |pass: Option<&str>| {
-        Client::new(&url, pass.map(|_| "user".to_string()), pass.map(Secret::new)).unwrap()
+        Client::new(
+            &url,
+            pass.map(|_| "user".to_string()),
+            pass.map(Secret::new),
+        )
+        .unwrap()
     };
 
     let state = with(Some("s3cret")).get_state().await.unwrap();
@@ -263,7 +282,12 @@ async fn basic_auth_over_tcp_takes_the_right_password_only() {
 
     let wrong = with(Some("nope")).get_state().await.unwrap_err();
     assert!(
-        matches!(wrong, Error::Auth { sent_credentials: true }),
+        matches!(
+            wrong,
+            Error::Auth {
+                sent_credentials: true
+            }
+        ),
         "{wrong:?}"
     );
     assert_eq!(
@@ -281,7 +305,10 @@ async fn basic_auth_over_tcp_takes_the_right_password_only() {
     assert_eq!(f.level, Level::Problem, "{f:?}");
     assert!(f.what.contains("authentication failed"), "{f:?}");
     assert!(
-        f.fix.as_deref().unwrap().contains("supervisor_username and supervisor_password"),
+        f.fix
+            .as_deref()
+            .unwrap()
+            .contains("supervisor_username and supervisor_password"),
         "{f:?}"
     );
     let f = check_supervisor(

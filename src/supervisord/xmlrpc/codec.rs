@@ -43,7 +43,9 @@ pub(super) fn typed<T: TryFromValue>(method: &str, value: &Value) -> Result<T, E
 
 /// The first `max` characters of `text`.
 fn excerpt(text: &str, max: usize) -> &str {
-    text.char_indices().nth(max).map_or(text, |(i, _)| &text[..i])
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(i, _)| &text[..i])
 }
 
 #[cfg(test)]

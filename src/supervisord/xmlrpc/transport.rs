@@ -61,7 +61,10 @@ impl std::fmt::Display for Endpoint {
 /// The ready `Authorization` header for `[unix_http_server]` / `[inet_http_server]`
 /// credentials; none when neither is set. A username without a password sends an
 /// empty password.
-pub(super) fn basic_auth(username: Option<String>, password: Option<Secret>) -> Option<HeaderValue> {
+pub(super) fn basic_auth(
+    username: Option<String>,
+    password: Option<Secret>,
+) -> Option<HeaderValue> {
     if username.is_none() && password.is_none() {
         return None;
     }
