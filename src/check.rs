@@ -1,15 +1,16 @@
 //! `supervisor-slack check`: is everything set up? Checks the settings, the
 //! templates, the token (`auth.test`), optionally a test post, the state directory and
-//! supervisord's socket, and reports each finding with the fix. The CLI prints the
-//! [`Report`] and exits non-zero when it holds a problem.
+//! whether supervisord answers XML-RPC, and reports each finding with the fix. The
+//! CLI prints the [`Report`] and exits non-zero when it holds a problem.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::card::{escape_mrkdwn, Card};
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{self, ConfigError, Secret, Settings};
 use crate::slack::{Failure, Outgoing, SlackApi};
+use crate::supervisord::xmlrpc::{self, Client};
 
 /// What `check` should do beyond looking.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +158,8 @@ pub async fn run(settings: &Settings, opts: &Options) -> Report {
     r.push(
         check_supervisor(
             settings.supervisor_server_url.as_deref(),
+            settings.supervisor_username.clone(),
+            settings.supervisor_password.clone(),
             settings.call_timeout,
         )
         .await,
@@ -382,59 +385,58 @@ pub fn check_state_path(path: &Path) -> Finding {
     }
 }
 
-/// Is supervisord's XML-RPC socket reachable? A connect only (no request).
-pub async fn check_supervisor(url: Option<&str>, timeout: Duration) -> Finding {
+/// Does supervisord answer XML-RPC at `url`? One `supervisor.getState` call with the
+/// credentials the listener would use, bounded by `timeout`: a socket that accepts
+/// connections but never answers, or answers 401, is a problem too.
+pub async fn check_supervisor(
+    url: Option<&str>,
+    username: Option<String>,
+    password: Option<Secret>,
+    timeout: Duration,
+) -> Finding {
     let Some(url) = url else {
         return Finding::note(
             "SUPERVISOR_SERVER_URL is not set (normal outside supervisord); crash context comes from supervisord's XML-RPC when the listener runs under it or supervisor_server_url is set",
         );
     };
-    let result = if let Some(path) = url.strip_prefix("unix://") {
-        #[cfg(unix)]
-        {
-            tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
-                .await
-                .map(|r| r.map(|_| ()))
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = path;
-            Ok(Err(std::io::Error::other(
-                "unix sockets need a unix system",
-            )))
-        }
-    } else {
-        let rest = url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        let authority = rest.split('/').next().unwrap_or(rest).to_string();
-        let authority = if authority.contains(':') {
-            authority
-        } else {
-            format!("{authority}:80")
-        };
-        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority))
-            .await
-            .map(|r| r.map(|_| ()))
+    let answer = match Client::new(url, username, password) {
+        Ok(client) => client.with_timeout(timeout).get_state().await,
+        Err(e) => Err(e),
     };
-    match result {
-        Ok(Ok(())) => Finding::ok(format!("supervisord's socket {url} accepts connections")),
-        Ok(Err(e)) => {
-            let fix = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => "the socket is mode 0700 by default: add chown=USER:GROUP (the listener's user) to [unix_http_server], or run the listener as that user".to_string(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
-                    "supervisord is not listening at {url}: is it running? Otherwise set supervisor_server_url to its [unix_http_server] file / [inet_http_server] port"
-                ),
-                _ => format!("check supervisor_server_url / SUPERVISOR_SERVER_URL ({url})"),
-            };
-            Finding::problem(format!("supervisord's socket {url}: {e}"), fix)
+    let e = match answer {
+        Ok(state) if state.name == "RUNNING" => {
+            return Finding::ok(format!(
+                "supervisord answers XML-RPC at {url} (state RUNNING)"
+            ))
         }
-        Err(_) => Finding::problem(
-            format!(
-                "supervisord's socket {url}: no answer within {}s",
-                timeout.as_secs_f32()
-            ),
-            "check that supervisord is running and the URL is right",
+        Ok(state) => {
+            return Finding::warning(
+                format!("supervisord answers XML-RPC at {url} but is {}", state.name),
+                "crash context works once supervisord is RUNNING again",
+            )
+        }
+        Err(e) => e,
+    };
+    let fix = match &e {
+        xmlrpc::Error::PermissionDenied(_) => "the socket is mode 0700 by default: add chown=USER:GROUP (the listener's user) to [unix_http_server], or run the listener as that user".to_string(),
+        xmlrpc::Error::SocketMissing(_) | xmlrpc::Error::Refused(_) => format!(
+            "supervisord is not listening at {url}: is it running? Otherwise set supervisor_server_url to its [unix_http_server] file / [inet_http_server] port"
         ),
-    }
+        xmlrpc::Error::NotASocket(_) => format!(
+            "{url} is not supervisord's socket: set supervisor_server_url to the file= of [unix_http_server]"
+        ),
+        xmlrpc::Error::Auth { .. } => "set supervisor_username and supervisor_password (or supervisor_password_file) to the username/password of [unix_http_server] / [inet_http_server]".to_string(),
+        xmlrpc::Error::Timeout(_) => format!(
+            "something accepts connections at {url} but does not answer: check that it is supervisord and that supervisord is not stuck"
+        ),
+        xmlrpc::Error::Fault {
+            fault: xmlrpc::Fault::UnknownMethod,
+            ..
+        } => "add [rpcinterface:supervisor] (supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface) to supervisord's configuration".to_string(),
+        xmlrpc::Error::BadUrl(_) => "use unix:///path/supervisor.sock or http://host:port".to_string(),
+        _ => format!(
+            "check that supervisor_server_url / SUPERVISOR_SERVER_URL ({url}) is supervisord's [unix_http_server] / [inet_http_server]"
+        ),
+    };
+    Finding::problem(format!("supervisord's XML-RPC at {url}: {e}"), fix)
 }

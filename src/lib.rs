@@ -12,7 +12,7 @@
 //!                                                                          waited on by the reader)
 //!          dispatch::worker / keeper ─► card ─► dispatch::retry + pacing ─► slack
 //!                 │                                                         │
-//!                 └─ context (crash details over XML-RPC)                   ▼
+//!                 └─ crash (details over supervisord::xmlrpc)                 ▼
 //!                                                          store (thread map, delivered)
 //! ```
 //! The thread that reads stdin never waits on the network: an event is answered as
@@ -33,8 +33,11 @@
 //! - [`dispatch`]: the delivery policy — `worker` (order, coalescing, flapping),
 //!   `keeper` (parent edits), `pacing` (the 429 gate and the buckets), `retry` (every
 //!   reaction to a failed call).
-//! - [`context`]: crash context — exit status, spawn error, uptime and the stderr tail
-//!   of a process that died, asked of supervisord over XML-RPC; best effort, bounded.
+//! - [`supervisord::xmlrpc`]: a typed client for supervisord's XML-RPC (unix socket or
+//!   TCP, Basic auth, a time-out per call): process info, log reads and tails,
+//!   start / stop / signal, faults as a typed error. Knows nothing of Slack or policy.
+//! - [`crash`]: crash context — exit status, spawn error, uptime and the stderr tail
+//!   of a process that died, asked through [`supervisord::xmlrpc`]; best effort, bounded.
 //! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits,
 //!   and every card and note text. Pure functions over values.
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
@@ -54,7 +57,7 @@ pub mod bucket;
 pub mod card;
 pub mod check;
 pub mod config;
-pub mod context;
+pub mod crash;
 pub mod dispatch;
 pub mod init;
 pub mod listen;

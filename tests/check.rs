@@ -115,15 +115,18 @@ async fn supervisord_socket_reachable_or_not() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("supervisor.sock");
     let url = format!("unix://{}", sock.display());
-    let f = check_supervisor(Some(&url), Duration::from_secs(2)).await;
+    let f = check_supervisor(Some(&url), None, None, Duration::from_secs(2)).await;
     assert_eq!(f.level, Level::Problem, "{f:?}");
     assert!(f.fix.unwrap().contains("supervisor_server_url"));
 
+    // A socket that accepts but never answers XML-RPC is not supervisord answering
+    // (an OK for it was the connect-only check before `check` asked getState).
     let _listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let f = check_supervisor(Some(&url), Duration::from_secs(2)).await;
-    assert_eq!(f.level, Level::Ok, "{f:?}");
+    let f = check_supervisor(Some(&url), None, None, Duration::from_millis(300)).await;
+    assert_eq!(f.level, Level::Problem, "{f:?}");
+    assert!(f.what.contains("did not answer within 300ms"), "{f:?}");
 
-    let f = check_supervisor(None, Duration::from_secs(2)).await;
+    let f = check_supervisor(None, None, None, Duration::from_secs(2)).await;
     assert_eq!(f.level, Level::Note, "not under supervisord is no problem");
 }
 

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::pipe::PipeListener as Listener;
 use common::slack::{options, wait, FAST};

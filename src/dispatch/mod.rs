@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::card::Renderer;
 use crate::config::Settings;
-use crate::context::ContextSource;
+use crate::crash::ContextSource;
 use crate::slack::SlackApi;
 use crate::store::{Store, StoreError};
 use crate::wakeup::{Wake, Wakeup};

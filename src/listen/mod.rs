@@ -25,7 +25,7 @@ pub use serve::{serve, watch_signals, Lifecycle};
 
 use crate::card::Renderer;
 use crate::config::Settings;
-use crate::context::{ContextOptions, ContextSource};
+use crate::crash::{ContextOptions, ContextSource};
 use crate::dispatch::Dispatcher;
 use crate::routing::RoutingRouter;
 use crate::slack::SlackApi;

@@ -10,7 +10,7 @@ use common::supervisord::*;
 use common::{secs, wait_until};
 use supervisor_slack::card::CrashContext;
 use supervisor_slack::config::Secret;
-use supervisor_slack::context::{ContextOptions, ContextSource};
+use supervisor_slack::crash::{ContextOptions, ContextSource};
 use supervisor_slack::supervisord::event::{ProcessState, State};
 
 /// The event supervisord would have sent for `name`'s transition to `to`.
@@ -257,7 +257,7 @@ impl Drop for LockedSupervisord {
 #[tokio::test]
 async fn a_password_protected_socket_works_with_the_right_credentials_only() {
     let sv = LockedSupervisord::start("/bin/sh -c 'echo \"denied: bad token\" >&2; exit 5'");
-    let client = supervisor_slack::context::RpcClient::new(
+    let client = supervisor_slack::supervisord::xmlrpc::Client::new(
         &sv.server_url(),
         Some("user".into()),
         Some(Secret::new("s3cret")),
@@ -265,7 +265,7 @@ async fn a_password_protected_socket_works_with_the_right_credentials_only() {
     .unwrap();
     let deadline = Instant::now() + secs(10);
     loop {
-        match client.process_info("locked:locked").await {
+        match client.get_process_info("locked:locked").await {
             Ok(info) if info.statename == "EXITED" => break,
             other => assert!(Instant::now() < deadline, "locked never EXITED: {other:?}"),
         }
