@@ -26,7 +26,7 @@ pub const HISTORY_MAX: usize = 200;
 pub struct OutboxEntry {
     /// Row id: increases in commit order, so ordering by id is event order.
     pub id: i64,
-    /// Which supervisord instance sent it (server name + its pid), so that serials of
+    /// Which supervisord instance sent it (see `listen::instance_id`), so that serials of
     /// a restarted supervisord do not collide with old ones.
     pub instance: String,
     pub channel: String,

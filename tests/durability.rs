@@ -21,71 +21,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::outbox::{outbox, Row};
 use common::slack::{
     assert_never_rate_limited, options, outage_failures, parent_process, parent_state, serials,
-    thread_serials, write_settings, FAST, FAST_UPDATES, TOKEN,
+    slack_listener, thread_serials,
 };
 use common::supervisord::*;
-use common::{secs, signal, wait_until, SLACK_BIN};
+use common::{secs, signal, wait_until};
 use supervisor_slack::standin::{Fault, StandIn, Thread};
-
-/// Writes the listener's settings file (fast pacing, the stand-in as Slack) and
-/// returns the `[eventlistener:slack]` section running the built binary with it.
-fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
-    let settings = write_settings(
-        dir,
-        &format!("api_url = \"{api_url}\"\n{FAST}{FAST_UPDATES}{extra}"),
-    );
-    ListenerEntry::custom(&[
-        SLACK_BIN,
-        "--config",
-        settings.to_str().unwrap(),
-        "listen",
-        "--state",
-        dir.join("state.db").to_str().unwrap(),
-    ])
-    .env("SLACK_TOKEN", TOKEN)
-    .env("SUPERVISOR_SLACK_LOG", "info")
-}
-
-/// One outbox row as it is on disk.
-#[derive(Debug, Clone)]
-struct Row {
-    serial: u64,
-    process: String,
-    /// The state the event moved to, from the stored event JSON.
-    to: String,
-    delivered: bool,
-}
-
-/// Every outbox row, delivered or not, in commit order.
-fn outbox(db: &Path) -> Vec<Row> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) else {
-        return Vec::new();
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut st) =
-        conn.prepare("SELECT serial, process, event, delivered_at FROM outbox ORDER BY id")
-    else {
-        return Vec::new();
-    };
-    st.query_map([], |r| {
-        let event: String = r.get(2)?;
-        let json: serde_json::Value = serde_json::from_str(&event).unwrap();
-        Ok(Row {
-            serial: r.get::<_, i64>(0)? as u64,
-            process: r.get(1)?,
-            to: json["to"].as_str().unwrap_or_default().to_string(),
-            delivered: r.get::<_, Option<String>>(3)?.is_some(),
-        })
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
 
 /// Every serial Slack received, over all threads.
 fn delivered_serials(threads: &[Thread]) -> BTreeSet<u64> {

@@ -19,9 +19,9 @@ mod thread;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::card::Renderer;
 use crate::config::Settings;
@@ -37,6 +37,50 @@ use thread::ThreadState;
 /// Delivered entries are kept this long so that a resend is still recognised.
 const KEEP_DELIVERED: chrono::Duration = chrono::Duration::hours(24);
 
+/// Deliveries under way: a post Slack may have accepted whose answer is not yet on
+/// disk. On SIGTERM the process lets them finish (bounded), so that a clean stop
+/// never makes the next start post the same entry again; no new one starts then.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    closing: AtomicBool,
+}
+
+/// One delivery under way (see [`InFlight`]).
+pub struct Flight<'a>(&'a InFlight);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl InFlight {
+    /// A delivery may start: `None` once the process is stopping.
+    pub fn enter(&self) -> Option<Flight<'_>> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if self.closing.load(Ordering::SeqCst) {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Flight(self))
+    }
+
+    /// Stops new deliveries and waits (up to `within`) for those under way. Returns
+    /// how many were still under way at the deadline.
+    pub fn drain(&self, within: Duration) -> usize {
+        self.closing.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + within;
+        loop {
+            let n = self.count.load(Ordering::SeqCst);
+            if n == 0 || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// Delivers the outbox to Slack for the life of the process.
 pub struct Dispatcher {
     retrier: Retrier,
@@ -47,6 +91,7 @@ pub struct Dispatcher {
     settings: Settings,
     /// How many parents owe an edit now (they share the edit budget).
     owing: AtomicUsize,
+    in_flight: Arc<InFlight>,
 }
 
 impl Dispatcher {
@@ -56,6 +101,7 @@ impl Dispatcher {
         store: Store,
         renderer: Renderer,
         settings: Settings,
+        in_flight: Arc<InFlight>,
     ) -> Arc<Self> {
         let pacing = Pacing::new(
             settings.post_burst,
@@ -69,6 +115,7 @@ impl Dispatcher {
             renderer,
             settings,
             owing: AtomicUsize::new(0),
+            in_flight,
         })
     }
 

@@ -70,7 +70,14 @@ impl Dispatcher {
                 }
                 continue;
             }
-            match self.deliver(&key, &channel, &batch, &state).await {
+            let Some(flight) = self.in_flight.enter() else {
+                // Stopping: what is waiting stays in the outbox for the next start.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            let outcome = self.deliver(&key, &channel, &batch, &state).await;
+            drop(flight);
+            match outcome {
                 Ok(Outcome::Done) => {
                     backoff.reset();
                     state.replied();

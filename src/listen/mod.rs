@@ -20,17 +20,21 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 pub use handler::{Handler, HeldEvents, CHECKPOINT_EVERY, HELD_MAX};
-pub use instance::{instance_id, GapTracker, RecentSerials};
+pub use instance::{instance_id, parent_identity, GapTracker, RecentSerials};
 pub use serve::{serve, watch_signals, Lifecycle};
 
 use crate::card::Renderer;
 use crate::config::Settings;
 use crate::crash::{ContextOptions, ContextSource};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, InFlight};
 use crate::routing::RoutingRouter;
 use crate::slack::SlackApi;
 use crate::store::Store;
 use crate::wakeup::Wakeup;
+
+/// How long a stopping listener lets deliveries under way finish (supervisord waits
+/// `stopwaitsecs`, 10 s by default, before SIGKILL).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the listener until stdin closes or a signal stops it: the dispatcher on a
 /// tokio runtime, the protocol loop on this thread.
@@ -55,6 +59,7 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         state = %state_path.display(),
         channel = settings.channel.as_deref().unwrap_or_default(),
         host = %settings.host,
+        supervisord = instance::parent_identity(),
         "listening for supervisord events"
     );
 
@@ -79,6 +84,8 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
     let router = RoutingRouter::new(settings.routes.clone());
     let context = crash_context_source(&settings);
     let path = state_path.clone();
+    let in_flight = Arc::new(InFlight::default());
+    let flights = in_flight.clone();
     runtime.spawn(async move {
         // The dispatcher has its own connection; wait for the disk if it is not there.
         let store = loop {
@@ -90,7 +97,7 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
                 }
             }
         };
-        Dispatcher::new(api, context, store, renderer, settings)
+        Dispatcher::new(api, context, store, renderer, settings, flights)
             .run(wake_rx)
             .await;
     });
@@ -104,11 +111,16 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
     );
     handler.outbox_cap = outbox_cap;
     let life = Arc::new(Lifecycle::default());
-    watch_signals(life.clone(), handler.held_events()).context("installing signal handlers")?;
+    watch_signals(life.clone(), handler.held_events(), in_flight.clone())
+        .context("installing signal handlers")?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
+    let unfinished = in_flight.drain(DRAIN);
+    if unfinished > 0 {
+        tracing::warn!(unfinished, "exiting with deliveries under way: they are sent again at the next start");
+    }
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::handler::HeldEvents;
+use crate::dispatch::InFlight;
 use super::Handler;
 use crate::supervisord::protocol::{self, EventReader, Read};
 
@@ -62,7 +63,11 @@ pub fn serve<R: IoRead, W: Write>(
 
 /// Watches SIGTERM/SIGINT: lets an event in hand be answered, then exits the process
 /// (the reader may be blocked on stdin, which cannot be interrupted portably).
-pub fn watch_signals(life: Arc<Lifecycle>, held: HeldEvents) -> io::Result<()> {
+pub fn watch_signals(
+    life: Arc<Lifecycle>,
+    held: HeldEvents,
+    in_flight: Arc<InFlight>,
+) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -76,6 +81,10 @@ pub fn watch_signals(life: Arc<Lifecycle>, held: HeldEvents) -> io::Result<()> {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 held.last_words(None);
+                let unfinished = in_flight.drain(super::DRAIN);
+                if unfinished > 0 {
+                    tracing::warn!(unfinished, "exiting with deliveries under way: they are sent again at the next start");
+                }
                 std::process::exit(0);
             }
         })?;

@@ -10,6 +10,7 @@
 //! - [`slack`]: the Slack stand-in as the tests use it — Slack's limits scaled down,
 //!   the listener settings that match them, and reading threads back (serials,
 //!   which process a parent is about, waiting for a channel to hold something).
+//! - [`outbox`]: the outbox rows on disk, read with the test's own connection.
 //! - [`events`]: an event builder, `ev("web", State::Running).from(State::Starting)
 //!   .pid(42)`, for every test that needs a [`ProcessState`] value.
 //! - Here: processes and time (`secs`, `wait_until`, signals, `/proc`).
@@ -24,6 +25,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod outbox;
 pub mod pipe;
 pub mod slack;
 pub mod supervisord;

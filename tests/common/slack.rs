@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use supervisor_slack::standin::{Message, StandIn, StandInOptions, Thread};
 
+use super::supervisord::ListenerEntry;
+use super::SLACK_BIN;
+
 /// The test token: no stderr may ever contain it.
 pub const TOKEN: &str = "xoxb-1111-2222-secretsecretsecret";
 
@@ -123,3 +126,23 @@ pub fn by_process(threads: &[Thread]) -> std::collections::BTreeMap<String, Thre
         .map(|t| (parent_process(t), t.clone()))
         .collect()
 }
+
+/// Writes the listener's settings file (fast pacing, the stand-in as Slack) and
+/// returns the `[eventlistener:slack]` section running the built binary with it.
+pub fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
+    let settings = write_settings(
+        dir,
+        &format!("api_url = \"{api_url}\"\n{FAST}{FAST_UPDATES}{extra}"),
+    );
+    ListenerEntry::custom(&[
+        SLACK_BIN,
+        "--config",
+        settings.to_str().unwrap(),
+        "listen",
+        "--state",
+        dir.join("state.db").to_str().unwrap(),
+    ])
+    .env("SLACK_TOKEN", TOKEN)
+    .env("SUPERVISOR_SLACK_LOG", "info")
+}
+

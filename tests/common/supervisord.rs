@@ -204,6 +204,9 @@ pub struct SupervisordConfig {
     pub loglevel: Option<String>,
     /// Raw text appended to the file (extra sections).
     pub raw: String,
+    /// Run supervisord as PID 1 of its own PID namespace, as in a container
+    /// (`unshare --pid --fork --mount-proc`; needs root).
+    pub as_pid1: bool,
 }
 
 impl SupervisordConfig {
@@ -225,6 +228,11 @@ impl SupervisordConfig {
     pub fn raw(mut self, text: &str) -> Self {
         self.raw.push_str(text);
         self.raw.push('\n');
+        self
+    }
+    /// supervisord as PID 1 of its own PID namespace (see [`pid_namespaces_work`]).
+    pub fn as_pid1(mut self) -> Self {
+        self.as_pid1 = true;
         self
     }
 
@@ -418,6 +426,19 @@ pub struct Supervisord {
     child: Option<Child>,
     supervisord: PathBuf,
     supervisorctl: PathBuf,
+    /// PID 1 of its own namespace: `child` is `unshare`, which does not pass signals on.
+    as_pid1: bool,
+}
+
+/// Whether this machine lets us run supervisord as PID 1 of a new PID namespace
+/// (root, and `unshare` allowed here).
+pub fn pid_namespaces_work() -> bool {
+    Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Where the supervisord binary is: `$SUPERVISORD`, else `.venv/bin/supervisord`.
@@ -452,7 +473,15 @@ impl Supervisord {
             .expect("harness: cannot create a temp dir");
         let conf = dir.path().join("supervisord.conf");
         fs::write(&conf, config.render(dir.path())).expect("harness: cannot write config");
-        let child = Command::new(&supervisord)
+        let mut command = if config.as_pid1 {
+            let mut c = Command::new("unshare");
+            c.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+                .arg(&supervisord);
+            c
+        } else {
+            Command::new(&supervisord)
+        };
+        let child = command
             .arg("-n")
             .arg("-c")
             .arg(&conf)
@@ -469,6 +498,7 @@ impl Supervisord {
             child: Some(child),
             supervisord,
             supervisorctl,
+            as_pid1: config.as_pid1,
         };
         let up = wait_until(secs(10), || {
             if let Some(status) = sv.child.as_mut().unwrap().try_wait().unwrap() {
@@ -628,7 +658,12 @@ impl Supervisord {
             return true;
         };
         let pid = child.id();
-        signal(pid, "TERM");
+        if self.as_pid1 {
+            // `unshare` does not pass SIGTERM on: ask supervisord itself.
+            let _ = self.ctl(&["shutdown"]);
+        } else {
+            signal(pid, "TERM");
+        }
         let mut exited = false;
         let _ = wait_until(secs(30), || {
             exited = matches!(child.try_wait(), Ok(Some(_)));

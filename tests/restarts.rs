@@ -1,0 +1,190 @@
+//! Restarts of either side, with a real supervisord: every deployment must tell a new
+//! supervisord (whose serials start again at 0) from a resend of the one before.
+//! - supervisord as PID 1 of its own PID namespace, as in a container, restarted: the
+//!   same `server` name and the same parent pid (1) as before;
+//! - supervisord restarted by init: a new pid;
+//! - a reload (`supervisorctl reload`): the same process, serials go on;
+//! - the listener restarted by supervisord: the same instance, so that a resend of the
+//!   event it held is still recognised.
+//! The state database lives outside supervisord's temp dir (the container's volume).
+//!
+//! Needs `scripts/test-env`; the container case needs root (`unshare`), and is
+//! skipped with a message elsewhere — never under CI.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::outbox::{outbox, Row};
+use common::slack::{options, parent_process, slack_listener, thread_serials};
+use common::supervisord::*;
+use common::{secs, wait_until};
+use supervisor_slack::standin::{StandIn, Thread};
+
+fn config(state: &Path, api_url: &str, as_pid1: bool) -> SupervisordConfig {
+    let c = SupervisordConfig::new()
+        .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+        .listener(slack_listener(state, api_url, ""));
+    if as_pid1 {
+        c.as_pid1()
+    } else {
+        c
+    }
+}
+
+fn web_thread(standin: &StandIn) -> Option<Thread> {
+    standin
+        .channel("#ops")
+        .into_iter()
+        .find(|t| parent_process(t) == "web")
+}
+
+fn web_rows(db: &Path) -> Vec<Row> {
+    outbox(db).into_iter().filter(|r| r.process == "web").collect()
+}
+
+/// Waits until every `web` row on disk is delivered and Slack's `web` thread reports
+/// as many events as there are rows (serials repeat across supervisords, so count).
+fn wait_web_delivered(standin: &StandIn, db: &Path, rows_at_least: usize) {
+    let ok = wait_until(secs(30), || {
+        let rows = web_rows(db);
+        rows.len() >= rows_at_least
+            && rows.iter().all(|r| r.delivered)
+            && web_thread(standin).is_some_and(|t| thread_serials(&t).len() == rows.len())
+    });
+    assert!(
+        ok,
+        "web rows {:?}\nthread serials {:?}",
+        web_rows(db),
+        web_thread(standin).map(|t| thread_serials(&t))
+    );
+}
+
+fn instances(rows: &[Row]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for r in rows {
+        if !seen.contains(&r.instance) {
+            seen.push(r.instance.clone());
+        }
+    }
+    seen
+}
+
+/// supervisord stopped and started again on the same state: the second one's events
+/// all reach Slack although their serials repeat the first one's.
+async fn a_new_supervisord_is_a_new_instance(as_pid1: bool) {
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db");
+
+    let mut first = Supervisord::start(config(state.path(), &standin.api_url(), as_pid1));
+    first.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, 2);
+    let before = web_rows(&db);
+    assert!(first.stop(), "the first supervisord stopped");
+    let before_stop = web_rows(&db).len();
+
+    let mut second = Supervisord::start(config(state.path(), &standin.api_url(), as_pid1));
+    second.wait_for_state("web", "RUNNING", secs(10));
+    second.ctl_ok(&["stop", "web"]);
+    second.ctl_ok(&["start", "web"]);
+    second.wait_for_state("web", "RUNNING", secs(10));
+    // STARTING, RUNNING, STOPPING, STOPPED, STARTING, RUNNING from the second one.
+    wait_web_delivered(&standin, &db, before_stop + 6);
+
+    let rows = web_rows(&db);
+    let ids = instances(&rows);
+    assert_eq!(ids.len(), 2, "two supervisords, two instances: {ids:?}");
+    let serials = |id: &str| -> BTreeSet<u64> {
+        rows.iter().filter(|r| r.instance == id).map(|r| r.serial).collect()
+    };
+    assert!(
+        !serials(&ids[0]).is_disjoint(&serials(&ids[1])),
+        "the second supervisord's serials repeat the first one's (that is the trap): {rows:?}"
+    );
+    assert!(before.iter().all(|r| r.instance == ids[0]));
+    let stderr = second.listener_stderr();
+    assert!(!stderr.contains("dropped a duplicate"), "{stderr}");
+    assert!(
+        wait_until(secs(10), || web_thread(&standin)
+            .is_some_and(|t| t.parent.header().unwrap_or_default().contains("RUNNING"))),
+        "the parent shows the current state"
+    );
+    second.stop();
+    second.assert_no_protocol_trouble();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisord_as_pid1_of_a_restarted_container_is_a_new_instance() {
+    if !pid_namespaces_work() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "unshare --pid --fork --mount-proc must work under CI (run as root)"
+        );
+        eprintln!("skipped: this machine does not let us make a PID namespace (needs root)");
+        return;
+    }
+    a_new_supervisord_is_a_new_instance(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisord_restarted_by_init_is_a_new_instance() {
+    a_new_supervisord_is_a_new_instance(false).await;
+}
+
+/// `supervisorctl reload`: the same supervisord process re-reads its configuration
+/// and restarts every program and the listener; one instance, nothing dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_the_same_instance_and_loses_nothing() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db");
+    let mut sv = Supervisord::start(config(state.path(), &standin.api_url(), false));
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, 2);
+    let before = web_rows(&db).len();
+    sv.ctl_ok(&["reload"]);
+    assert!(wait_until(secs(15), || sv.state("web").as_deref() == Some("RUNNING")
+        && web_rows(&db).len() >= before + 2));
+    sv.ctl_ok(&["stop", "web"]);
+    sv.ctl_ok(&["start", "web"]);
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, before + 6);
+    let rows = web_rows(&db);
+    assert_eq!(instances(&rows).len(), 1, "{rows:?}");
+    let stderr = sv.listener_stderr();
+    assert!(!stderr.contains("dropped a duplicate"), "{stderr}");
+    sv.stop();
+    sv.assert_no_protocol_trouble();
+}
+
+/// The listener restarted by supervisord (a crash, `supervisorctl restart`): the new
+/// one sees the same instance, so a resend of the event the old one held collides
+/// with its row (`UNIQUE (instance, serial)`) and is dropped, and the thread goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_listener_is_the_same_instance() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db");
+    let mut sv = Supervisord::start(config(state.path(), &standin.api_url(), false));
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, 2);
+    let before = web_rows(&db).len();
+    sv.ctl_ok(&["restart", "slack"]);
+    sv.wait_for_state("slack", "RUNNING", secs(10));
+    sv.ctl_ok(&["stop", "web"]);
+    sv.ctl_ok(&["start", "web"]);
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, before + 4);
+    let rows = web_rows(&db);
+    assert_eq!(instances(&rows).len(), 1, "{rows:?}");
+    let threads = standin.channel("#ops");
+    assert_eq!(
+        threads.iter().filter(|t| parent_process(t) == "web").count(),
+        1,
+        "one thread for web, continued"
+    );
+    sv.stop();
+    sv.assert_no_protocol_trouble();
+}
