@@ -27,7 +27,7 @@ fn config(state: &Path, api_url: &str, as_pid1: bool) -> SupervisordConfig {
         .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
         .listener(slack_listener(state, api_url, ""));
     if as_pid1 {
-        c.as_pid1()
+        c.pid1()
     } else {
         c
     }

@@ -233,7 +233,7 @@ impl Handler {
     /// Retries held events (called when idle too, so they do not wait for the next
     /// event).
     pub fn retry_held(&mut self) {
-        if self.held.len() > 0 {
+        if !self.held.is_empty() {
             self.flush();
         }
     }
@@ -298,6 +298,10 @@ impl HeldEvents {
 
     pub fn len(&self) -> usize {
         self.queue.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Writes what is held to the outbox (through `store`, else a fresh connection),

@@ -231,7 +231,7 @@ impl SupervisordConfig {
         self
     }
     /// supervisord as PID 1 of its own PID namespace (see [`pid_namespaces_work`]).
-    pub fn as_pid1(mut self) -> Self {
+    pub fn pid1(mut self) -> Self {
         self.as_pid1 = true;
         self
     }
