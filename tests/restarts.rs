@@ -6,6 +6,7 @@
 //! - a reload (`supervisorctl reload`): the same process, serials go on;
 //! - the listener restarted by supervisord: the same instance, so that a resend of the
 //!   event it held is still recognised.
+//!
 //! The state database lives outside supervisord's temp dir (the container's volume).
 //!
 //! Needs `scripts/test-env`; the container case needs root (`unshare`), and is
