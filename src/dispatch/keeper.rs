@@ -125,7 +125,9 @@ impl Dispatcher {
                         thread.parent_ts = Some(posted.ts);
                         thread.channel_id = Some(posted.channel_id);
                         thread.created = Utc::now();
-                        let _ = self.with_store(|s| s.save_parent(thread));
+                        let key = thread.key.clone();
+                        self.persist(&key, "the new parent", |s| s.save_parent(thread))
+                            .await;
                         true
                     }
                     Err(f) => {

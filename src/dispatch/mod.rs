@@ -119,6 +119,39 @@ impl Dispatcher {
         })
     }
 
+    /// Records what Slack already accepted: retried (with backoff) until the disk takes
+    /// it, never by asking Slack again — a post whose answer was thrown away would be
+    /// posted twice.
+    async fn persist(
+        &self,
+        key: &crate::supervisord::event::ThreadKey,
+        what: &str,
+        mut f: impl FnMut(&mut Store) -> Result<(), StoreError>,
+    ) {
+        let mut backoff = retry::Backoff::new(Duration::from_secs(5));
+        let mut failed = false;
+        loop {
+            match self.with_store(&mut f) {
+                Ok(()) => {
+                    if failed {
+                        tracing::info!(thread = %key, what, "recorded after all");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if !failed {
+                        tracing::error!(
+                            thread = %key, what, error = %e,
+                            "cannot record what Slack accepted; keeping Slack's answer and retrying the write (nothing is posted again)"
+                        );
+                        failed = true;
+                    }
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+
     fn with_store<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError>,

@@ -199,10 +199,11 @@ impl Dispatcher {
                     thread.channel_id = Some(posted.channel_id);
                     thread.created = now;
                     // Saved at once: a restart never posts a second parent.
-                    self.with_store(|s| s.save_thread(&thread))?;
+                    self.persist(key, "the new parent", |s| s.save_thread(&thread))
+                        .await;
                     *state.shown.lock().unwrap() = Some(card);
                 }
-                Err(f) => return self.give_up(key, batch, &thread, f),
+                Err(f) => return Ok(self.give_up(key, batch, &thread, f).await),
             }
         }
 
@@ -246,32 +247,35 @@ impl Dispatcher {
             Err(Failure::ThreadGone(code)) => {
                 tracing::warn!(thread = %key, code, "the parent message is gone: posting a new parent");
                 thread.parent_ts = None;
-                self.with_store(|s| s.save_parent(&thread))?;
+                self.persist(key, "the lost parent", |s| s.save_parent(&thread))
+                    .await;
                 return Ok(Outcome::Again);
             }
-            Err(f) => return self.give_up(key, batch, &thread, f),
+            Err(f) => return Ok(self.give_up(key, batch, &thread, f).await),
         }
         thread.history = history;
         thread.truncate_history();
         thread.latest = Some(latest);
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
-        self.with_store(|s| s.commit_delivery(&thread, &ids))?;
+        self.persist(key, "the delivered reply", |s| s.commit_delivery(&thread, &ids))
+            .await;
         Ok(Outcome::Done)
     }
 
     /// A batch Slack will not take in any form: recorded as delivered so it does not
     /// block the thread forever, and reported loudly with what was lost.
-    fn give_up(
+    async fn give_up(
         &self,
         key: &ThreadKey,
         batch: &[OutboxEntry],
         thread: &ThreadRecord,
         f: Failure,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Outcome {
         let serials: Vec<u64> = batch.iter().map(|e| e.event.serial).collect();
         tracing::error!(thread = %key, ?serials, "gave up on these events: {f}");
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
-        self.with_store(|s| s.commit_delivery(thread, &ids))?;
-        Ok(Outcome::Done)
+        self.persist(key, "the entries given up on", |s| s.commit_delivery(thread, &ids))
+            .await;
+        Outcome::Done
     }
 }
