@@ -18,7 +18,7 @@
 //! - [`validate`]: the payloads Slack refuses (Block Kit limits, legacy attachment
 //!   fields beside `blocks`, `no_text`), kept apart from `card::limits` on purpose: the
 //!   stand-in is an independent oracle;
-//! - [`page`] and [`mrkdwn`]: the channel drawn as Slack draws it;
+//! - [`page`] (with `page.html`) and [`mrkdwn`]: the channel drawn as Slack draws it;
 //! - `conn`: connections a [`Fault::Drop`] can cut.
 //!
 //! Routes: `/api/{method}`, `/` (the page; `?channel=NAME`, `?thread=TS` for one thread,
