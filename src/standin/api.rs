@@ -2,12 +2,16 @@
 //! `conversations.replies`, `conversations.history`. One handler takes every call
 //! through the same steps — record it, inject a fault, check the token, then run the
 //! method — so that what a test sees in [`Call`](super::Call) is what happened.
+//!
+//! Methods that change the channel take POST only (GET answers 405, as a read-only
+//! link or an `<img>` on another site must not post); reads also take GET, as
+//! slack-morphism sends them.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
@@ -19,6 +23,21 @@ use super::validate;
 use super::wire::{bool_param, message_json, read_params, str_param, with_thread_summary, Answer};
 use super::{Fault, StandInOptions};
 
+/// The methods that only read, and so may come by GET.
+const READS: [&str; 3] = [
+    "auth.test",
+    "conversations.history",
+    "conversations.replies",
+];
+
+/// Whether `method` may be called with the HTTP method `verb`: reads by GET, HEAD or
+/// POST; everything else (every method that changes state, and unknown ones) by POST
+/// only.
+pub(super) fn allowed(verb: &Method, method: &str) -> bool {
+    *verb == Method::POST
+        || ((*verb == Method::GET || *verb == Method::HEAD) && READS.contains(&method))
+}
+
 /// The route `/api/{method}`.
 pub(super) async fn handler(
     State(shared): State<Arc<Shared>>,
@@ -26,6 +45,15 @@ pub(super) async fn handler(
     Path(method): Path<String>,
     req: Request,
 ) -> Response {
+    if !allowed(req.method(), &method) {
+        // Refused before anything is recorded: a refused request changes nothing.
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            format!("{method} changes state: POST only\n"),
+        )
+            .into_response();
+    }
     let arrived = Instant::now();
     let auth_header = bearer_token(req.headers());
     let params = read_params(req).await;
@@ -380,4 +408,21 @@ fn history(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, Value>
     Answer::ok(
         json!({"messages": messages, "has_more": has_more, "response_metadata": {"next_cursor": ""}}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_take_post_only_and_reads_also_get() {
+        assert!(allowed(&Method::POST, "chat.postMessage"));
+        assert!(!allowed(&Method::GET, "chat.postMessage"));
+        assert!(!allowed(&Method::GET, "chat.update"));
+        assert!(!allowed(&Method::PUT, "chat.update"));
+        assert!(!allowed(&Method::GET, "no.such.method"));
+        assert!(allowed(&Method::GET, "auth.test"));
+        assert!(allowed(&Method::GET, "conversations.history"));
+        assert!(allowed(&Method::POST, "conversations.replies"));
+    }
 }

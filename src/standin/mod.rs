@@ -4,8 +4,11 @@
 //!
 //! The rooms, one job each:
 //! - [`server`](StandIn): options, start and stop, the handle tests drive, the routes;
+//! - `guard`: only requests addressed to a loopback `Host` are answered (no DNS
+//!   rebinding), and no foreign `Origin`;
 //! - `api`: the Web API methods (`auth.test`, `chat.postMessage`, `chat.update`,
-//!   `conversations.replies`, `conversations.history`);
+//!   `conversations.replies`, `conversations.history`); those that change state take
+//!   POST only;
 //! - `wire`: Slack's shapes — parameters in (JSON, form, query), answers out, the
 //!   `message` object;
 //! - `state`: channels, messages, threads, the `ts` clock, the record of [`Call`]s;
@@ -38,6 +41,7 @@ mod api;
 mod auth;
 mod conn;
 mod faults;
+mod guard;
 mod limits;
 pub mod mrkdwn;
 pub mod page;
@@ -48,5 +52,6 @@ mod wire;
 
 pub use auth::{Identity, BOT_ID, BOT_USER_ID, TEAM_ID};
 pub use faults::{Fault, FaultRule};
+pub use guard::is_loopback_host;
 pub use server::{StandIn, StandInOptions};
 pub use state::{Call, Message, Thread};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use axum::routing::{any, get};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use tokio::sync::oneshot;
 
 use super::auth::{Auth, Identity};
@@ -18,7 +18,7 @@ use super::conn::{ConnHandle, KillableListener};
 use super::faults::{FaultRule, Faults};
 use super::limits::Limits;
 use super::state::{Call, Message, Thread, Workspace};
-use super::{api, page};
+use super::{api, guard, page};
 
 /// How the stand-in behaves. `Default` is Slack-like: one `chat.postMessage` per
 /// second per channel with bursts of 3, `Retry-After: 1`, any `xoxb-` token.
@@ -104,6 +104,7 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/_calls", get(calls_handler))
         .route("/api/_channel/{name}", get(channel_handler))
         .route("/api/{method}", any(api::handler))
+        .layer(middleware::from_fn(guard::loopback_only))
         .with_state(shared)
 }
 
