@@ -199,7 +199,11 @@ async fn a_working_token_names_the_workspace_and_bot_and_post_test_posts_to_each
         .map(|c| c.body["channel"].clone())
         .collect();
     assert_eq!(channels, vec!["#ops", "#nobot"]);
-    assert_eq!(slack.channel("#ops").len(), 1, "the test message is in #ops");
+    assert_eq!(
+        slack.channel("#ops").len(),
+        1,
+        "the test message is in #ops"
+    );
     assert!(slack.channel("#nobot").is_empty());
 }
 

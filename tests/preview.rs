@@ -184,9 +184,7 @@ fn raw(port: u16, request: &str) -> String {
 fn the_preview_answers_only_loopback_hosts_and_posts_only_by_post() {
     let p = Preview::start(&[]);
     let token = "xoxb-preview";
-    let post = format!(
-        "/api/chat.postMessage?channel=ops&text=planted+by+a+link&token={token}"
-    );
+    let post = format!("/api/chat.postMessage?channel=ops&text=planted+by+a+link&token={token}");
     // A page of another site that re-pointed its name at 127.0.0.1 (DNS rebinding).
     let evil = raw(
         p.port,
@@ -197,10 +195,17 @@ fn the_preview_answers_only_loopback_hosts_and_posts_only_by_post() {
     // A state change by GET (a link, an <img>): refused, nothing posted.
     let by_get = raw(
         p.port,
-        &format!("GET {post} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n", p.port),
+        &format!(
+            "GET {post} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            p.port
+        ),
     );
     assert!(by_get.starts_with("HTTP/1.1 405"), "{by_get}");
-    assert_eq!(p.get("/api/_calls"), "[]", "the refused GET changed nothing");
+    assert_eq!(
+        p.get("/api/_calls"),
+        "[]",
+        "the refused GET changed nothing"
+    );
     assert!(!p.get("/?channel=ops").contains("planted"));
     // The same call by POST from loopback is a post.
     let body = "channel=ops&text=posted";
@@ -213,6 +218,9 @@ fn the_preview_answers_only_loopback_hosts_and_posts_only_by_post() {
             body.len()
         ),
     );
-    assert!(by_post.starts_with("HTTP/1.1 200") && by_post.contains("\"ok\":true"), "{by_post}");
+    assert!(
+        by_post.starts_with("HTTP/1.1 200") && by_post.contains("\"ok\":true"),
+        "{by_post}"
+    );
     assert!(p.get("/?channel=ops").contains("posted"));
 }

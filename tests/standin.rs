@@ -75,9 +75,12 @@ async fn start_unlimited() -> (StandIn, Client) {
 
 /// GETs a path from the stand-in over plain HTTP/1.0 and returns the body.
 async fn http_get(standin: &StandIn, path: &str) -> String {
-    http_raw(standin, &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"))
-        .await
-        .1
+    http_raw(
+        standin,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+    .await
+    .1
 }
 
 /// Sends raw bytes, returns (head, body) of the answer.
@@ -815,7 +818,11 @@ async fn a_get_to_a_method_that_changes_state_is_refused_and_changes_nothing() {
         assert_eq!(status_of(&head), 405, "GET {path}: {head}");
         assert!(head.to_ascii_lowercase().contains("allow: post"), "{head}");
     }
-    assert_eq!(standin.calls().len(), before, "refused calls are not recorded");
+    assert_eq!(
+        standin.calls().len(),
+        before,
+        "refused calls are not recorded"
+    );
     let threads = standin.channel("ops");
     assert_eq!(threads.len(), 1);
     assert_eq!(threads[0].parent.edits, 0);

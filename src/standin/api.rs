@@ -120,7 +120,9 @@ async fn handle_call(
     });
     let channel = inner.calls[index].channel.clone().unwrap_or_default();
     if let Some(secs) = answer.retry_after {
-        inner.limits.announce(&method, &channel, secs, Instant::now());
+        inner
+            .limits
+            .announce(&method, &channel, secs, Instant::now());
     }
     let call = &mut inner.calls[index];
     call.status = answer.status;
@@ -275,11 +277,7 @@ fn post_message(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, V
     answer
 }
 
-fn update_message(
-    inner: &mut Inner,
-    opts: &StandInOptions,
-    params: &Map<String, Value>,
-) -> Answer {
+fn update_message(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, Value>) -> Answer {
     let channel_id = match channel_within_limits(inner, opts, params, "chat.update") {
         Ok(id) => id,
         Err(answer) => return answer,

@@ -120,7 +120,11 @@ mod tests {
         faults.add(Fault::Drop.into());
         assert_eq!(faults.take("chat.update"), Some(Fault::Drop));
         assert_eq!(faults.take("auth.test"), Some(Fault::Status(500)));
-        assert_eq!(faults.take("auth.test"), Some(Fault::Drop), "the first rule is used up");
+        assert_eq!(
+            faults.take("auth.test"),
+            Some(Fault::Drop),
+            "the first rule is used up"
+        );
         faults.set(Fault::None.into());
         assert_eq!(faults.take("auth.test"), None);
     }

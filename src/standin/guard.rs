@@ -32,7 +32,8 @@ pub fn is_loopback_host(host: &str) -> bool {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost") || name.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
 fn is_port(s: &str) -> bool {

@@ -64,15 +64,15 @@ pub struct View<'a> {
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_formatter(|out, state, value| {
-        match (state.auto_escape(), value.as_str()) {
+    env.set_formatter(
+        |out, state, value| match (state.auto_escape(), value.as_str()) {
             (AutoEscape::Html, Some(s)) if !value.is_safe() => {
                 out.write_str(&escape_html(s))?;
                 Ok(())
             }
             _ => minijinja::escape_formatter(out, state, value),
-        }
-    });
+        },
+    );
     env.add_template("page.html", include_str!("page.html"))
         .expect("page.html parses");
     env
@@ -134,7 +134,7 @@ enum Main {
         channel_label: String,
         reply_count: usize,
         ts: String,
-        parent: Option<Msg>,
+        parent: Option<Box<Msg>>,
     },
     /// A channel's flow.
     Channel {
@@ -228,8 +228,7 @@ struct Field {
 }
 
 fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> Page<'a> {
-    let holds_thread =
-        |c: &ChannelView| view.thread.is_some_and(|ts| c.thread(ts).is_some());
+    let holds_thread = |c: &ChannelView| view.thread.is_some_and(|ts| c.thread(ts).is_some());
     let current = view
         .channel
         .and_then(|s| {
@@ -268,7 +267,7 @@ fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> P
                 channel_label: c.label(),
                 reply_count: thread.map(|t| t.replies.len()).unwrap_or(0),
                 ts: ts.to_string(),
-                parent: thread.map(|t| parent_msg(c, &t.parent, false)),
+                parent: thread.map(|t| Box::new(parent_msg(c, &t.parent, false))),
             }
         }
         (Some(i), None) => {
@@ -277,7 +276,11 @@ fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> P
                 id: c.id.clone(),
                 label: c.label(),
                 message_count: c.threads.iter().map(|t| 1 + t.replies.len()).sum(),
-                flow: c.flow.iter().map(|m| flow_msg(c, m, view.collapsed)).collect(),
+                flow: c
+                    .flow
+                    .iter()
+                    .map(|m| flow_msg(c, m, view.collapsed))
+                    .collect(),
             }
         }
         (None, _) => Main::Empty,
@@ -452,7 +455,11 @@ fn text_html(obj: &Value) -> String {
 }
 
 fn alt_html(obj: &Value) -> String {
-    plain_to_html(obj.get("alt_text").and_then(Value::as_str).unwrap_or("image"))
+    plain_to_html(
+        obj.get("alt_text")
+            .and_then(Value::as_str)
+            .unwrap_or("image"),
+    )
 }
 
 fn blocks(list: &[Value]) -> Vec<Block> {
@@ -484,7 +491,9 @@ fn block(b: &Value) -> Block {
                 .collect(),
         },
         "divider" => Block::Divider,
-        "image" => Block::Image { alt_html: alt_html(b) },
+        "image" => Block::Image {
+            alt_html: alt_html(b),
+        },
         "markdown" => Block::Markdown {
             html: mrkdwn_to_html(b.get("text").and_then(Value::as_str).unwrap_or("")),
         },
