@@ -21,7 +21,8 @@
 //! - [`validate`]: the payloads Slack refuses (Block Kit limits, legacy attachment
 //!   fields beside `blocks`, `no_text`), kept apart from `card::limits` on purpose: the
 //!   stand-in is an independent oracle;
-//! - [`page`] (with `page.html`) and [`mrkdwn`]: the channel drawn as Slack draws it;
+//! - [`page`] (with `page.html`), `blocks` and [`mrkdwn`]: the channel drawn as Slack
+//!   draws it;
 //! - `conn`: connections a [`Fault::Drop`] can cut.
 //!
 //! Routes: `/api/{method}`, `/` (the page; `?channel=NAME`, `?thread=TS` for one thread,
@@ -39,6 +40,7 @@
 
 mod api;
 mod auth;
+mod blocks;
 mod conn;
 mod faults;
 mod guard;

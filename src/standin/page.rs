@@ -20,6 +20,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::blocks::{attachment, blocks, Attachment, Block};
 use super::mrkdwn::{escape_html, mrkdwn_to_html, plain_to_html};
 use super::{Message, Thread};
 
@@ -180,51 +181,6 @@ struct Replies {
     /// The reader's local time of the last reply.
     last: String,
     replies: Vec<Msg>,
-}
-
-/// One Block Kit block.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Block {
-    Header {
-        html: String,
-    },
-    Section {
-        text_html: Option<String>,
-        fields_html: Option<Vec<String>>,
-    },
-    Context {
-        elements_html: Vec<String>,
-    },
-    Divider,
-    Image {
-        alt_html: String,
-    },
-    Markdown {
-        html: String,
-    },
-    /// A block the page does not draw, named.
-    Other {
-        name: String,
-    },
-}
-
-/// One attachment: its colour bar and either blocks or the legacy fields worth seeing.
-#[derive(Serialize)]
-struct Attachment {
-    color: String,
-    blocks: Option<Vec<Block>>,
-    /// `pretext` and `title`.
-    headers_html: Vec<String>,
-    text_html: Option<String>,
-    fields: Option<Vec<Field>>,
-    footer_html: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Field {
-    title_html: String,
-    value_html: String,
 }
 
 fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> Page<'a> {
@@ -397,112 +353,6 @@ fn time_of(ts: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The colour bar's CSS colour: `#RRGGBB` / `#RGB` (with or without `#`) only. Named
-/// colours (`good`, `danger`) show grey beside blocks, as Slack is reported to do.
-fn bar_color(attachment: &Value) -> String {
-    let raw = attachment
-        .get("color")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let hex = raw.trim_start_matches('#');
-    let has_blocks = attachment.get("blocks").is_some();
-    if (hex.len() == 6 || hex.len() == 3) && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return format!("#{hex}");
-    }
-    match (raw, has_blocks) {
-        ("good", false) => "#2eb886".into(),
-        ("warning", false) => "#daa038".into(),
-        ("danger", false) => "#a30200".into(),
-        _ => "#dddddd".into(),
-    }
-}
-
-fn attachment(a: &Value) -> Attachment {
-    let text = |key: &str| a.get(key).and_then(Value::as_str);
-    Attachment {
-        color: bar_color(a),
-        blocks: a.get("blocks").and_then(Value::as_array).map(|b| blocks(b)),
-        // A legacy attachment: the few fields worth seeing.
-        headers_html: ["pretext", "title"]
-            .into_iter()
-            .filter_map(text)
-            .map(plain_to_html)
-            .collect(),
-        text_html: text("text").map(mrkdwn_to_html),
-        fields: a.get("fields").and_then(Value::as_array).map(|fields| {
-            fields
-                .iter()
-                .map(|f| {
-                    let get = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("");
-                    Field {
-                        title_html: plain_to_html(get("title")),
-                        value_html: mrkdwn_to_html(get("value")),
-                    }
-                })
-                .collect()
-        }),
-        footer_html: text("footer").map(plain_to_html),
-    }
-}
-
-/// A text object (`plain_text` or `mrkdwn`) as HTML.
-fn text_html(obj: &Value) -> String {
-    let text = obj.get("text").and_then(Value::as_str).unwrap_or("");
-    match obj.get("type").and_then(Value::as_str) {
-        Some("mrkdwn") => mrkdwn_to_html(text),
-        _ => plain_to_html(text),
-    }
-}
-
-fn alt_html(obj: &Value) -> String {
-    plain_to_html(
-        obj.get("alt_text")
-            .and_then(Value::as_str)
-            .unwrap_or("image"),
-    )
-}
-
-fn blocks(list: &[Value]) -> Vec<Block> {
-    list.iter().map(block).collect()
-}
-
-fn block(b: &Value) -> Block {
-    match b.get("type").and_then(Value::as_str).unwrap_or("") {
-        "header" => Block::Header {
-            html: b.get("text").map(text_html).unwrap_or_default(),
-        },
-        "section" => Block::Section {
-            text_html: b.get("text").map(text_html),
-            fields_html: b
-                .get("fields")
-                .and_then(Value::as_array)
-                .map(|fields| fields.iter().map(text_html).collect()),
-        },
-        "context" => Block::Context {
-            elements_html: b
-                .get("elements")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|e| match e.get("type").and_then(Value::as_str) {
-                    Some("image") => format!("[{}]", alt_html(e)),
-                    _ => text_html(e),
-                })
-                .collect(),
-        },
-        "divider" => Block::Divider,
-        "image" => Block::Image {
-            alt_html: alt_html(b),
-        },
-        "markdown" => Block::Markdown {
-            html: mrkdwn_to_html(b.get("text").and_then(Value::as_str).unwrap_or("")),
-        },
-        other => Block::Other {
-            name: other.to_string(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,22 +370,6 @@ mod tests {
             edited: None,
             edits: 0,
         }
-    }
-
-    #[test]
-    fn colour_bar_accepts_hex_only() {
-        assert_eq!(
-            bar_color(&json!({"color": "#E01E5A", "blocks": []})),
-            "#E01E5A"
-        );
-        assert_eq!(
-            bar_color(&json!({"color": "danger", "blocks": []})),
-            "#dddddd"
-        );
-        assert_eq!(
-            bar_color(&json!({"color": "red;background:url(x)"})),
-            "#dddddd"
-        );
     }
 
     #[test]
