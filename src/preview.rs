@@ -5,7 +5,9 @@
 //! page shows what the channel would show, at the speed it would show it.
 //!
 //! The stand-in binds 127.0.0.1 only: it accepts any `xoxb-` token and keeps every
-//! message in memory, which is fine on loopback and wrong anywhere else.
+//! message in memory, which is fine on loopback and wrong anywhere else. It answers
+//! only requests addressed to a loopback name (no DNS rebinding) and changes state
+//! only on POST.
 
 use std::future::Future;
 

@@ -136,6 +136,17 @@ async fn post_cards(standin: &StandIn, dir: &Path) -> PipeListener {
         .await;
     let heads: Vec<String> = standin.channel("#ops").iter().map(header).collect();
     assert!(done, "the cards never all arrived: {heads:?}");
+    // Replies may still be on their way after the parents show their last state:
+    // wait until the stand-in has had no call for a second, so that a snapshot taken
+    // now is what the page shows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = standin.calls().len();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if standin.calls().len() == before || Instant::now() > deadline {
+            break;
+        }
+    }
     l
 }
 

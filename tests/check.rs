@@ -1,10 +1,11 @@
 //! `check` without Slack: findings come with fixes, problems make a non-zero exit.
-//! (`auth.test` and `--post-test` against the Slack stand-in are tested by the lead.)
+//! `auth.test` and `--post-test` run against the Slack stand-in.
 
 use std::time::Duration;
 
 use supervisor_slack::check::{self, check_state_path, check_supervisor, Level, Options, Report};
 use supervisor_slack::config::{parse_str, resolve, Settings};
+use supervisor_slack::standin::{Identity, StandIn, StandInOptions};
 
 fn settings(text: &str, env: &dyn supervisor_slack::config::Env) -> Settings {
     resolve(&parse_str(text, None).unwrap(), env)
@@ -138,49 +139,28 @@ fn the_test_card_escapes_the_host() {
     assert!(!card.fallback.contains("<!channel>"));
 }
 
-/// A few lines of Slack's Web API: enough for `check` to see a working token and
-/// post its test message. (The full stand-in lives on another branch.)
-async fn tiny_slack() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    use axum::{
-        routing::{any, post},
-        Json, Router,
-    };
-    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = posts.clone();
-    let app = Router::new()
-        .route(
-            "/api/auth.test",
-            any(|| async {
-                Json(serde_json::json!({"ok": true, "url": "https://acme.slack.com/", "team": "Acme",
-                    "user": "supervisor-bot", "team_id": "T1", "user_id": "U1", "bot_id": "B1"}))
-            }),
-        )
-        .route(
-            "/api/chat.postMessage",
-            post(move |Json(body): Json<serde_json::Value>| {
-                let seen = seen.clone();
-                async move {
-                    let channel = body["channel"].as_str().unwrap_or("").to_string();
-                    seen.lock().unwrap().push(body);
-                    if channel == "#nobot" {
-                        return Json(serde_json::json!({"ok": false, "error": "not_in_channel"}));
-                    }
-                    Json(serde_json::json!({"ok": true, "channel": "C1", "ts": "1.1", "message": {"ts": "1.1"}}))
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/api"), posts)
+/// The Slack stand-in as the workspace "Acme", whose bot was never invited to #nobot.
+async fn acme_slack() -> StandIn {
+    StandIn::start(StandInOptions {
+        identity: Identity {
+            team: "Acme".into(),
+            url: "https://acme.slack.com/".into(),
+            team_id: "T1".into(),
+            user: "supervisor-bot".into(),
+            user_id: "U1".into(),
+            bot_id: "B1".into(),
+        },
+        uninvited_channels: vec!["#nobot".into()],
+        ..StandInOptions::default()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_working_token_names_the_workspace_and_bot_and_post_test_posts_to_each_channel() {
-    let (url, posts) = tiny_slack().await;
+    let slack = acme_slack().await;
+    let url = slack.api_url();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.db");
     let env = [
@@ -216,13 +196,18 @@ async fn a_working_token_names_the_workspace_and_bot_and_post_test_posts_to_each
             .contains("invite the bot to #nobot"),
         "{shown}"
     );
-    let channels: Vec<_> = posts
-        .lock()
-        .unwrap()
+    let channels: Vec<_> = slack
+        .calls_to("chat.postMessage")
         .iter()
-        .map(|b| b["channel"].clone())
+        .map(|c| c.body["channel"].clone())
         .collect();
     assert_eq!(channels, vec!["#ops", "#nobot"]);
+    assert_eq!(
+        slack.channel("#ops").len(),
+        1,
+        "the test message is in #ops"
+    );
+    assert!(slack.channel("#nobot").is_empty());
 }
 
 #[tokio::test]

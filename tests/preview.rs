@@ -170,3 +170,57 @@ fn a_listener_pointed_at_the_preview_shows_its_cards_on_the_page() {
     let folded = p.get("/?channel=ops&collapsed=1");
     assert!(folded.contains("web RUNNING on web-1") && !folded.contains("\" open>"));
 }
+
+/// Sends raw bytes to the preview; returns the whole answer.
+fn raw(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_preview_answers_only_loopback_hosts_and_posts_only_by_post() {
+    let p = Preview::start(&[]);
+    let token = "xoxb-preview";
+    let post = format!("/api/chat.postMessage?channel=ops&text=planted+by+a+link&token={token}");
+    // A page of another site that re-pointed its name at 127.0.0.1 (DNS rebinding).
+    let evil = raw(
+        p.port,
+        "GET /api/_calls HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(evil.starts_with("HTTP/1.1 421"), "{evil}");
+    assert!(!evil.contains("\"method\""), "no data: {evil}");
+    // A state change by GET (a link, an <img>): refused, nothing posted.
+    let by_get = raw(
+        p.port,
+        &format!(
+            "GET {post} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            p.port
+        ),
+    );
+    assert!(by_get.starts_with("HTTP/1.1 405"), "{by_get}");
+    assert_eq!(
+        p.get("/api/_calls"),
+        "[]",
+        "the refused GET changed nothing"
+    );
+    assert!(!p.get("/?channel=ops").contains("planted"));
+    // The same call by POST from loopback is a post.
+    let body = "channel=ops&text=posted";
+    let by_post = raw(
+        p.port,
+        &format!(
+            "POST /api/chat.postMessage HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            p.port,
+            body.len()
+        ),
+    );
+    assert!(
+        by_post.starts_with("HTTP/1.1 200") && by_post.contains("\"ok\":true"),
+        "{by_post}"
+    );
+    assert!(p.get("/?channel=ops").contains("posted"));
+}

@@ -75,9 +75,12 @@ async fn start_unlimited() -> (StandIn, Client) {
 
 /// GETs a path from the stand-in over plain HTTP/1.0 and returns the body.
 async fn http_get(standin: &StandIn, path: &str) -> String {
-    http_raw(standin, &format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n"))
-        .await
-        .1
+    http_raw(
+        standin,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+    .await
+    .1
 }
 
 /// Sends raw bytes, returns (head, body) of the answer.
@@ -644,7 +647,7 @@ async fn debug_endpoints_and_form_posts_work() {
     let (standin, _client) = start_unlimited().await;
     let form = "channel=%23ops&text=hello+form&attachments=%5B%7B%22color%22%3A%22%23000000%22%2C%22blocks%22%3A%5B%7B%22type%22%3A%22divider%22%7D%5D%7D%5D";
     let request = format!(
-        "POST /api/chat.postMessage HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "POST /api/chat.postMessage HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
         form.len()
     );
@@ -695,4 +698,152 @@ async fn updates_have_their_own_generous_limit() {
         Err(SlackClientError::RateLimitError(_))
     ));
     assert_eq!(standin.channel("ops")[0].parent.edits, 5);
+}
+
+/// The status code of an answer's head (`HTTP/1.x NNN …`).
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+/// Posts a message whose text a test can look for.
+async fn post_secret(client: &Client) {
+    let token = token();
+    client
+        .open_session(&token)
+        .chat_post_message(&post(
+            "ops",
+            SlackMessageContent::new().with_text("secret stderr tail".into()),
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_naming_another_host_is_refused_and_shows_no_data() {
+    let (standin, client) = start_unlimited().await;
+    post_secret(&client).await;
+    for path in ["/api/_calls", "/api/_channel/ops", "/", "/?channel=ops"] {
+        let (head, body) = http_raw(
+            &standin,
+            &format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status_of(&head), 421, "GET {path}: {head}");
+        assert!(!body.contains("secret"), "GET {path} showed data: {body}");
+        assert!(body.contains("localhost"), "a short reason: {body}");
+    }
+    // Nor does such a request post anything.
+    let form = "channel=ops&text=planted";
+    let (head, _) = http_raw(
+        &standin,
+        &format!(
+            "POST /api/chat.postMessage HTTP/1.1\r\nHost: evil.example:80\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&head), 421, "{head}");
+    assert_eq!(standin.calls().len(), 1, "only the first post was recorded");
+    assert_eq!(standin.channel("ops").len(), 1);
+}
+
+#[tokio::test]
+async fn a_post_from_a_page_of_another_site_is_refused() {
+    let (standin, _client) = start_unlimited().await;
+    let form = "channel=ops&text=planted";
+    let (head, _) = http_raw(
+        &standin,
+        &format!(
+            "POST /api/chat.postMessage HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\n\
+             Authorization: Bearer {TOKEN}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert!(standin.calls().is_empty());
+    assert!(standin.channel("ops").is_empty());
+}
+
+#[tokio::test]
+async fn loopback_hosts_with_any_port_are_answered() {
+    let (standin, client) = start_unlimited().await;
+    post_secret(&client).await;
+    let port = standin.local_addr().port();
+    for host in [
+        "localhost".to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "127.3.2.1:1".to_string(),
+        "[::1]".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let (head, body) = http_raw(
+            &standin,
+            &format!("GET /api/_calls HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status_of(&head), 200, "Host: {host}: {head}");
+        assert!(body.contains("secret stderr tail"), "Host: {host}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_to_a_method_that_changes_state_is_refused_and_changes_nothing() {
+    let (standin, client) = start_unlimited().await;
+    let token = token();
+    let parent = client
+        .open_session(&token)
+        .chat_post_message(&post("ops", card("a", "#2EB67D")))
+        .await
+        .unwrap();
+    let before = standin.calls().len();
+    for path in [
+        format!("/api/chat.postMessage?channel=ops&text=planted&token={TOKEN}"),
+        format!(
+            "/api/chat.update?channel=ops&ts={}&text=planted&token={TOKEN}",
+            parent.ts
+        ),
+    ] {
+        let (head, _) = http_raw(
+            &standin,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status_of(&head), 405, "GET {path}: {head}");
+        assert!(head.to_ascii_lowercase().contains("allow: post"), "{head}");
+    }
+    assert_eq!(
+        standin.calls().len(),
+        before,
+        "refused calls are not recorded"
+    );
+    let threads = standin.channel("ops");
+    assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0].parent.edits, 0);
+    assert!(!threads[0].parent.visible_text().contains("planted"));
+
+    // The debug views are reads: GET only.
+    let (head, _) = http_raw(
+        &standin,
+        "POST /api/_calls HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&head), 405, "{head}");
+
+    // Reads still come by GET, as slack-morphism sends them.
+    let (head, body) = http_raw(
+        &standin,
+        &format!(
+            "GET /api/conversations.history?channel=ops&token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(body.contains("\"ok\":true"), "{body}");
 }

@@ -1,0 +1,305 @@
+//! The server: how it is configured ([`StandInOptions`]), started and stopped
+//! ([`StandIn`]), what a test can ask of it or change in it (the handle's methods),
+//! and its routes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::response::Html;
+use axum::routing::{any, get};
+use axum::{middleware, Json, Router};
+use tokio::sync::oneshot;
+
+use super::auth::{Auth, Identity};
+use super::conn::{ConnHandle, KillableListener};
+use super::faults::{FaultRule, Faults};
+use super::limits::Limits;
+use super::state::{Call, Message, Thread, Workspace};
+use super::{api, guard, page};
+
+/// How the stand-in behaves. `Default` is Slack-like: one `chat.postMessage` per
+/// second per channel with bursts of 3, `Retry-After: 1`, any `xoxb-` token.
+#[derive(Debug, Clone)]
+pub struct StandInOptions {
+    /// Port to bind on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// One `chat.postMessage` token per this interval, per channel.
+    pub post_interval: Duration,
+    /// How many posts a channel may take at once before the interval applies.
+    pub burst: u32,
+    /// `chat.update` calls allowed per minute per channel (Slack's Tier 3: 50+).
+    pub updates_per_minute: u32,
+    /// Answer 429 when a bucket is empty. Off: count nothing, refuse nothing.
+    pub enforce_rate_limit: bool,
+    /// The least `Retry-After` (seconds) a 429 announces; more if the bucket needs it.
+    pub retry_after_secs: u64,
+    /// Characters of text all blocks of a message may carry together before
+    /// `msg_blocks_too_long` (Slack reports it near 13k; the project aims under 12k).
+    pub blocks_text_limit: usize,
+    /// When set, only these channel names (or ids) exist; others are `channel_not_found`.
+    pub channels: Option<Vec<String>>,
+    /// Channels (names or ids) that exist but the bot was never invited to: posts and
+    /// edits there answer `not_in_channel`.
+    pub uninvited_channels: Vec<String>,
+    /// The workspace and bot `auth.test` names, and that messages are posted as.
+    pub identity: Identity,
+}
+
+impl Default for StandInOptions {
+    fn default() -> Self {
+        StandInOptions {
+            port: 0,
+            post_interval: Duration::from_secs(1),
+            burst: 3,
+            updates_per_minute: 50,
+            enforce_rate_limit: true,
+            retry_after_secs: 1,
+            blocks_text_limit: 12_000,
+            channels: None,
+            uninvited_channels: Vec::new(),
+            identity: Identity::default(),
+        }
+    }
+}
+
+/// Everything that changes while the stand-in runs, behind one lock.
+#[derive(Debug, Default)]
+pub(super) struct Inner {
+    pub calls: Vec<Call>,
+    pub faults: Faults,
+    pub auth: Auth,
+    pub workspace: Workspace,
+    pub limits: Limits,
+}
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub opts: StandInOptions,
+    pub started: Instant,
+    pub api_url: String,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The running stand-in. Dropping it (or [`StandIn::stop`]) shuts the server down.
+#[derive(Debug)]
+pub struct StandIn {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+fn routes(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page_handler))
+        .route("/api/_calls", get(calls_handler))
+        .route("/api/_channel/{name}", get(channel_handler))
+        .route("/api/{method}", any(api::handler))
+        .layer(middleware::from_fn(guard::loopback_only))
+        .with_state(shared)
+}
+
+impl StandIn {
+    /// Binds 127.0.0.1:`opts.port` and serves in a background tokio task.
+    pub async fn start(opts: StandInOptions) -> std::io::Result<StandIn> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            opts,
+            started: Instant::now(),
+            api_url: format!("http://{addr}/api"),
+            inner: Mutex::new(Inner::default()),
+        });
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = axum::serve(
+            KillableListener::new(listener),
+            routes(shared.clone()).into_make_service_with_connect_info::<ConnHandle>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        tokio::spawn(async move {
+            if let Err(err) = server.await {
+                tracing::warn!(%err, "Slack stand-in stopped with an error");
+            }
+        });
+        tracing::debug!(%addr, "Slack stand-in listening");
+        Ok(StandIn {
+            addr,
+            shared,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// The base URL to give the Slack client: `http://127.0.0.1:PORT/api`.
+    pub fn api_url(&self) -> String {
+        self.shared.api_url.clone()
+    }
+
+    /// The preview page: `http://127.0.0.1:PORT/`.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every API request received so far, in arrival order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// The calls of one API method, in arrival order.
+    pub fn calls_to(&self, method: &str) -> Vec<Call> {
+        self.calls_where(|c| c.method == method)
+    }
+
+    /// Requests that arrived before a `Retry-After` announced for the same method and
+    /// channel had elapsed. Well-behaved clients make this empty.
+    pub fn calls_during_retry_after(&self) -> Vec<Call> {
+        self.calls_where(|c| c.during_retry_after)
+    }
+
+    fn calls_where(&self, keep: impl Fn(&Call) -> bool) -> Vec<Call> {
+        let inner = self.shared.lock();
+        inner.calls.iter().filter(|c| keep(c)).cloned().collect()
+    }
+
+    /// The channel (by `#name`, `name` or id) as a reader sees it: parents in order,
+    /// edits applied, each with its replies in order. Empty if never posted to.
+    pub fn channel(&self, channel: &str) -> Vec<Thread> {
+        let inner = self.shared.lock();
+        inner
+            .workspace
+            .find_channel(channel)
+            .map(|c| c.threads())
+            .unwrap_or_default()
+    }
+
+    /// The channel's own flow: parents and broadcast replies, in order.
+    pub fn channel_flow(&self, channel: &str) -> Vec<Message> {
+        let inner = self.shared.lock();
+        inner
+            .workspace
+            .find_channel(channel)
+            .map(|c| c.flow().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The id the stand-in gave a channel name (or the id itself), if it has seen it.
+    pub fn channel_id(&self, channel: &str) -> Option<String> {
+        let inner = self.shared.lock();
+        inner.workspace.find_channel(channel).map(|c| c.id.clone())
+    }
+
+    /// Replaces all fault rules with this one; `Fault::None` clears them.
+    /// Accepts a bare [`Fault`](super::Fault) (every call, until replaced) or a
+    /// [`FaultRule`].
+    pub fn set_fault(&self, fault: impl Into<FaultRule>) {
+        self.shared.lock().faults.set(fault.into());
+    }
+
+    /// Adds a fault rule after the existing ones; the first rule that matches a call
+    /// (and has calls left) applies.
+    pub fn add_fault(&self, fault: impl Into<FaultRule>) {
+        self.shared.lock().faults.add(fault.into());
+    }
+
+    /// Accepts only this bot token from now on (others: `invalid_auth`). By default
+    /// any `xoxb-` token is accepted.
+    pub fn set_token(&self, token: impl Into<String>) {
+        self.shared.lock().auth.set(token.into());
+    }
+
+    /// Polls until `done(self)` holds or `timeout` passes; returns whether it held.
+    /// For tests that wait on a delivery loop running elsewhere.
+    pub async fn wait_for(&self, timeout: Duration, done: impl Fn(&StandIn) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops accepting connections and closes idle ones.
+    pub fn stop(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+/// `/api/_calls`: every call, as JSON.
+async fn calls_handler(State(shared): State<Arc<Shared>>) -> Json<Vec<Call>> {
+    Json(shared.lock().calls.clone())
+}
+
+/// `/api/_channel/{name}`: the channel's threads, as JSON.
+async fn channel_handler(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Json<Vec<Thread>> {
+    let inner = shared.lock();
+    Json(
+        inner
+            .workspace
+            .find_channel(&name)
+            .map(|c| c.threads())
+            .unwrap_or_default(),
+    )
+}
+
+/// `/`: the page, for `?channel=`, `?thread=` and `?collapsed=`.
+async fn page_handler(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Html<String> {
+    let snapshot: Vec<page::ChannelView> = {
+        let inner = shared.lock();
+        inner
+            .workspace
+            .channels
+            .iter()
+            .map(|c| page::ChannelView {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                threads: c.threads(),
+                flow: c.flow().cloned().collect(),
+            })
+            .collect()
+    };
+    let view = page::View {
+        channel: query.get("channel").map(String::as_str),
+        thread: query.get("thread").map(String::as_str),
+        collapsed: query
+            .get("collapsed")
+            .is_some_and(|v| v == "1" || v == "true"),
+    };
+    Html(page::render_view(&snapshot, &view, &shared.api_url))
+}
