@@ -162,3 +162,50 @@ fn eof_writes_held_events_when_the_disk_is_back() {
     l.close();
     assert_eq!(waiting_serials(dir.path()), vec![1, 2]);
 }
+
+/// A database write that fails after Slack accepted a post (here: another process
+/// holds the database's write lock for 12 s, longer than SQLite's 5 s busy wait)
+/// keeps Slack's answer and retries the write: one parent, one reply, nothing posted
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_after_an_accepted_post_posts_nothing_twice() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    // The parent's post is slow: the lock is taken while Slack holds it.
+    standin.set_fault(
+        Fault::Slow(std::time::Duration::from_millis(1500))
+            .on("chat.postMessage")
+            .times(1),
+    );
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the parent's post", |s| {
+        !s.calls_to("chat.postMessage").is_empty()
+    })
+    .await;
+    let lock = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let held_from = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    let held = held_from.elapsed();
+    wait(&standin, 20, "the reply", |s| {
+        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let threads = standin.channel("#ops");
+    assert_eq!(threads.len(), 1, "one parent: {threads:?}");
+    assert_eq!(threads[0].replies.len(), 1, "one reply");
+    assert_eq!(
+        standin.calls_to("chat.postMessage").len(),
+        2,
+        "a parent and a reply, each posted once (the lock was held {held:?})"
+    );
+    let stderr = l.stderr();
+    assert!(
+        stderr.contains("cannot record what Slack accepted") && stderr.contains("recorded after all"),
+        "{stderr}"
+    );
+    l.close();
+}
