@@ -1,0 +1,226 @@
+//! The store: the *outbox* of events not yet delivered and the thread map, in one
+//! SQLite file (bundled SQLite, WAL). Knows nothing of Slack's wire format.
+//!
+//! Two connections use the file: the stdin reader appends (and must commit before it
+//! answers supervisord), the dispatcher reads pending entries and records deliveries.
+//! WAL lets them work side by side; `synchronous=NORMAL` keeps a commit at a fraction
+//! of a millisecond and survives a crash or `kill -9` of the listener (the OS still
+//! has the pages); only a power cut can lose the last commits.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension};
+
+mod outbox;
+mod threads;
+
+pub use outbox::{Appended, OutboxEntry};
+pub use threads::ThreadRecord;
+
+/// Bumped whenever the schema changes; `open` migrates older files forward.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How many states a thread remembers (the parent's trail shows the recent part).
+pub const HISTORY_MAX: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database {path}: {message}")]
+    Other { path: PathBuf, message: String },
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance       TEXT    NOT NULL,
+    serial         INTEGER NOT NULL,
+    host           TEXT    NOT NULL,
+    grp            TEXT    NOT NULL,
+    process        TEXT    NOT NULL,
+    channel        TEXT    NOT NULL,
+    event          TEXT    NOT NULL,
+    dropped_before INTEGER NOT NULL DEFAULT 0,
+    coalesced      INTEGER NOT NULL DEFAULT 0,
+    received_at    TEXT    NOT NULL,
+    delivered_at   TEXT,
+    UNIQUE (instance, serial)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending
+    ON outbox (host, grp, process, channel, id) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS threads (
+    host         TEXT NOT NULL,
+    grp          TEXT NOT NULL,
+    process      TEXT NOT NULL,
+    channel      TEXT NOT NULL,
+    channel_id   TEXT,
+    parent_ts    TEXT,
+    created      TEXT NOT NULL,
+    history      TEXT NOT NULL,
+    latest       TEXT,
+    PRIMARY KEY (host, grp, process, channel)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`. A file that is not a
+    /// database, or is corrupt, is moved aside (`state.db.corrupt-<time>`) with a
+    /// loud log line and a fresh one is started: losing the thread map is better than
+    /// a listener that cannot start.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Other {
+                path: path.to_path_buf(),
+                message: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        match Self::open_inner(path) {
+            Ok(s) => Ok(s),
+            Err(e) if is_corruption(&e) => {
+                let aside = path
+                    .with_extension(format!("db.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%S")));
+                tracing::error!(
+                    path = %path.display(), moved_to = %aside.display(), error = %e,
+                    "the state database is corrupt: moved it aside and started a fresh one (undelivered events in it are not sent; thread parents will be posted anew)"
+                );
+                std::fs::rename(path, &aside).map_err(|re| StoreError::Other {
+                    path: path.to_path_buf(),
+                    message: format!("corrupt, and it could not be moved aside: {re}"),
+                })?;
+                for suffix in ["-wal", "-shm"] {
+                    let side = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let _ = std::fs::rename(
+                        &side,
+                        PathBuf::from(format!("{}{suffix}", aside.display())),
+                    );
+                }
+                Self::open_inner(path)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_inner(path: &Path) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Other {
+                path: path.to_path_buf(),
+                message: format!(
+                    "written by a newer supervisor-slack (schema {version}, this one knows {SCHEMA_VERSION}); upgrade, or point --state elsewhere"
+                ),
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        // Version 1 is the first schema; later versions add their migrations here.
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        // A quick integrity check catches a damaged file before we rely on it.
+        let ok: String = store
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(err)?;
+        if ok != "ok" {
+            return Err(StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(ok),
+                ),
+            });
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// For the connection that answers supervisord: no automatic WAL checkpoints,
+    /// whose fsyncs would land inside a commit (tens of milliseconds every few hundred
+    /// events). The listener calls [`Store::checkpoint`] itself, after answering.
+    pub fn without_autocheckpoint(self) -> Result<Store, StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
+    /// Folds the WAL into the database without waiting for readers or writers.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn is_corruption(e: &StoreError) -> bool {
+    match e {
+        StoreError::Sqlite {
+            source: rusqlite::Error::SqliteFailure(f, _),
+            ..
+        } => matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+        ),
+        _ => false,
+    }
+}
