@@ -155,6 +155,9 @@ pub async fn run(settings: &Settings, opts: &Options) -> Report {
         .or_else(|| settings.state.clone())
         .unwrap_or_else(|| config::default_state_path(&config::ProcessEnv));
     r.push(check_state_path(&state));
+    if let Some(f) = check_set_aside(&state) {
+        r.push(f);
+    }
     r.push(
         check_supervisor(
             settings.supervisor_server_url.as_deref(),
@@ -293,8 +296,11 @@ fn slack_problem(what: &str, f: &Failure, api_url: &str) -> Finding {
             "Slack could not be reached at {api_url}: check the network path (proxy, firewall, DNS) and api_url / SLACK_API_URL"
         ),
         Failure::RateLimited(_) => "Slack is rate-limiting this workspace: run check again in a minute".into(),
-        Failure::BadPayload(_) | Failure::EditRefused(_) | Failure::ThreadGone(_) => {
-            "unexpected answer from Slack: run with SUPERVISOR_SLACK_LOG=debug and report it".into()
+        Failure::BadPayload(_)
+        | Failure::EditRefused(_)
+        | Failure::ThreadGone(_)
+        | Failure::Unknown(_) => {
+            "unexpected answer from Slack: see https://api.slack.com/methods/chat.postMessage#errors, run with SUPERVISOR_SLACK_LOG=debug and report it".into()
         }
     };
     let found = match f {
@@ -329,6 +335,31 @@ pub fn test_card(host: &str) -> Card {
 /// Can the state database be written? Creates nothing: an existing database must
 /// open for writing; otherwise its directory (or the nearest existing parent, which
 /// `listen` would create it in) must take a new file.
+/// Entries Slack would not take, set aside in the state database: counted, with the
+/// newest few named. `None` when there is no database or nothing set aside.
+pub fn check_set_aside(path: &Path) -> Option<Finding> {
+    if !path.is_file() {
+        return None;
+    }
+    let store = crate::store::Store::open(path).ok()?;
+    let (count, newest) = store.set_aside_entries(5).ok()?;
+    if count == 0 {
+        return None;
+    }
+    let listed: Vec<String> = newest
+        .iter()
+        .map(|e| format!("serial {} of {} ({})", e.serial, e.key, e.reason))
+        .collect();
+    Some(Finding::warning(
+        format!(
+            "{count} event(s) set aside in {}: Slack would not take them; newest: {}",
+            path.display(),
+            listed.join("; ")
+        ),
+        "they stay in the state database (outbox rows with set_aside); their threads went on without them, with a note. Fix what the reason says; nothing is retried by itself",
+    ))
+}
+
 pub fn check_state_path(path: &Path) -> Finding {
     let fix_for = |dir: &Path| {
         format!(

@@ -33,6 +33,9 @@ pub enum Failure {
     EditRefused(String),
     /// The thread's parent is gone: start a new parent.
     ThreadGone(String),
+    /// An error code this version does not know: retried a few times, then the entry
+    /// is set aside (kept on disk) so that it never blocks its thread.
+    Unknown(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -44,6 +47,7 @@ impl std::fmt::Display for Failure {
             Failure::BadPayload(c) => write!(f, "Slack refused the message: {c}"),
             Failure::EditRefused(c) => write!(f, "Slack refused to edit the parent: {c}"),
             Failure::ThreadGone(c) => write!(f, "the thread's parent is gone: {c}"),
+            Failure::Unknown(c) => write!(f, "Slack answered {c:?}, an error this version does not know"),
         }
     }
 }
@@ -122,10 +126,12 @@ pub fn classify_code(code: &str, channel: &str) -> Failure {
         }
         "message_not_found" | "cant_update_message" | "edit_window_closed" => Failure::EditRefused(code.to_string()),
         "thread_not_found" => Failure::ThreadGone(code.to_string()),
-        _ => Failure::Setup {
-            code: code.to_string(),
-            hint: setup_hint(code, channel)
-                .unwrap_or_else(|| format!("Slack answered {code:?}; see https://api.slack.com/methods/chat.postMessage#errors")),
+        _ => match setup_hint(code, channel) {
+            Some(hint) => Failure::Setup {
+                code: code.to_string(),
+                hint,
+            },
+            None => Failure::Unknown(code.to_string()),
         },
     }
 }

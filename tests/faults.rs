@@ -9,6 +9,9 @@ use common::pipe::PipeListener as Listener;
 use common::slack::{options, wait, FAST};
 use supervisor_slack::standin::{Fault, StandIn};
 
+/// How many times the listener tries an error it does not know (`dispatch::retry`).
+const UNKNOWN_TRIES: u32 = 5;
+
 /// A FATAL whose card Slack refuses still pages the route's people: the plain-text
 /// fallback keeps the mentions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,5 +210,122 @@ async fn a_locked_database_after_an_accepted_post_posts_nothing_twice() {
         stderr.contains("cannot record what Slack accepted") && stderr.contains("recorded after all"),
         "{stderr}"
     );
+    l.close();
+}
+
+/// An error code Slack gives that this version does not know is tried a few times,
+/// then the entry is set aside — kept on disk with the reason, noted in its thread,
+/// listed by `check` — and the thread goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_slack_error_sets_the_entry_aside_and_the_thread_goes_on() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the first reply", |s| {
+        s.channel("#ops").iter().any(|t| t.replies.len() == 1)
+    })
+    .await;
+    standin.set_fault(
+        Fault::api_error("brand_new_error")
+            .on("chat.postMessage")
+            .times(UNKNOWN_TRIES),
+    );
+    l.state("alpha", "RUNNING", "STOPPING");
+    wait(&standin, 30, "the set-aside note", |s| {
+        s.channel("#ops").iter().any(|t| {
+            t.replies.iter().any(|r| r.visible_text().contains("set aside"))
+        })
+    })
+    .await;
+    l.state("alpha", "STOPPING", "STOPPED");
+    wait(&standin, 30, "the next reply", |s| {
+        s.channel("#ops").iter().any(|t| {
+            t.replies.iter().any(|r| common::slack::serials(r) == vec![3])
+        })
+    })
+    .await;
+    let refused = standin
+        .calls_to("chat.postMessage")
+        .iter()
+        .filter(|c| c.error.as_deref() == Some("brand_new_error"))
+        .count();
+    assert_eq!(refused as u32, UNKNOWN_TRIES, "bounded tries");
+    let store = supervisor_slack::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let (count, aside) = store.set_aside_entries(10).unwrap();
+    assert_eq!(count, 1, "{aside:?}");
+    assert_eq!(aside[0].serial, 2);
+    assert!(aside[0].reason.contains("brand_new_error"), "{aside:?}");
+    let finding = supervisor_slack::check::check_set_aside(&dir.path().join("state.db")).unwrap();
+    assert!(finding.what.contains("1 event(s) set aside"), "{finding:?}");
+    assert!(finding.what.contains("serial 2 of"), "{finding:?}");
+    l.close();
+}
+
+/// One outbox row that cannot be read back (damaged on disk) is set aside alone: the
+/// rows before and after it in the same thread are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_row_is_set_aside_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slack unreachable: the rows wait.
+    let mut l = Listener::start(dir.path(), "http://127.0.0.1:9/api", FAST);
+    l.state("alpha", "STOPPED", "STARTING");
+    l.state("alpha", "STARTING", "RUNNING");
+    l.state("alpha", "RUNNING", "STOPPING");
+    let serial = l.serial();
+    l.close();
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let changed = db
+        .execute("UPDATE outbox SET event = '{\"not\": \"an event\"' WHERE serial = 2", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let standin = StandIn::start(options()).await.unwrap();
+    let l = Listener::start_with(dir.path(), &standin.api_url(), FAST, serial);
+    wait(&standin, 20, "the readable rows", |s| {
+        s.channel("#ops").iter().any(|t| {
+            let serials = common::slack::thread_serials(t);
+            serials.contains(&1) && serials.contains(&3)
+        })
+    })
+    .await;
+    let threads = standin.channel("#ops");
+    assert!(!common::slack::thread_serials(&threads[0]).contains(&2));
+    let store = supervisor_slack::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let (count, aside) = store.set_aside_entries(10).unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(aside[0].serial, 2);
+    assert!(aside[0].reason.contains("cannot be read back"), "{aside:?}");
+    l.close();
+}
+
+/// With the outbox full, a new event is never folded into an entry that is being
+/// delivered (it would be marked delivered without being sent): the FATAL that comes
+/// while the RUNNING is in flight reaches Slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_never_folds_into_an_entry_in_flight() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &standin.api_url(), &format!("{FAST}outbox_cap = 1\n"));
+    standin.set_fault(
+        Fault::Slow(std::time::Duration::from_millis(1500))
+            .on("chat.postMessage")
+            .times(1),
+    );
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the parent's post", |s| {
+        !s.calls_to("chat.postMessage").is_empty()
+    })
+    .await;
+    l.state("alpha", "RUNNING", "FATAL");
+    wait(&standin, 20, "the FATAL reply", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| common::slack::thread_serials(t).contains(&2))
+    })
+    .await;
+    let threads = standin.channel("#ops");
+    assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2]);
     l.close();
 }

@@ -82,3 +82,23 @@ pub fn settled(latest: &ProcessState, quiet_secs: u64) -> Card {
         text: escape_mrkdwn(&text),
     }
 }
+
+/// The note in a thread whose entries Slack would not take: they are kept on disk and
+/// `supervisor-slack check` lists them.
+pub fn set_aside(count: usize, reason: &str) -> Card {
+    let text = format!(
+        "{count} event{} could not be posted here and {} set aside ({}); `supervisor-slack check` lists them",
+        if count == 1 { "" } else { "s" },
+        if count == 1 { "was" } else { "were" },
+        escape_mrkdwn(reason)
+    );
+    Card {
+        fallback: text.clone(),
+        color: color(State::Unknown, None).to_string(),
+        blocks: json!([{
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!(":warning: {text}")}]
+        }]),
+        text,
+    }
+}

@@ -164,6 +164,12 @@ impl Dispatcher {
     /// wake-up.
     pub async fn run(self: Arc<Self>, wakes: Arc<Wakeup>) {
         let mut threads: HashMap<Wake, Arc<ThreadState>> = HashMap::new();
+        // Claims of a process that died while delivering: those entries wait again.
+        match self.with_store(|s| s.release_claims()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "entries a previous run was delivering wait again"),
+            Err(e) => tracing::error!(error = %e, "cannot release earlier claims"),
+        }
         let start = self.with_store(|s| s.pending_keys()).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the outbox");
             Vec::new()
@@ -204,7 +210,33 @@ impl Dispatcher {
         let (key, channel) = w;
         let keeper = self.clone();
         let (k, c, s) = (key.clone(), channel.clone(), state.clone());
-        tokio::spawn(async move { keeper.keeper(k, c, s).await });
-        tokio::spawn(async move { self.worker(key, channel, state).await });
+        supervise("keeper", key.clone(), move || {
+            keeper.clone().keeper(k.clone(), c.clone(), s.clone())
+        });
+        supervise("worker", key.clone(), move || {
+            self.clone().worker(key.clone(), channel.clone(), state.clone())
+        });
     }
+}
+
+/// Runs a thread's task for the life of the process; a task that panics (a bug) is
+/// logged and started again after a second, so that one bad moment never silences a
+/// thread for good.
+fn supervise<F, Fut>(what: &'static str, key: crate::supervisord::event::ThreadKey, start: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(start()).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    tracing::error!(thread = %key, "the thread's {what} failed ({e}); starting it again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(_) => return,
+            }
+        }
+    });
 }

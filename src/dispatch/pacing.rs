@@ -90,3 +90,20 @@ impl Pacing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_retry_after_closes_the_gate_without_panicking_and_at_most_fifteen_minutes() {
+        let p = Pacing::new(2, Duration::from_secs(1), 50);
+        p.close_for(Duration::MAX);
+        let open_at = p.gate().expect("closed");
+        let left = open_at - Instant::now();
+        assert!(left <= MAX_GATE && left > MAX_GATE - Duration::from_secs(5), "{left:?}");
+        // A shorter one later does not reopen it early.
+        p.close_for(Duration::from_secs(1));
+        assert_eq!(p.gate(), Some(open_at));
+    }
+}

@@ -1,8 +1,9 @@
 //! Every reaction to a failed Slack call, in one place: what [`crate::slack`]
 //! classified as a [`Failure`] becomes a wait (429: the gate), a retry with backoff
 //! (transient), a slow retry after one log line with the hint (setup), a plain-text
-//! card sent once (bad payload), or a failure handed back to the caller (a parent
-//! that can no longer be edited, a lost thread, anything final).
+//! card sent once (bad payload), a few tries (an error this version does not know),
+//! or a failure handed back to the caller (a parent that can no longer be edited, a
+//! lost thread, anything final: the worker sets such entries aside).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -13,6 +14,10 @@ use super::pacing::{Call, Pacing};
 use crate::card::{self, Card, Variant};
 use crate::slack::{Failure, Outgoing, Posted, SlackApi};
 use crate::supervisord::event::ProcessState;
+
+/// How many times an error Slack gives that this version does not know is tried
+/// before the entry is set aside.
+pub const UNKNOWN_TRIES: u32 = 5;
 
 /// Runs calls to Slack under the policy.
 pub struct Retrier {
@@ -45,6 +50,7 @@ impl Retrier {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mut backoff = Backoff::new(self.retry_max);
+        let mut unknown = 0;
         loop {
             self.pacing.acquire(call).await;
             match f().await {
@@ -83,6 +89,15 @@ impl Retrier {
                         );
                     }
                     tokio::time::sleep(self.setup_retry).await;
+                }
+                Err(Failure::Unknown(code)) if unknown + 1 < UNKNOWN_TRIES => {
+                    unknown += 1;
+                    let wait = backoff.next();
+                    tracing::warn!(
+                        channel, code, try_ = unknown, wait_secs = wait.as_secs_f32(),
+                        "Slack answered an error this version does not know; trying again ({UNKNOWN_TRIES} tries in all)"
+                    );
+                    tokio::time::sleep(wait).await;
                 }
                 Err(other) => return Err(other),
             }

@@ -75,6 +75,19 @@ impl Dispatcher {
                 std::future::pending::<()>().await;
                 continue;
             };
+            // From here on nothing is folded into these entries: what is marked
+            // delivered is what is sent.
+            let upto = batch.last().map_or(0, |e| e.id);
+            let batch = match self.with_store(|s| s.claim(&key, &channel, upto)) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => continue,
+                Err(e) => {
+                    drop(flight);
+                    tracing::error!(thread = %key, error = %e, "cannot claim outbox entries; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+            };
             let outcome = self.deliver(&key, &channel, &batch, &state).await;
             drop(flight);
             match outcome {
@@ -262,8 +275,9 @@ impl Dispatcher {
         Ok(Outcome::Done)
     }
 
-    /// A batch Slack will not take in any form: recorded as delivered so it does not
-    /// block the thread forever, and reported loudly with what was lost.
+    /// A batch Slack will not take in any form: set aside (kept on disk with the
+    /// reason, counted, listed by `check`) so that it never blocks its thread, and said
+    /// in the thread and the log.
     async fn give_up(
         &self,
         key: &ThreadKey,
@@ -272,10 +286,24 @@ impl Dispatcher {
         f: Failure,
     ) -> Outcome {
         let serials: Vec<u64> = batch.iter().map(|e| e.event.serial).collect();
-        tracing::error!(thread = %key, ?serials, "gave up on these events: {f}");
+        tracing::error!(thread = %key, ?serials, "set aside these events: {f}");
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
-        self.persist(key, "the entries given up on", |s| s.commit_delivery(thread, &ids))
+        let reason = f.to_string();
+        self.persist(key, "the entries set aside", |s| s.set_aside(&ids, &reason))
             .await;
+        if let Some(ts) = &thread.parent_ts {
+            let out = Outgoing {
+                channel: thread.channel.clone(),
+                card: notes::set_aside(batch.len(), &reason),
+                thread_ts: Some(ts.clone()),
+                broadcast: false,
+                identity: None,
+            };
+            // Best effort, once: the note must not block the thread either.
+            if let Err(e) = self.retrier.api.post(&out).await {
+                tracing::warn!(thread = %key, "could not post the set-aside note: {e}");
+            }
+        }
         Outcome::Done
     }
 }

@@ -16,11 +16,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 mod outbox;
 mod threads;
 
-pub use outbox::{Appended, OutboxEntry};
+pub use outbox::{Appended, OutboxEntry, SetAside};
 pub use threads::ThreadRecord;
 
 /// Bumped whenever the schema changes; `open` migrates older files forward.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How many states a thread remembers (the parent's trail shows the recent part).
 pub const HISTORY_MAX: usize = 200;
@@ -139,7 +139,16 @@ impl Store {
             });
         }
         conn.execute_batch(SCHEMA).map_err(err)?;
-        // Version 1 is the first schema; later versions add their migrations here.
+        // Migrations, oldest first (a new file has version 0 and the v1 tables).
+        if version < 2 {
+            // claimed: being delivered (never folded into); set_aside: Slack would
+            // not take it (kept, counted, shown by `check`).
+            conn.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE outbox ADD COLUMN set_aside TEXT;",
+            )
+            .map_err(err)?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
         let store = Store {

@@ -35,6 +35,15 @@ pub enum Appended {
     Coalesced(i64),
 }
 
+/// An entry set aside (see [`Store::set_aside`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub id: i64,
+    pub serial: u64,
+    pub key: ThreadKey,
+    pub reason: String,
+}
+
 impl Store {
     /// Commits one event to the outbox. Idempotent on (instance, event.serial).
     pub fn append(
@@ -74,7 +83,7 @@ impl Store {
     }
 
     /// When the outbox is full: folds `event` into the newest waiting entry of its
-    /// thread, so the thread still ends in the right state and the card can say how
+    /// thread that is not being delivered, so the thread still ends in the right state and the card can say how
     /// many transitions were folded. Inserts normally when the thread has no waiting
     /// entry (every process keeps at least one).
     pub fn coalesce(
@@ -87,8 +96,8 @@ impl Store {
         let last: Option<i64> = self
             .conn
             .prepare_cached(
-                "SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL
-                 AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
+                "SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL AND set_aside IS NULL
+                 AND claimed = 0 AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
             )
             .and_then(|mut st| {
                 st.query_row(
@@ -101,11 +110,14 @@ impl Store {
             return self.append(instance, channel, event, dropped_before);
         };
         let json = serde_json::to_string(event).expect("events serialize");
-        self.conn
+        // The row may have been claimed for delivery since: then it is left alone
+        // (what is sent is what is marked delivered) and the event gets a row.
+        let folded = self
+            .conn
             .prepare_cached(
                 "UPDATE OR IGNORE outbox SET instance = ?1, serial = ?2, event = ?3,
                  dropped_before = dropped_before + ?4, coalesced = coalesced + 1
-                 WHERE id = ?5",
+                 WHERE id = ?5 AND claimed = 0 AND delivered_at IS NULL",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -117,6 +129,9 @@ impl Store {
                 ])
             })
             .map_err(|e| self.err(e))?;
+        if folded == 0 {
+            return self.append(instance, channel, event, dropped_before);
+        }
         Ok(Appended::Coalesced(id))
     }
 
@@ -126,7 +141,8 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT host, grp, process, channel, MIN(id) AS first FROM outbox
-                 WHERE delivered_at IS NULL GROUP BY host, grp, process, channel ORDER BY first",
+                 WHERE delivered_at IS NULL AND set_aside IS NULL
+                 GROUP BY host, grp, process, channel ORDER BY first",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -145,60 +161,164 @@ impl Store {
         Ok(rows)
     }
 
-    /// Undelivered entries of one thread, in event order, at most `limit`.
+    /// The oldest `limit` entries waiting in a thread, in order. An entry that cannot
+    /// be read back (a damaged row, a row from a future version) is set aside alone,
+    /// so that it never blocks its thread.
     pub fn pending(
         &self,
         key: &ThreadKey,
         channel: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.entries(
+            "SELECT id, instance, channel, event, dropped_before, coalesced FROM outbox
+             WHERE delivered_at IS NULL AND set_aside IS NULL
+             AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4
+             ORDER BY id LIMIT ?5",
+            params![key.host, key.group, key.process, channel, limit as i64],
+        )
+    }
+
+    /// Claims a thread's waiting entries up to `upto` (an id from [`Store::pending`])
+    /// for delivery, and returns them as they are now. From then on the listener never
+    /// folds a new event into them (see [`Store::coalesce`]): what is marked delivered
+    /// is exactly what was sent. One statement each, so a fold either happened before
+    /// the claim (and is read here) or goes to a new row.
+    pub fn claim(
+        &mut self,
+        key: &ThreadKey,
+        channel: &str,
+        upto: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET claimed = 1 WHERE delivered_at IS NULL AND set_aside IS NULL
+                 AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4 AND id <= ?5",
+            )
+            .and_then(|mut st| st.execute(params![key.host, key.group, key.process, channel, upto]))
+            .map_err(|e| self.err(e))?;
+        self.entries(
+            "SELECT id, instance, channel, event, dropped_before, coalesced FROM outbox
+             WHERE delivered_at IS NULL AND set_aside IS NULL AND claimed = 1
+             AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4 AND id <= ?5
+             ORDER BY id",
+            params![key.host, key.group, key.process, channel, upto],
+        )
+    }
+
+    /// Claims left by a process that died while delivering: its entries wait again.
+    pub fn release_claims(&mut self) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET claimed = 0 WHERE delivered_at IS NULL AND claimed = 1",
+                [],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets entries aside: Slack would not take them (or they cannot be read back).
+    /// They stay on disk with the reason, are counted, and `check` lists them; their
+    /// thread goes on without them.
+    pub fn set_aside(&mut self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            let mut st = tx.prepare_cached(
+                "UPDATE outbox SET set_aside = ?1 WHERE id = ?2 AND delivered_at IS NULL",
+            )?;
+            for id in ids {
+                st.execute(params![reason, id])?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })();
+        result.and_then(|_| tx.commit()).map_err(|e| self.err(e))
+    }
+
+    /// Entries set aside, newest first (at most `limit`), with their reason.
+    pub fn set_aside_entries(&self, limit: usize) -> Result<(u64, Vec<SetAside>), StoreError> {
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE set_aside IS NOT NULL AND delivered_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, instance, channel, event, dropped_before, coalesced FROM outbox
-                 WHERE delivered_at IS NULL AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4
-                 ORDER BY id LIMIT ?5",
+                "SELECT id, serial, host, grp, process, set_aside FROM outbox
+                 WHERE set_aside IS NOT NULL AND delivered_at IS NULL ORDER BY id DESC LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map(
-                params![key.host, key.group, key.process, channel, limit as i64],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                },
-            )
+            .query_map(params![limit as i64], |r| {
+                Ok(SetAside {
+                    id: r.get(0)?,
+                    serial: r.get::<_, i64>(1)? as u64,
+                    key: ThreadKey {
+                        host: r.get(2)?,
+                        group: r.get(3)?,
+                        process: r.get(4)?,
+                    },
+                    reason: r.get(5)?,
+                })
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|(id, instance, channel, json, dropped, coalesced)| {
-                let event = serde_json::from_str(&json).map_err(|e| StoreError::Other {
-                    path: self.path.clone(),
-                    message: format!("outbox entry {id} cannot be read back: {e}"),
-                })?;
-                Ok(OutboxEntry {
+        Ok((count as u64, rows))
+    }
+
+    fn entries(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params, |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, instance, channel, json, dropped, coalesced) in rows {
+            match serde_json::from_str(&json) {
+                Ok(event) => out.push(OutboxEntry {
                     id,
                     instance,
                     channel,
                     event,
                     dropped_before: dropped as u64,
                     coalesced: coalesced as u64,
-                })
-            })
-            .collect()
+                }),
+                Err(e) => {
+                    let reason = format!("cannot be read back: {e}");
+                    tracing::error!(entry = id, "outbox entry {reason}; set aside");
+                    let _ = self.conn.execute(
+                        "UPDATE outbox SET set_aside = ?1 WHERE id = ?2",
+                        params![reason, id],
+                    );
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// How many entries wait in the outbox.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND set_aside IS NULL",
                 [],
                 |r| r.get::<_, i64>(0),
             )
