@@ -56,6 +56,11 @@ impl Bucket {
         self.tokens
     }
 
+    /// How many tokens it holds at most.
+    pub fn capacity(&self) -> u32 {
+        self.cap as u32
+    }
+
     /// The time between two tokens.
     pub fn interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.rate)

@@ -329,3 +329,72 @@ async fn a_full_outbox_never_folds_into_an_entry_in_flight() {
     assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2]);
     l.close();
 }
+
+/// `kill -9` right after a 429: the next listener sends nothing before the
+/// Retry-After an earlier one was given has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_right_after_a_429_waits_out_its_retry_after() {
+    let standin = StandIn::start(supervisor_slack::standin::StandInOptions {
+        retry_after_secs: 4,
+        ..options()
+    })
+    .await
+    .unwrap();
+    standin.set_fault(Fault::Status(429).on("chat.postMessage").times(1));
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the 429", |s| {
+        s.calls().iter().any(|c| c.status == 429)
+    })
+    .await;
+    let serial = l.serial();
+    l.kill9();
+    let mut again = Listener::start_with(dir.path(), &standin.api_url(), FAST, serial);
+    again.state("bravo", "STARTING", "RUNNING");
+    wait(&standin, 20, "both threads", |s| {
+        s.channel("#ops").iter().filter(|t| !t.replies.is_empty()).count() == 2
+    })
+    .await;
+    assert!(
+        standin.calls_during_retry_after().is_empty(),
+        "calls inside the announced wait: {:?}",
+        standin.calls_during_retry_after()
+    );
+    assert!(again.stderr().contains("an earlier run was told to wait by Slack"));
+    again.close();
+}
+
+/// `kill -9` right after a burst: the next listener takes no burst it has not
+/// earned, so Slack (one a second, with a margin of one over the listener's burst of
+/// two) never says 429. A listener that started with a full bucket would burst two
+/// posts into a channel budget its predecessor had just spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_right_after_a_burst_takes_no_new_burst() {
+    let standin = StandIn::start(supervisor_slack::standin::StandInOptions {
+        post_interval: std::time::Duration::from_secs(1),
+        burst: 3,
+        ..options()
+    })
+    .await
+    .unwrap();
+    let settings = FAST.replace("post_interval = \"100ms\"", "post_interval = \"1s\"");
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    for p in ["alpha", "bravo", "charlie"] {
+        l.state(p, "STARTING", "RUNNING");
+    }
+    wait(&standin, 10, "the burst", |s| s.calls_to("chat.postMessage").len() >= 3).await;
+    let serial = l.serial();
+    l.kill9();
+    let mut again = Listener::start_with(dir.path(), &standin.api_url(), &settings, serial);
+    for p in ["delta", "echo"] {
+        again.state(p, "STARTING", "RUNNING");
+    }
+    wait(&standin, 30, "every thread", |s| {
+        s.channel("#ops").iter().filter(|t| !t.replies.is_empty()).count() == 5
+    })
+    .await;
+    common::slack::assert_never_rate_limited(&standin);
+    again.close();
+}

@@ -103,10 +103,15 @@ impl Dispatcher {
         settings: Settings,
         in_flight: Arc<InFlight>,
     ) -> Arc<Self> {
+        // Pacing saves its state through a connection of its own.
+        let pacing_store = Store::open(store.path())
+            .map_err(|e| tracing::warn!(error = %e, "pacing is kept in memory only"))
+            .ok();
         let pacing = Pacing::new(
             settings.post_burst,
             settings.post_interval,
             settings.updates_per_minute,
+            pacing_store,
         );
         Arc::new(Dispatcher {
             retrier: Retrier::new(api, pacing, settings.retry_max, settings.setup_retry),

@@ -55,6 +55,9 @@ impl Retrier {
             self.pacing.acquire(call).await;
             match f().await {
                 Ok(v) => {
+                    if let Call::Post(c) = call {
+                        self.pacing.speed_up(c);
+                    }
                     let mut reported = self.reported.lock().unwrap();
                     if !reported.is_empty() {
                         tracing::info!("Slack accepts messages again");
@@ -69,6 +72,9 @@ impl Retrier {
                         "Slack rate limit hit: waiting before any further call"
                     );
                     self.pacing.close_for(d);
+                    if let Call::Post(c) = call {
+                        self.pacing.slow_down(c);
+                    }
                 }
                 Err(Failure::Transient(m)) => {
                     let wait = backoff.next();
