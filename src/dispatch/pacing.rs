@@ -8,9 +8,11 @@
 //!   earlier Retry-After has passed and takes no burst it has not earned.
 //! - **Learnt.** Listeners on other hosts share a channel's budget without sharing
 //!   state: a 429 on a channel doubles this host's interval between posts there
-//!   (multiplicative decrease of the rate, up to [`SLOWEST`]); every accepted post
-//!   takes back a twentieth of the base rate (additive increase), down to the
-//!   configured interval. The hosts converge on the channel's budget.
+//!   (multiplicative decrease of the rate, up to [`SLOWEST`]); an accepted post takes
+//!   back a twentieth of the base rate (additive increase) — at most once every
+//!   [`RAISE_EVERY`] base intervals and never sooner than that after a 429 — down to
+//!   the configured interval. The hosts converge on the channel's budget quickly and
+//!   probe for more slowly, so that a storm's 429s come at its start.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +29,10 @@ pub const MAX_GATE: Duration = Duration::from_secs(15 * 60);
 
 /// The slowest a channel's pace is learnt down to: one post per this.
 pub const SLOWEST: Duration = Duration::from_secs(30);
+
+/// The pace is raised at most once per this many base intervals (50 s for Slack's
+/// one post a second), and not within that long of a 429.
+pub const RAISE_EVERY: u32 = 50;
 
 /// What kind of call, for pacing.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +55,8 @@ pub struct SavedBucket {
 pub struct Pacing {
     closed_until: Mutex<Option<Instant>>,
     posts: Mutex<HashMap<String, Bucket>>,
+    /// Per channel: the last 429 or raise of the pace (raises wait for it).
+    last_change: Mutex<HashMap<String, Instant>>,
     updates: Mutex<Bucket>,
     post_burst: u32,
     post_interval: Duration,
@@ -79,6 +87,7 @@ impl Pacing {
         let mut pacing = Pacing {
             closed_until: Mutex::new(None),
             posts: Mutex::new(HashMap::new()),
+            last_change: Mutex::new(HashMap::new()),
             updates: Mutex::new(Bucket::full(
                 (updates_per_minute / 2).max(1),
                 per_update,
@@ -192,12 +201,25 @@ impl Pacing {
 
     /// A 429 on a post to `channel`: this host posts there half as often from now on.
     pub fn slow_down(&self, channel: &str) {
+        self.last_change
+            .lock()
+            .unwrap()
+            .insert(channel.to_string(), Instant::now());
         self.adjust(channel, |interval| (interval * 2).min(SLOWEST));
     }
 
-    /// A post to `channel` went through: take back a little of the pace.
+    /// A post to `channel` went through: now and then, take back a little of the pace.
     pub fn speed_up(&self, channel: &str) {
         let base = self.post_interval;
+        {
+            let now = Instant::now();
+            let mut last = self.last_change.lock().unwrap();
+            let since = last.get(channel).map(|t| now.duration_since(*t));
+            if since.is_some_and(|d| d < base * RAISE_EVERY) {
+                return;
+            }
+            last.insert(channel.to_string(), now);
+        }
         self.adjust(channel, |interval| {
             if interval <= base {
                 return base;
@@ -289,10 +311,24 @@ mod tests {
         p.slow_down("#ops");
         assert_eq!(p.post_interval("#ops"), Duration::from_secs(4));
         p.speed_up("#ops");
+        assert_eq!(
+            p.post_interval("#ops"),
+            Duration::from_secs(4),
+            "no raise right after a 429"
+        );
+        let raise = |p: &Pacing| {
+            // As if RAISE_EVERY base intervals had passed since the last change.
+            let long_ago = Instant::now() - Duration::from_secs(u64::from(RAISE_EVERY) + 1);
+            p.last_change.lock().unwrap().insert("#ops".into(), long_ago);
+            p.speed_up("#ops");
+        };
+        raise(&p);
         let after_one = p.post_interval("#ops");
         assert!(after_one < Duration::from_secs(4) && after_one > Duration::from_secs(3));
+        p.speed_up("#ops");
+        assert_eq!(p.post_interval("#ops"), after_one, "one raise per RAISE_EVERY");
         for _ in 0..100 {
-            p.speed_up("#ops");
+            raise(&p);
         }
         assert_eq!(p.post_interval("#ops"), Duration::from_secs(1), "back to the base");
         for _ in 0..20 {
