@@ -9,6 +9,8 @@
 
 use std::io::{Read as _, Write};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use supervisor_slack::listen::{serve, Handler, Lifecycle};
@@ -523,15 +525,69 @@ fn spawn_listener(state: &std::path::Path) -> std::process::Child {
         .env("SUPERVISOR_SLACK_HOST", "web-1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(state.join("stderr.log")).unwrap())
         .spawn()
         .unwrap()
 }
 
-fn read_exact_n(child: &mut std::process::Child, n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
-    String::from_utf8(buf).unwrap()
+/// The listener's stdout, drained on a thread so that a listener writing more than
+/// expected fails the test instead of blocking it.
+struct Stdout {
+    rx: mpsc::Receiver<Vec<u8>>,
+    got: Vec<u8>,
+}
+
+impl Stdout {
+    fn drain(child: &mut std::process::Child) -> Self {
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx, got: Vec::new() }
+    }
+
+    /// Waits until stdout holds `want.len()` bytes (or 20 s), then compares all of it.
+    fn expect(&mut self, want: &str, child: &mut std::process::Child) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.got.len() < want.len() && Instant::now() < deadline {
+            if let Ok(b) = self.rx.recv_timeout(Duration::from_millis(50)) {
+                self.got.extend(b);
+            }
+        }
+        // Anything more that is already on its way is caught too.
+        std::thread::sleep(Duration::from_millis(300));
+        while let Ok(b) = self.rx.try_recv() {
+            self.got.extend(b);
+        }
+        if self.got != want.as_bytes() {
+            let _ = child.kill();
+            panic!(
+                "stdout: {:?}… ({} bytes), expected {want:?}",
+                String::from_utf8_lossy(&self.got[..self.got.len().min(200)]),
+                self.got.len()
+            );
+        }
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the listener did not exit at end of input");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -539,18 +595,23 @@ fn binary_answers_an_oversized_event_once_then_handles_the_next() {
     let state = tempfile::tempdir().unwrap();
     let mut child = spawn_listener(state.path());
     let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = Stdout::drain(&mut child);
     // In step, as supervisord does: wait for READY, send one event, wait for its answer.
-    assert_eq!(read_exact_n(&mut child, 6), "READY\n");
+    stdout.expect("READY\n", &mut child);
     let big = event(
         1,
         "PROCESS_COMMUNICATION_STDOUT",
         &big_payload(MAX_PAYLOAD_CHARS + 100),
     );
-    for chunk in big.chunks(64 * 1024) {
-        stdin.write_all(chunk).unwrap();
-        stdin.flush().unwrap();
-    }
-    assert_eq!(read_exact_n(&mut child, 17), "RESULT 2\nOKREADY\n");
+    let writer = std::thread::spawn(move || {
+        for chunk in big.chunks(64 * 1024) {
+            stdin.write_all(chunk).unwrap();
+            stdin.flush().unwrap();
+        }
+        stdin
+    });
+    let mut stdin = writer.join().unwrap();
+    stdout.expect("READY\nRESULT 2\nOKREADY\n", &mut child);
     let running = event(
         2,
         "PROCESS_STATE_RUNNING",
@@ -558,12 +619,12 @@ fn binary_answers_an_oversized_event_once_then_handles_the_next() {
     );
     stdin.write_all(&running).unwrap();
     stdin.flush().unwrap();
-    assert_eq!(read_exact_n(&mut child, 17), "RESULT 2\nOKREADY\n");
+    stdout.expect("READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n", &mut child);
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\n{stderr}", out.status);
-    assert_eq!(out.stdout, b"", "nothing after the second READY");
+    let status = wait_exit(&mut child);
+    let stderr = std::fs::read_to_string(state.path().join("stderr.log")).unwrap();
+    assert!(status.success(), "{status}\n{stderr}");
+    stdout.expect("READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n", &mut child);
     assert!(
         stderr.contains(&format!("absurd `len` of {}", MAX_PAYLOAD_CHARS + 100)),
         "{stderr}"
@@ -599,7 +660,7 @@ fn binary_stdout_is_exact_for_an_oversized_event_then_a_valid_one_written_at_onc
     });
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = std::fs::read_to_string(state.path().join("stderr.log")).unwrap();
     assert!(out.status.success(), "{}\n{stderr}", out.status);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
