@@ -7,6 +7,11 @@
 //! - `len:0` is legal and the next header follows at once;
 //! - the answer is exactly `RESULT 2\nOK`, with no trailing newline.
 //!
+//! - every header is answered exactly once, and nothing else is: a payload over
+//!   [`MAX_PAYLOAD_CHARS`] is skipped by code points (streamed, never kept), and
+//!   bytes that are not a header get no answer (a stray `RESULT` puts the listener in
+//!   supervisord's UNKNOWN state for good).
+//!
 //! Bad input never panics and never desynchronises for good: every problem is a
 //! [`ProtocolError`] that names what was wrong and shows the offending bytes, and the
 //! reader is left at a place where the next header can be found.
@@ -19,10 +24,12 @@ pub const READY: &[u8] = b"READY\n";
 /// The answer that accepts an event: 11 bytes, no trailing newline.
 pub const RESULT_OK: &[u8] = b"RESULT 2\nOK";
 
-/// Longest header line accepted. Real headers are about 120 bytes.
+/// Longest header line accepted. Real headers are about 120 bytes; of a longer line
+/// only its last `MAX_HEADER_BYTES` are kept (a header may follow leftover bytes).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-/// Largest `len` accepted, in code points. supervisord's biggest payloads are log
-/// events of one 128 KiB read plus a short token line.
+/// Largest payload read into memory, in code points. supervisord's biggest payloads
+/// are log events of one 128 KiB read plus a short token line; a longer one is skipped
+/// (by code points, without keeping it) and answered once.
 pub const MAX_PAYLOAD_CHARS: usize = 1024 * 1024;
 
 /// A header line: `key:value` tokens in the order they came, unknown keys kept.
