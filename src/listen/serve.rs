@@ -20,8 +20,9 @@ pub struct Lifecycle {
     pub stopping: AtomicBool,
 }
 
-/// The protocol loop: READY, read, handle, answer, repeat until EOF or stop. Bad
-/// input is reported on stderr, answered OK, and reading goes on.
+/// The protocol loop: READY, read, handle, answer, repeat until EOF or stop. Every
+/// header gets exactly one `RESULT 2\nOK`: bad events are reported on stderr and
+/// answered OK; bytes that are not a header are reported and never answered.
 pub fn serve<R: IoRead, W: Write>(
     input: R,
     out: &mut W,
@@ -44,10 +45,21 @@ pub fn serve<R: IoRead, W: Write>(
             Read::Bad(e) if e.needs_answer() => {
                 tracing::error!("bad input from supervisord: {e}; answering OK and reading on");
             }
-            Read::Bad(e) => {
+            Read::Bad(e) if e.at_end_of_input() => {
                 tracing::error!("{e}; exiting");
                 handler.last_words();
                 return Ok(());
+            }
+            Read::Bad(e) => {
+                // Not an event: supervisord waits for nothing here, and an answer it
+                // does not expect would put this listener in its UNKNOWN state for
+                // good. Still waiting for the event it will send next: no READY either.
+                tracing::error!("bad input from supervisord: {e}; discarded without an answer");
+                life.busy.store(false, Ordering::SeqCst);
+                if life.stopping.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                continue;
             }
         }
         protocol::write_ok(out)?;

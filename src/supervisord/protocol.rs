@@ -7,6 +7,11 @@
 //! - `len:0` is legal and the next header follows at once;
 //! - the answer is exactly `RESULT 2\nOK`, with no trailing newline.
 //!
+//! - every header is answered exactly once, and nothing else is: a payload over
+//!   [`MAX_PAYLOAD_CHARS`] is skipped by code points (streamed, never kept), and
+//!   bytes that are not a header get no answer (a stray `RESULT` puts the listener in
+//!   supervisord's UNKNOWN state for good).
+//!
 //! Bad input never panics and never desynchronises for good: every problem is a
 //! [`ProtocolError`] that names what was wrong and shows the offending bytes, and the
 //! reader is left at a place where the next header can be found.
@@ -19,10 +24,12 @@ pub const READY: &[u8] = b"READY\n";
 /// The answer that accepts an event: 11 bytes, no trailing newline.
 pub const RESULT_OK: &[u8] = b"RESULT 2\nOK";
 
-/// Longest header line accepted. Real headers are about 120 bytes.
+/// Longest header line accepted. Real headers are about 120 bytes; of a longer line
+/// only its last `MAX_HEADER_BYTES` are kept (a header may follow leftover bytes).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-/// Largest `len` accepted, in code points. supervisord's biggest payloads are log
-/// events of one 128 KiB read plus a short token line.
+/// Largest payload read into memory, in code points. supervisord's biggest payloads
+/// are log events of one 128 KiB read plus a short token line; a longer one is skipped
+/// (by code points, without keeping it) and answered once.
 pub const MAX_PAYLOAD_CHARS: usize = 1024 * 1024;
 
 /// A header line: `key:value` tokens in the order they came, unknown keys kept.
@@ -62,37 +69,69 @@ pub struct RawEvent {
 
 /// What was wrong with the input. Each variant carries the offending bytes so the
 /// log line can show them.
+///
+/// Whether supervisord waits for an answer is [`ProtocolError::needs_answer`]: every
+/// line that is a header (it has a `len` or `eventname` token) gets exactly one
+/// answer, however broken; a line that is not a header gets none, because
+/// supervisord did not send it as an event and a stray `RESULT` puts the listener in
+/// supervisord's UNKNOWN state for good.
 #[derive(Debug)]
 pub enum ProtocolError {
     /// The header line is not UTF-8.
     HeaderNotUtf8 { line: Vec<u8> },
-    /// The header line exceeds [`MAX_HEADER_BYTES`] without a newline.
-    HeaderTooLong { start: Vec<u8> },
-    /// A token without `:` — typically a line that is not a header at all.
+    /// A line longer than [`MAX_HEADER_BYTES`] that does not end in a header: bytes
+    /// left over from a payload that could not be measured. Not answered.
+    HeaderTooLong {
+        /// The first bytes of the line.
+        start: Vec<u8>,
+        /// The length of the whole line, in bytes.
+        bytes: usize,
+    },
+    /// A line that is not a header at all (no `len` or `eventname` token): bytes left
+    /// over from a payload that could not be measured. Not answered.
     NotAHeader { line: Vec<u8> },
+    /// A header with a token that is not `key:value`.
+    BadToken { token: String, line: Vec<u8> },
     /// A header without a `len` token.
     MissingLen { line: Vec<u8> },
-    /// `len` is not a non-negative integer.
+    /// `len` is not a non-negative integer that fits in 64 bits.
     BadLen { value: String, line: Vec<u8> },
-    /// `len` is larger than [`MAX_PAYLOAD_CHARS`].
+    /// `len` is larger than [`MAX_PAYLOAD_CHARS`]: the payload was skipped, by code
+    /// points and without being kept, when the reader returns this.
     LenTooLarge { len: u64, line: Vec<u8> },
     /// The payload is not valid UTF-8 (supervisord always sends UTF-8).
     PayloadNotUtf8 { header: Header, bytes: Vec<u8> },
-    /// stdin ended inside a payload.
+    /// Input ended inside a header line. Not answered: supervisord is gone.
+    HeaderCutOff { line: Vec<u8> },
+    /// Input ended inside a payload. Not answered: supervisord is gone.
     Truncated {
         header: Header,
         expected: usize,
         got: usize,
+        /// The payload's first bytes (all of them unless it was over the cap).
         partial: Vec<u8>,
     },
 }
 
 impl ProtocolError {
-    /// Whether supervisord is waiting for an answer to this input: every problem with
-    /// a header or payload is, so the listener answers OK (never FAIL, which would
-    /// make supervisord resend the same bytes in a hot loop).
+    /// Whether supervisord is waiting for an answer to this input: every header it
+    /// sent, however broken, is answered OK (never FAIL, which would make supervisord
+    /// resend the same bytes in a hot loop). Lines that are not headers are not
+    /// answered (supervisord expects nothing for them), nor is input cut off by EOF.
     pub fn needs_answer(&self) -> bool {
-        !matches!(self, ProtocolError::Truncated { .. })
+        use ProtocolError::*;
+        !matches!(
+            self,
+            Truncated { .. } | HeaderCutOff { .. } | NotAHeader { .. } | HeaderTooLong { .. }
+        )
+    }
+
+    /// Whether input ended inside this event (the next read is [`Read::Eof`]).
+    pub fn at_end_of_input(&self) -> bool {
+        matches!(
+            self,
+            ProtocolError::Truncated { .. } | ProtocolError::HeaderCutOff { .. }
+        )
     }
 }
 
@@ -103,19 +142,31 @@ impl fmt::Display for ProtocolError {
             HeaderNotUtf8 { line } => {
                 write!(f, "header line is not valid UTF-8: {}", show_bytes(line))
             }
-            HeaderTooLong { start } => write!(
+            HeaderTooLong { start, bytes } => write!(
                 f,
-                "header line is longer than {MAX_HEADER_BYTES} bytes without a newline: {}",
+                "not an event header: a line of {bytes} bytes (headers are at most {MAX_HEADER_BYTES}) with no header at its end, starting {}",
                 show_bytes(start)
             ),
             NotAHeader { line } => write!(
                 f,
-                "not an event header (expected `key:value` tokens such as `ver:3.0 ... len:N`): {}",
+                "not an event header (a header has `key:value` tokens such as `ver:3.0 ... eventname:E len:N`): {}",
+                show_bytes(line)
+            ),
+            BadToken { token, line } => write!(
+                f,
+                "event header has a token that is not `key:value` ({:?}): {}",
+                shorten(token, 40),
                 show_bytes(line)
             ),
             MissingLen { line } => {
                 write!(f, "event header has no `len` token: {}", show_bytes(line))
             }
+            BadLen { value, line } if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => write!(
+                f,
+                "event header has an absurd `len` of {} (more than 2^64 characters: no payload is that long, so none was read): {}",
+                shorten(value, 40),
+                show_bytes(line)
+            ),
             BadLen { value, line } => write!(
                 f,
                 "event header has a `len` that is not a whole number ({:?}): {}",
@@ -124,7 +175,7 @@ impl fmt::Display for ProtocolError {
             ),
             LenTooLarge { len, line } => write!(
                 f,
-                "event header has an absurd `len` of {len} (at most {MAX_PAYLOAD_CHARS} accepted): {}",
+                "event header has an absurd `len` of {len} characters (at most {MAX_PAYLOAD_CHARS} are read): its payload was skipped unread: {}",
                 show_bytes(line)
             ),
             PayloadNotUtf8 { header, bytes } => write!(
@@ -133,6 +184,11 @@ impl fmt::Display for ProtocolError {
                 header.event_name(),
                 header.get("serial").unwrap_or("?"),
                 show_bytes(bytes)
+            ),
+            HeaderCutOff { line } => write!(
+                f,
+                "input ended inside an event header: {}",
+                show_bytes(line)
             ),
             Truncated {
                 header,
@@ -156,7 +212,8 @@ impl std::error::Error for ProtocolError {}
 #[derive(Debug)]
 pub enum Read {
     Event(RawEvent),
-    /// Bad input, consumed; the reader is ready for the next header.
+    /// Bad input, consumed; the reader is ready for the next header. Answer it when
+    /// [`ProtocolError::needs_answer`] says so, and only then.
     Bad(ProtocolError),
     /// Clean end of input between events.
     Eof,
@@ -193,30 +250,89 @@ impl<R: IoRead> EventReader<R> {
     }
 }
 
+/// Payload bytes kept for the log line of a payload that is skipped, not read.
+const SHOWN_BYTES: usize = 128;
+
 fn read_event<R: IoRead>(r: &mut BufReader<R>) -> io::Result<Read> {
-    let line = match read_header_line(r)? {
-        HeaderLine::Eof => return Ok(Read::Eof),
-        HeaderLine::TooLong(start) => {
-            resync(r);
-            return Ok(Read::Bad(ProtocolError::HeaderTooLong { start }));
-        }
-        HeaderLine::Line(line) => line,
+    let Some(line) = read_header_line(r)? else {
+        return Ok(Read::Eof);
     };
     // Leftover bytes of an earlier bad event may sit in front of a real header on the
-    // same line (payloads have no terminator): start at the last `ver:` token.
-    let start = find_header_start(&line);
-    let header = match parse_header(&line[start..]) {
-        Ok(h) => h,
+    // same line (payloads have no terminator): start where a header parses.
+    let start = find_header_start(&line.bytes);
+    let text = &line.bytes[start..];
+    if !looks_like_header(text) {
+        // Not something supervisord sent as an event: nothing to answer, and nothing
+        // to skip (no length is known); the next line is read as usual.
+        return Ok(Read::Bad(if line.dropped > 0 {
+            ProtocolError::HeaderTooLong {
+                start: line.head,
+                bytes: line.dropped + line.bytes.len(),
+            }
+        } else {
+            ProtocolError::NotAHeader { line: line.bytes }
+        }));
+    }
+    if !line.terminated {
+        return Ok(Read::Bad(ProtocolError::HeaderCutOff {
+            line: line.bytes,
+        }));
+    }
+    if start > 0 || line.dropped > 0 {
+        let discarded = if line.dropped > 0 {
+            &line.head[..]
+        } else {
+            &line.bytes[..start]
+        };
+        tracing::warn!(
+            discarded = %show_bytes(discarded),
+            bytes = line.dropped + start,
+            "discarded bytes in front of an event header"
+        );
+    }
+    let (tokens, len) = match parse_line(text) {
+        Ok(parsed) => parsed,
         Err(e) => {
-            resync(r);
+            // A broken header is still answered once. When its `len` can be read, the
+            // payload is skipped exactly; otherwise what is already buffered of it is
+            // dropped, up to the next plausible header.
+            match salvage_len(text) {
+                Some(n) => {
+                    let (got, partial) = skip_chars(r, n)?;
+                    if got < n {
+                        return Ok(Read::Bad(ProtocolError::Truncated {
+                            header: lossy_header(text, n),
+                            expected: saturate(n),
+                            got: saturate(got),
+                            partial,
+                        }));
+                    }
+                }
+                None => resync(r),
+            }
             return Ok(Read::Bad(e));
         }
     };
-    if start > 0 {
-        tracing::warn!(
-            discarded = %show_bytes(&line[..start]),
-            "discarded bytes in front of an event header"
-        );
+    let header = Header {
+        tokens,
+        len: saturate(len),
+    };
+    if len > MAX_PAYLOAD_CHARS as u64 {
+        // supervisord sends exactly `len` characters and waits for the answer: skip
+        // them without keeping them, then answer once.
+        let (got, partial) = skip_chars(r, len)?;
+        if got < len {
+            return Ok(Read::Bad(ProtocolError::Truncated {
+                header,
+                expected: saturate(len),
+                got: saturate(got),
+                partial,
+            }));
+        }
+        return Ok(Read::Bad(ProtocolError::LenTooLarge {
+            len,
+            line: text.to_vec(),
+        }));
     }
     let expected = header.len;
     let (bytes, got) = read_chars(r, expected)?;
@@ -237,86 +353,177 @@ fn read_event<R: IoRead>(r: &mut BufReader<R>) -> io::Result<Read> {
     }
 }
 
-enum HeaderLine {
-    Line(Vec<u8>),
-    TooLong(Vec<u8>),
-    Eof,
+fn saturate(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Reads bytes up to and including `\n` (returned without it), at most
-/// [`MAX_HEADER_BYTES`]. An unterminated last line at EOF counts as a line.
-fn read_header_line<R: BufRead>(r: &mut R) -> io::Result<HeaderLine> {
-    let mut line = Vec::with_capacity(160);
-    loop {
+/// One line as read: its last [`MAX_HEADER_BYTES`] bytes at most.
+struct Line {
+    /// The line without its `\n` (the tail of it when it was longer than the cap).
+    bytes: Vec<u8>,
+    /// Bytes dropped from the front of a line longer than [`MAX_HEADER_BYTES`].
+    dropped: usize,
+    /// The first bytes of a line that was longer than the cap, for the log.
+    head: Vec<u8>,
+    /// Whether the line ended with `\n` (else input ended).
+    terminated: bool,
+}
+
+/// Reads bytes up to and including `\n` (returned without it). Memory stays bounded:
+/// of a line longer than [`MAX_HEADER_BYTES`] only the end is kept, which is where a
+/// header follows leftover bytes. `None` at end of input.
+fn read_header_line<R: BufRead>(r: &mut R) -> io::Result<Option<Line>> {
+    let mut bytes = Vec::with_capacity(160);
+    let mut dropped = 0usize;
+    let mut head = Vec::new();
+    let terminated = loop {
         let buf = match r.fill_buf() {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         if buf.is_empty() {
-            return Ok(if line.is_empty() {
-                HeaderLine::Eof
-            } else {
-                HeaderLine::Line(line)
-            });
-        }
-        let room = MAX_HEADER_BYTES - line.len();
-        match buf.iter().take(room).position(|&b| b == b'\n') {
-            Some(i) => {
-                line.extend_from_slice(&buf[..i]);
-                r.consume(i + 1);
-                return Ok(HeaderLine::Line(line));
+            if bytes.is_empty() && dropped == 0 {
+                return Ok(None);
             }
-            None => {
-                let n = buf.len().min(room);
-                line.extend_from_slice(&buf[..n]);
-                r.consume(n);
-                if line.len() >= MAX_HEADER_BYTES {
-                    return Ok(HeaderLine::TooLong(line[..64].to_vec()));
-                }
-            }
+            break false;
         }
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let end = newline.unwrap_or(buf.len());
+        bytes.extend_from_slice(&buf[..end]);
+        r.consume(newline.map_or(end, |i| i + 1));
+        if bytes.len() > 2 * MAX_HEADER_BYTES {
+            keep_tail(&mut bytes, &mut dropped, &mut head);
+        }
+        if newline.is_some() {
+            break true;
+        }
+    };
+    if bytes.len() > MAX_HEADER_BYTES {
+        keep_tail(&mut bytes, &mut dropped, &mut head);
+    }
+    Ok(Some(Line {
+        bytes,
+        dropped,
+        head,
+        terminated,
+    }))
+}
+
+fn keep_tail(bytes: &mut Vec<u8>, dropped: &mut usize, head: &mut Vec<u8>) {
+    if *dropped == 0 {
+        *head = bytes[..64].to_vec();
+    }
+    let cut = bytes.len() - MAX_HEADER_BYTES;
+    bytes.drain(..cut);
+    *dropped += cut;
+}
+
+/// Whether a line is one supervisord sent as a header (and so waits for an answer to):
+/// it has a `len` or an `eventname` token. Payload lines (`processname:a groupname:a
+/// ...`, `when:1`, log text) have neither.
+fn looks_like_header(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.split(|&b| b == b' ')
+        .any(|t| t.starts_with(b"len:") || t.starts_with(b"eventname:"))
+}
+
+/// The first `len:` token of a broken header, when it is a number.
+fn salvage_len(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let value = line
+        .split(|&b| b == b' ')
+        .find_map(|t| t.strip_prefix(b"len:"))?;
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// A header made of a broken line's tokens, for the error of a payload cut off.
+fn lossy_header(line: &[u8], len: u64) -> Header {
+    let text = String::from_utf8_lossy(line);
+    let tokens = text
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.split_once(':') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (t.to_string(), String::new()),
+        })
+        .collect();
+    Header {
+        tokens,
+        len: saturate(len),
     }
 }
 
-/// After a bad header the rest of that event (if any) is usually already buffered —
-/// supervisord writes header and payload together. Drop buffered bytes up to the next
-/// plausible header so they are not answered as events of their own; never block.
+/// After a broken header whose `len` cannot be read, the rest of that event (if any)
+/// is usually already buffered — supervisord writes header and payload together. Drop
+/// buffered bytes up to the next plausible header so they are not taken for events of
+/// their own; never block. (Lines that are still read from it are not headers and are
+/// not answered.)
 fn resync<R: IoRead>(r: &mut BufReader<R>) {
     let buf = r.buffer();
     if buf.is_empty() {
         return;
     }
-    let skip = find_subslice(buf, b"ver:").unwrap_or(buf.len());
+    let skip = match ver_positions(buf).next() {
+        Some(i) => i,
+        // Keep a `v`, `ve` or `ver` at the very end: it may start the next header.
+        None => buf.len() - (1..=3).rev().find(|&k| buf.ends_with(&b"ver:"[..k])).unwrap_or(0),
+    };
     if skip > 0 {
-        tracing::debug!(discarded = %show_bytes(&buf[..skip]), "discarded the rest of a bad event");
+        tracing::debug!(discarded = %show_bytes(&buf[..skip]), bytes = skip, "discarded the rest of a bad event");
     }
     r.consume(skip);
 }
 
+/// Where `ver:` occurs, except inside `server:`.
+fn ver_positions(hay: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    hay.windows(4)
+        .enumerate()
+        .filter(move |&(i, w)| w == b"ver:" && !(i >= 3 && &hay[i - 3..i] == b"ser"))
+        .map(|(i, _)| i)
+}
+
 fn find_header_start(line: &[u8]) -> usize {
-    if line.starts_with(b"ver:") {
+    if line.starts_with(b"ver:") && parse_line(line).is_ok() {
         return 0;
     }
-    // Only trust an embedded `ver:` when a real header follows it.
-    let mut best = 0;
-    let mut from = 0;
-    while let Some(i) = find_subslice(&line[from..], b"ver:") {
-        let at = from + i;
-        if parse_header(&line[at..]).is_ok() {
-            best = at;
-        }
-        from = at + 4;
-    }
-    best
+    // Only trust an embedded `ver:` when a header parses from it; take the last one,
+    // which is the header that ends the line. Failing that, a broken header is shown
+    // from its `ver:` on.
+    ver_positions(line)
+        .filter(|&at| parse_line(&line[at..]).is_ok())
+        .last()
+        .or_else(|| {
+            ver_positions(line)
+                .filter(|&at| looks_like_header(&line[at..]))
+                .last()
+        })
+        .unwrap_or(0)
 }
 
-fn find_subslice(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Parses a header line (without its `\n`).
+/// Parses a header line (without its `\n`). A `len` over [`MAX_PAYLOAD_CHARS`] is an
+/// error here; the reader skips such a payload instead.
 pub fn parse_header(line: &[u8]) -> Result<Header, ProtocolError> {
+    let (tokens, len) = parse_line(line)?;
+    if len > MAX_PAYLOAD_CHARS as u64 {
+        return Err(ProtocolError::LenTooLarge {
+            len,
+            line: line.to_vec(),
+        });
+    }
+    Ok(Header {
+        tokens,
+        len: saturate(len),
+    })
+}
+
+type Tokens = Vec<(String, String)>;
+
+/// The tokens and `len` of a header line, whatever the size of `len`.
+fn parse_line(line: &[u8]) -> Result<(Tokens, u64), ProtocolError> {
     let text = std::str::from_utf8(line).map_err(|_| ProtocolError::HeaderNotUtf8 {
         line: line.to_vec(),
     })?;
@@ -326,7 +533,8 @@ pub fn parse_header(line: &[u8]) -> Result<Header, ProtocolError> {
         match token.split_once(':') {
             Some((k, v)) if !k.is_empty() => tokens.push((k.to_string(), v.to_string())),
             _ => {
-                return Err(ProtocolError::NotAHeader {
+                return Err(ProtocolError::BadToken {
+                    token: token.to_string(),
                     line: line.to_vec(),
                 })
             }
@@ -345,28 +553,49 @@ pub fn parse_header(line: &[u8]) -> Result<Header, ProtocolError> {
             })
         }
     };
-    let len: u64 = value.parse().map_err(|_| ProtocolError::BadLen {
-        value: value.clone(),
-        line: line.to_vec(),
-    })?;
-    if len > MAX_PAYLOAD_CHARS as u64 {
-        return Err(ProtocolError::LenTooLarge {
-            len,
+    // Digits only: `u64::from_str` would also take a leading `+`.
+    let len = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        value.parse::<u64>().ok()
+    } else {
+        None
+    };
+    let Some(len) = len else {
+        return Err(ProtocolError::BadLen {
+            value,
             line: line.to_vec(),
         });
-    }
-    Ok(Header {
-        tokens,
-        len: len as usize,
-    })
+    };
+    Ok((tokens, len))
 }
 
 /// Reads `n` Unicode code points. Returns the bytes and how many code points were
-/// read (fewer than `n` only at EOF). Invalid UTF-8 is counted one unit per byte
-/// that cannot start or continue a character, so a bad payload still has an end.
+/// read (fewer than `n` only at EOF).
 fn read_chars<R: BufRead>(r: &mut R, n: usize) -> io::Result<(Vec<u8>, usize)> {
     let mut out = Vec::with_capacity(n + n / 8);
-    let mut count = 0usize;
+    let got = consume_chars(r, n as u64, |b| out.extend_from_slice(b))?;
+    Ok((out, saturate(got)))
+}
+
+/// Skips `n` code points without keeping them (but the first few bytes, for the log).
+fn skip_chars<R: BufRead>(r: &mut R, n: u64) -> io::Result<(u64, Vec<u8>)> {
+    let mut shown = Vec::new();
+    let got = consume_chars(r, n, |b| {
+        let room = SHOWN_BYTES.saturating_sub(shown.len());
+        shown.extend_from_slice(&b[..b.len().min(room)]);
+    })?;
+    Ok((got, shown))
+}
+
+/// Consumes `n` Unicode code points, handing the consumed bytes to `sink`. Returns how
+/// many code points were consumed (fewer than `n` only at EOF). Invalid UTF-8 is
+/// counted one unit per byte that cannot start or continue a character, so a bad
+/// payload still has an end.
+fn consume_chars<R: BufRead>(
+    r: &mut R,
+    n: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    let mut count = 0u64;
     // Continuation bytes still owed by the character most recently started.
     let mut owed = 0usize;
     while count < n || owed > 0 {
@@ -404,13 +633,13 @@ fn read_chars<R: BufRead>(r: &mut R, n: usize) -> io::Result<(Vec<u8>, usize)> {
             count += 1;
             i += 1;
         }
-        out.extend_from_slice(&buf[..i]);
+        sink(&buf[..i]);
         r.consume(i);
         if count == n && owed == 0 {
             break;
         }
     }
-    Ok((out, count))
+    Ok(count)
 }
 
 /// Writes `READY\n` and flushes.
