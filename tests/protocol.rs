@@ -182,13 +182,21 @@ fn non_numeric_len_is_named() {
     );
 }
 
+/// supervisord's `len` is honest: a payload over the cap is skipped (by code points,
+/// never kept) and the event after it is read. (Before issue 14 the reader refused the
+/// header without reading its payload, and every later payload line was answered.)
 #[test]
-fn absurd_len_is_refused_without_reading_it() {
-    let mut input = b"ver:3.0 eventname:TICK_5 len:99999999999\n".to_vec();
+fn absurd_len_is_skipped_by_code_points_and_the_next_event_is_read() {
+    let n = supervisor_slack::supervisord::protocol::MAX_PAYLOAD_CHARS + 10;
+    let mut input = format!("ver:3.0 eventname:TICK_5 len:{n}\n").into_bytes();
+    input.extend("☃".repeat(n).into_bytes());
     input.extend(good_event());
     let (e, rest) = bad(&input);
-    assert!(e.to_string().contains("absurd `len` of 99999999999"), "{e}");
-    assert_eq!(rest.len(), 1);
+    assert!(e.to_string().contains(&format!("absurd `len` of {n}")), "{e}");
+    assert!(
+        matches!(&rest[..], [Read::Event(ev)] if ev.header.get("serial") == Some("7")),
+        "{rest:?}"
+    );
 }
 
 #[test]
