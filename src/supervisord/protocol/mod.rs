@@ -16,8 +16,11 @@
 //! [`ProtocolError`] that names what was wrong and shows the offending bytes, and the
 //! reader is left at a place where the next header can be found.
 
-use std::fmt;
 use std::io::{self, BufRead, BufReader, Read as IoRead, Write};
+
+mod error;
+
+pub use error::ProtocolError;
 
 /// The bytes that announce the listener can take an event.
 pub const READY: &[u8] = b"READY\n";
@@ -66,147 +69,6 @@ pub struct RawEvent {
     pub header: Header,
     pub payload: String,
 }
-
-/// What was wrong with the input. Each variant carries the offending bytes so the
-/// log line can show them.
-///
-/// Whether supervisord waits for an answer is [`ProtocolError::needs_answer`]: every
-/// line that is a header (it has a `len` or `eventname` token) gets exactly one
-/// answer, however broken; a line that is not a header gets none, because
-/// supervisord did not send it as an event and a stray `RESULT` puts the listener in
-/// supervisord's UNKNOWN state for good.
-#[derive(Debug)]
-pub enum ProtocolError {
-    /// The header line is not UTF-8.
-    HeaderNotUtf8 { line: Vec<u8> },
-    /// A line longer than [`MAX_HEADER_BYTES`] that does not end in a header: bytes
-    /// left over from a payload that could not be measured. Not answered.
-    HeaderTooLong {
-        /// The first bytes of the line.
-        start: Vec<u8>,
-        /// The length of the whole line, in bytes.
-        bytes: usize,
-    },
-    /// A line that is not a header at all (no `len` or `eventname` token): bytes left
-    /// over from a payload that could not be measured. Not answered.
-    NotAHeader { line: Vec<u8> },
-    /// A header with a token that is not `key:value`.
-    BadToken { token: String, line: Vec<u8> },
-    /// A header without a `len` token.
-    MissingLen { line: Vec<u8> },
-    /// `len` is not a non-negative integer that fits in 64 bits.
-    BadLen { value: String, line: Vec<u8> },
-    /// `len` is larger than [`MAX_PAYLOAD_CHARS`]: the payload was skipped, by code
-    /// points and without being kept, when the reader returns this.
-    LenTooLarge { len: u64, line: Vec<u8> },
-    /// The payload is not valid UTF-8 (supervisord always sends UTF-8).
-    PayloadNotUtf8 { header: Header, bytes: Vec<u8> },
-    /// Input ended inside a header line. Not answered: supervisord is gone.
-    HeaderCutOff { line: Vec<u8> },
-    /// Input ended inside a payload. Not answered: supervisord is gone.
-    Truncated {
-        header: Header,
-        expected: usize,
-        got: usize,
-        /// The payload's first bytes (all of them unless it was over the cap).
-        partial: Vec<u8>,
-    },
-}
-
-impl ProtocolError {
-    /// Whether supervisord is waiting for an answer to this input: every header it
-    /// sent, however broken, is answered OK (never FAIL, which would make supervisord
-    /// resend the same bytes in a hot loop). Lines that are not headers are not
-    /// answered (supervisord expects nothing for them), nor is input cut off by EOF.
-    pub fn needs_answer(&self) -> bool {
-        use ProtocolError::*;
-        !matches!(
-            self,
-            Truncated { .. } | HeaderCutOff { .. } | NotAHeader { .. } | HeaderTooLong { .. }
-        )
-    }
-
-    /// Whether input ended inside this event (the next read is [`Read::Eof`]).
-    pub fn at_end_of_input(&self) -> bool {
-        matches!(
-            self,
-            ProtocolError::Truncated { .. } | ProtocolError::HeaderCutOff { .. }
-        )
-    }
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ProtocolError::*;
-        match self {
-            HeaderNotUtf8 { line } => {
-                write!(f, "header line is not valid UTF-8: {}", show_bytes(line))
-            }
-            HeaderTooLong { start, bytes } => write!(
-                f,
-                "not an event header: a line of {bytes} bytes (headers are at most {MAX_HEADER_BYTES}) with no header at its end, starting {}",
-                show_bytes(start)
-            ),
-            NotAHeader { line } => write!(
-                f,
-                "not an event header (a header has `key:value` tokens such as `ver:3.0 ... eventname:E len:N`): {}",
-                show_bytes(line)
-            ),
-            BadToken { token, line } => write!(
-                f,
-                "event header has a token that is not `key:value` ({:?}): {}",
-                shorten(token, 40),
-                show_bytes(line)
-            ),
-            MissingLen { line } => {
-                write!(f, "event header has no `len` token: {}", show_bytes(line))
-            }
-            BadLen { value, line } if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => write!(
-                f,
-                "event header has an absurd `len` of {} (more than 2^64 characters: no payload is that long, so none was read): {}",
-                shorten(value, 40),
-                show_bytes(line)
-            ),
-            BadLen { value, line } => write!(
-                f,
-                "event header has a `len` that is not a whole number ({:?}): {}",
-                shorten(value, 40),
-                show_bytes(line)
-            ),
-            LenTooLarge { len, line } => write!(
-                f,
-                "event header has an absurd `len` of {len} characters (at most {MAX_PAYLOAD_CHARS} are read): its payload was skipped unread: {}",
-                show_bytes(line)
-            ),
-            PayloadNotUtf8 { header, bytes } => write!(
-                f,
-                "payload of {} (serial {}) is not valid UTF-8: {}",
-                header.event_name(),
-                header.get("serial").unwrap_or("?"),
-                show_bytes(bytes)
-            ),
-            HeaderCutOff { line } => write!(
-                f,
-                "input ended inside an event header: {}",
-                show_bytes(line)
-            ),
-            Truncated {
-                header,
-                expected,
-                got,
-                partial,
-            } => write!(
-                f,
-                "input ended inside the payload of {} (serial {}): `len` says {expected} characters, got {got}: {}",
-                header.event_name(),
-                header.get("serial").unwrap_or("?"),
-                show_bytes(partial)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ProtocolError {}
 
 /// The outcome of one read.
 #[derive(Debug)]
