@@ -32,6 +32,22 @@ impl PipeListener {
 
     /// Same, continuing serial numbers from `serial` (a restarted listener).
     pub fn start_with(dir: &Path, api_url: &str, settings: &str, serial: u64) -> PipeListener {
+        Self::launch(dir, api_url, settings, serial, None)
+    }
+
+    /// A listener labelled `host` (instead of `web-1`): one of several hosts posting
+    /// into one channel.
+    pub fn start_on_host(dir: &Path, api_url: &str, settings: &str, host: &str) -> PipeListener {
+        Self::launch(dir, api_url, settings, 0, Some(host))
+    }
+
+    fn launch(
+        dir: &Path,
+        api_url: &str,
+        settings: &str,
+        serial: u64,
+        host: Option<&str>,
+    ) -> PipeListener {
         let config = write_settings(dir, settings);
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -50,6 +66,7 @@ impl PipeListener {
             .env_remove("SLACK_CHANNEL")
             .env_remove("SUPERVISOR_SERVER_URL")
             .env_remove("SUPERVISOR_SLACK_STATE")
+            .envs(host.map(|h| ("SUPERVISOR_SLACK_HOST", h)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
