@@ -113,7 +113,11 @@ async fn three_hosts_in_one_channel_see_429s_only_at_a_storms_start_and_lose_not
     );
     assert!(!limited.is_empty(), "the storm was over the channel's budget");
     assert!(by_host.values().all(|n| *n <= 6), "a few per host: {by_host:?}");
-    assert!(late.len() <= 2, "429s after the storm's start: {late:?}");
+    // A probe for more now and then may still meet one (at most one per host per
+    // RAISE_EVERY): a handful, where hosts that learn nothing keep meeting them.
+    assert!(late.len() <= 4, "429s after the storm's start: {late:?}");
+    let posts = standin.calls_to("chat.postMessage").len();
+    assert!(limited.len() * 100 <= posts * 15, "{} of {posts} posts were 429s", limited.len());
     // No host calls inside a Retry-After it was given — beyond calls already on
     // their way when the 429 was answered (its threads post concurrently; 100 ms of
     // grace). Another host's calls may: it was not told; that is the price of sharing
