@@ -249,6 +249,13 @@ impl PreviousStates {
         }
     }
 
+    /// What an earlier run knew: `key` was last seen in `state`.
+    pub fn seed(&mut self, key: ThreadKey, state: State) {
+        if self.last.len() < self.cap && state != State::Starting {
+            self.last.insert(key, state);
+        }
+    }
+
     /// Records `event` and returns the `previous` to route it with: the last state
     /// other than STARTING seen for its process before it.
     pub fn observe(&mut self, event: &ProcessState) -> Option<State> {
@@ -291,9 +298,23 @@ pub struct RoutingRouter {
 
 impl RoutingRouter {
     pub fn new(routes: Routes) -> Self {
+        Self::with_previous(routes, [])
+    }
+
+    /// Starting from the previous states an earlier run left (see
+    /// [`crate::store::Store::previous_states`]), so that a recovery right after a
+    /// restart is still told from a routine start.
+    pub fn with_previous(
+        routes: Routes,
+        previous: impl IntoIterator<Item = (ThreadKey, State)>,
+    ) -> Self {
+        let mut p = PreviousStates::default();
+        for (key, state) in previous {
+            p.seed(key, state);
+        }
         RoutingRouter {
             routes,
-            previous: Mutex::new(PreviousStates::default()),
+            previous: Mutex::new(p),
         }
     }
 }

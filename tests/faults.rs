@@ -398,3 +398,74 @@ async fn a_listener_killed_right_after_a_burst_takes_no_new_burst() {
     common::slack::assert_never_rate_limited(&standin);
     again.close();
 }
+
+/// `running = "after_failure"` after a restart: the state a process was in before it
+/// started again comes from the store, so a recovery right after a `kill -9` of the
+/// listener is still reported (and a routine start still is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_right_after_a_restart_is_still_told_from_a_routine_start() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("{FAST}running = \"after_failure\"\n");
+    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    l.state("alpha", "STARTING", "FATAL");
+    l.state("bravo", "RUNNING", "STOPPED");
+    wait(&standin, 10, "both threads", |s| {
+        s.channel("#ops").iter().filter(|t| !t.replies.is_empty()).count() == 2
+    })
+    .await;
+    let serial = l.serial();
+    l.kill9();
+    let mut again = Listener::start_with(dir.path(), &standin.api_url(), &settings, serial);
+    again.state("alpha", "STARTING", "RUNNING"); // serial 3: a recovery
+    again.state("bravo", "STARTING", "RUNNING"); // serial 4: a routine start
+    wait(&standin, 10, "the recovery", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| common::slack::thread_serials(t).contains(&3))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let all: Vec<u64> = standin
+        .channel("#ops")
+        .iter()
+        .flat_map(common::slack::thread_serials)
+        .collect();
+    assert!(!all.contains(&4), "bravo's routine start is not reported: {all:?}");
+    again.close();
+}
+
+/// A process that was flapping when the listener restarted is still flapping after:
+/// the transitions of the window come from the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_is_remembered_across_a_restart() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("{FAST}flap_threshold = 6\n");
+    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    for (from, to) in [("STARTING", "RUNNING"), ("RUNNING", "EXITED"), ("EXITED", "STARTING")]
+        .iter()
+        .cycle()
+        .take(5)
+    {
+        l.state("alpha", from, to);
+    }
+    wait(&standin, 10, "five transitions", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| common::slack::thread_serials(t).len() == 5)
+    })
+    .await;
+    assert!(!l.stderr().contains("process is flapping"), "not yet: 5 of 6");
+    let serial = l.serial();
+    l.kill9();
+    let mut again = Listener::start_with(dir.path(), &standin.api_url(), &settings, serial);
+    again.state("alpha", "STARTING", "RUNNING");
+    again.state("alpha", "RUNNING", "EXITED");
+    assert!(
+        common::wait_until(common::secs(10), || again.stderr().contains("process is flapping")),
+        "{}",
+        again.stderr()
+    );
+    again.close();
+}

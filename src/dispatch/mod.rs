@@ -211,6 +211,7 @@ impl Dispatcher {
             return;
         }
         let state = Arc::new(ThreadState::default());
+        self.seed_flapping(&w, &state);
         threads.insert(w.clone(), state.clone());
         let (key, channel) = w;
         let keeper = self.clone();
@@ -221,6 +222,33 @@ impl Dispatcher {
         supervise("worker", key.clone(), move || {
             self.clone().worker(key.clone(), channel.clone(), state.clone())
         });
+    }
+}
+
+impl Dispatcher {
+    /// A new thread state starts from the transitions an earlier run saw (the outbox
+    /// keeps delivered rows a day).
+    fn seed_flapping(&self, w: &Wake, state: &ThreadState) {
+        let rule = thread::FlapRule {
+            threshold: self.settings.flap_threshold,
+            window: self.settings.flap_window,
+        };
+        let window = chrono::Duration::from_std(rule.window).unwrap_or(chrono::Duration::MAX);
+        let now = chrono::Utc::now();
+        let since = now.checked_sub_signed(window).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        match self.with_store(|s| s.recent_transitions(&w.0, &w.1, since)) {
+            Ok((times, seen)) => {
+                let ago: Vec<Duration> = times
+                    .iter()
+                    .filter_map(|t| (now - *t).to_std().ok())
+                    .collect();
+                state.seed(&ago, seen, rule);
+                if state.is_flapping() {
+                    tracing::info!(thread = %w.0, "process was flapping before the restart: its replies stay digests");
+                }
+            }
+            Err(e) => tracing::warn!(thread = %w.0, error = %e, "cannot read recent transitions"),
+        }
     }
 }
 

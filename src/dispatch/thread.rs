@@ -94,6 +94,27 @@ impl ThreadState {
         None
     }
 
+    /// Takes up what an earlier run saw: the thread's recent transitions (when each
+    /// happened) up to outbox entry `seen`, so that a process that flapped before a
+    /// restart is still flapping after it.
+    pub fn seed(&self, times: &[Duration], seen: Option<i64>, rule: FlapRule) {
+        let now = Instant::now();
+        let mut flap = self.flap.lock().unwrap();
+        flap.times = times
+            .iter()
+            .filter(|ago| **ago <= rule.window)
+            .filter_map(|ago| now.checked_sub(*ago))
+            .collect();
+        flap.times.make_contiguous().sort();
+        while flap.times.len() > rule.threshold as usize + 1 {
+            flap.times.pop_front();
+        }
+        flap.seen = seen;
+        if flap.times.len() > rule.threshold as usize {
+            self.flapping.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// The flapping episode is over.
     pub fn settle(&self) {
         self.flap.lock().unwrap().times.clear();

@@ -81,7 +81,12 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
     let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
     let host = settings.host.clone();
     let outbox_cap = settings.outbox_cap;
-    let router = RoutingRouter::new(settings.routes.clone());
+    // What an earlier run knew of each process, for `running = "after_failure"`.
+    let previous = reader_store
+        .as_ref()
+        .and_then(|s| s.previous_states().ok())
+        .unwrap_or_default();
+    let router = RoutingRouter::with_previous(settings.routes.clone(), previous);
     let context = crash_context_source(&settings);
     let path = state_path.clone();
     let in_flight = Arc::new(InFlight::default());

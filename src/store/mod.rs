@@ -14,6 +14,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod outbox;
+mod recent;
 mod threads;
 
 pub use outbox::{Appended, OutboxEntry, SetAside};
