@@ -244,7 +244,7 @@ impl Dispatcher {
                     .collect();
                 state.seed(&ago, seen, rule);
                 if state.is_flapping() {
-                    tracing::info!(thread = %w.0, "process was flapping before the restart: its replies stay digests");
+                    tracing::info!(thread = %w.0, "process is flapping (counting the transitions an earlier run saw): its replies become digests");
                 }
             }
             Err(e) => tracing::warn!(thread = %w.0, error = %e, "cannot read recent transitions"),
@@ -272,4 +272,37 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_panics_is_started_again() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(tokio::sync::Notify::new());
+        let (s, d) = (starts.clone(), done.clone());
+        let key = crate::supervisord::event::ThreadKey {
+            host: "h".into(),
+            group: "g".into(),
+            process: "p".into(),
+        };
+        supervise("worker", key, move || {
+            let (s, d) = (s.clone(), d.clone());
+            async move {
+                if s.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug");
+                }
+                d.notify_one();
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), done.notified())
+            .await
+            .expect("started again");
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+    }
 }

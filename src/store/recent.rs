@@ -14,24 +14,8 @@ impl Store {
     /// outbox (newest row first), else the thread map's latest event.
     pub fn previous_states(&self) -> Result<Vec<(ThreadKey, State)>, StoreError> {
         let mut out: std::collections::HashMap<ThreadKey, State> = Default::default();
-        let mut st = self
-            .conn
-            .prepare("SELECT host, grp, process, latest FROM threads WHERE latest IS NOT NULL")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    ThreadKey {
-                        host: r.get(0)?,
-                        group: r.get(1)?,
-                        process: r.get(2)?,
-                    },
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e))?;
-        for (key, json) in rows {
+        let latest = "SELECT host, grp, process, latest FROM threads WHERE latest IS NOT NULL";
+        for (key, json) in self.keyed_events(latest)? {
             if let Ok(ev) = serde_json::from_str::<ProcessState>(&json) {
                 let state = if ev.to == State::Starting { ev.from } else { ev.to };
                 if state != State::Starting {
@@ -40,24 +24,8 @@ impl Store {
             }
         }
         // The outbox is newer than the thread map: its rows win, oldest to newest.
-        let mut st = self
-            .conn
-            .prepare("SELECT host, grp, process, event FROM outbox ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    ThreadKey {
-                        host: r.get(0)?,
-                        group: r.get(1)?,
-                        process: r.get(2)?,
-                    },
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e))?;
-        for (key, json) in rows {
+        let rows = "SELECT host, grp, process, event FROM outbox ORDER BY id";
+        for (key, json) in self.keyed_events(rows)? {
             if let Ok(ev) = serde_json::from_str::<ProcessState>(&json) {
                 if ev.to != State::Starting {
                     out.insert(key, ev.to);
@@ -65,6 +33,23 @@ impl Store {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// Rows of (host, group, process, event JSON).
+    fn keyed_events(&self, sql: &str) -> Result<Vec<(ThreadKey, String)>, StoreError> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        st.query_map([], |r| {
+            Ok((
+                ThreadKey {
+                    host: r.get(0)?,
+                    group: r.get(1)?,
+                    process: r.get(2)?,
+                },
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
     }
 
     /// A thread's transitions since `since` (when each happened), and the newest
