@@ -113,6 +113,11 @@ impl ThreadState {
         if flap.times.len() > rule.threshold as usize {
             self.flapping.store(true, Ordering::SeqCst);
         }
+        // Quiet since the newest transition, not since forever: a process seeded as
+        // flapping does not settle at once.
+        if let Some(newest) = flap.times.back().copied() {
+            *self.last_event.lock().unwrap() = Some(newest);
+        }
     }
 
     /// The flapping episode is over.
