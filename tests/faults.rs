@@ -469,3 +469,85 @@ async fn flapping_is_remembered_across_a_restart() {
     );
     again.close();
 }
+
+/// A tmpfs of its own, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` where this machine does not let us mount one (not root): the test is
+    /// then skipped — never under CI.
+    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(std::env::var_os("CI").is_none(), "mounting a tmpfs must work under CI (root)");
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallDisk(at.to_path_buf()))
+    }
+
+    /// Writes a file until the disk says it is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk: events are answered and held in memory while the state database
+/// cannot grow; when space comes back they are written and delivered, in order, each
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "4m") else {
+        return;
+    };
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = disk.0.join("state.db");
+    let mut l = Listener::start_with_state(dir.path(), &standin.api_url(), FAST, &state);
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the first reply", |s| {
+        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
+    })
+    .await;
+    disk.fill();
+    l.state("alpha", "RUNNING", "STOPPING");
+    l.state("alpha", "STOPPING", "STOPPED");
+    assert!(
+        common::wait_until(common::secs(5), || l.stderr().contains("holding events in memory")),
+        "{}",
+        l.stderr()
+    );
+    disk.free();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // reopen is tried once a second
+    l.state("alpha", "STOPPED", "STARTING");
+    wait(&standin, 20, "every transition", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| common::slack::thread_serials(t).len() >= 4)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let threads = standin.channel("#ops");
+    assert_eq!(threads.len(), 1);
+    assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2, 3, 4], "in order, each once");
+    l.close();
+}

@@ -32,13 +32,19 @@ impl PipeListener {
 
     /// Same, continuing serial numbers from `serial` (a restarted listener).
     pub fn start_with(dir: &Path, api_url: &str, settings: &str, serial: u64) -> PipeListener {
-        Self::launch(dir, api_url, settings, serial, None)
+        Self::launch(dir, api_url, settings, serial, None, None)
+    }
+
+    /// A listener whose state database is at `state` (say, on a disk of its own);
+    /// settings and logs stay in `dir`.
+    pub fn start_with_state(dir: &Path, api_url: &str, settings: &str, state: &Path) -> PipeListener {
+        Self::launch(dir, api_url, settings, 0, None, Some(state))
     }
 
     /// A listener labelled `host` (instead of `web-1`): one of several hosts posting
     /// into one channel.
     pub fn start_on_host(dir: &Path, api_url: &str, settings: &str, host: &str) -> PipeListener {
-        Self::launch(dir, api_url, settings, 0, Some(host))
+        Self::launch(dir, api_url, settings, 0, Some(host), None)
     }
 
     fn launch(
@@ -47,6 +53,7 @@ impl PipeListener {
         settings: &str,
         serial: u64,
         host: Option<&str>,
+        state: Option<&Path>,
     ) -> PipeListener {
         let config = write_settings(dir, settings);
         let stderr = std::fs::OpenOptions::new()
@@ -59,7 +66,7 @@ impl PipeListener {
             .arg(&config)
             .arg("listen")
             .arg("--state")
-            .arg(dir.join("state.db"))
+            .arg(state.map_or_else(|| dir.join("state.db"), Path::to_path_buf))
             .env("SLACK_TOKEN", TOKEN)
             .env("SLACK_API_URL", api_url)
             .env("SUPERVISOR_SLACK_LOG", "info,supervisor_slack=debug")
