@@ -614,6 +614,17 @@ impl Store {
         Ok(self)
     }
 
+    /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2,000 KiB
+    /// per connection). The pages are on disk and in the OS page cache anyway; a
+    /// connection that only appends, or only reads a thread's newest entries, needs a
+    /// few dozen.
+    pub fn with_cache_kib(self, kib: u32) -> Result<Store, StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))
+            .map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
     /// Folds the WAL into the database without waiting for readers or writers.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.conn
