@@ -438,7 +438,6 @@ fn main() {
 
     let (big_standin, big, big_down) = big_runs();
 
-
     let Some(python) = baseline_python() else {
         println!("\nbaseline skipped: no python with supervisor.childutils (run scripts/test-env, or set BASELINE_PYTHON)");
         return;
