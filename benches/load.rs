@@ -7,14 +7,16 @@
 //! (`supervisor_slack::standin`) running in this process:
 //! - supervisor-slack with Slack healthy, slow (1 s per call), down (connection
 //!   refused) and dropping connections;
-//! - supervisor-slack with Slack healthy over 100,000 events (peak RSS);
+//! - supervisor-slack with Slack healthy and with Slack down over 100,000 events
+//!   (peak RSS);
 //! - the baseline, `benches/baseline_listener.py` (supervisor.childutils, posts
 //!   synchronously before answering, as the usual Python listeners do), with Slack
 //!   healthy and slow, through the same driver; then the ratios.
 //!
 //! `cargo bench --bench load` (options after `--`: `--events N` per run, default
 //! 20,000; `--rss-events N`, default 100,000; `--baseline-events N`, default 2,000;
-//! `--baseline-slow-events N`, default 20). Prints figures; asserts nothing about
+//! `--baseline-slow-events N`, default 20; `--only-rss`: the two 100,000-event runs
+//! alone, without the other scenarios and the baseline). Prints figures; asserts nothing about
 //! time (a benchmark, not a test). Under `cargo test --all-targets` (no `--bench`
 //! argument) every scenario runs with a handful of events, as a smoke run.
 
@@ -258,6 +260,21 @@ fn print(name: &str, f: &Figures) {
     );
 }
 
+/// VmRSS over the long runs, at tenths of each.
+fn print_rss_traces(n_rss: usize, runs: &[(&str, &Figures)]) {
+    println!("\nRSS of supervisor-slack over the {n_rss}-event runs (events answered: VmRSS MB):");
+    for (what, f) in runs {
+        println!(
+            "  {what}: {}",
+            f.rss_trace
+                .iter()
+                .map(|(i, kb)| format!("{i}: {:.1}", *kb as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
 fn supervisor_slack(api_url: &str) -> Subject {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"));
@@ -328,6 +345,7 @@ fn main() {
         (100, 200, 20, 2)
     };
     let processes = 20;
+    let only_rss = full && args.iter().any(|a| a == "--only-rss");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -369,6 +387,35 @@ fn main() {
     println!("posts = chat.postMessage calls the stand-in answered OK during the run; disk = state directory after the run\n");
     print_header();
 
+    // The long runs, for peak RSS: Slack healthy, then Slack down (connection
+    // refused; the scenario: everything waits in the outbox).
+    let big_runs = || {
+        let big_standin = standin(Fault::None);
+        let big = drive_with(
+            &big_standin,
+            supervisor_slack(&big_standin.api_url()),
+            n_rss,
+            processes,
+        );
+        print(
+            &format!("supervisor-slack, Slack healthy, {n_rss} events"),
+            &big,
+        );
+        let big_down = drive(supervisor_slack(&refused_url()), n_rss, processes);
+        print(
+            &format!("supervisor-slack, Slack down, {n_rss} events"),
+            &big_down,
+        );
+        (big_standin, big, big_down)
+    };
+    if only_rss {
+        let (big_standin, big, big_down) = big_runs();
+        println!("load average at end: {}", loadavg());
+        print_rss_traces(n_rss, &[("Slack healthy", &big), ("Slack down", &big_down)]);
+        big_standin.stop();
+        return;
+    }
+
     let healthy = standin(Fault::None);
     let ours_healthy = drive_with(&healthy, supervisor_slack(&healthy.api_url()), n, processes);
     print("supervisor-slack, Slack healthy", &ours_healthy);
@@ -389,17 +436,7 @@ fn main() {
     );
     print("supervisor-slack, Slack drops connections", &ours_drop);
 
-    let big_standin = standin(Fault::None);
-    let big = drive_with(
-        &big_standin,
-        supervisor_slack(&big_standin.api_url()),
-        n_rss,
-        processes,
-    );
-    print(
-        &format!("supervisor-slack, Slack healthy, {n_rss} events"),
-        &big,
-    );
+    let (big_standin, big, big_down) = big_runs();
 
     let Some(python) = baseline_python() else {
         println!("\nbaseline skipped: no python with supervisor.childutils (run scripts/test-env, or set BASELINE_PYTHON)");
@@ -427,15 +464,7 @@ fn main() {
     print("baseline (childutils + urllib), Slack slow", &base_slow);
 
     println!("load average at end: {}", loadavg());
-    println!("\nRSS of supervisor-slack over the {n_rss}-event run (events answered: VmRSS MB):");
-    println!(
-        "  {}",
-        big.rss_trace
-            .iter()
-            .map(|(i, kb)| format!("{i}: {:.1}", *kb as f64 / 1024.0))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    print_rss_traces(n_rss, &[("Slack healthy", &big), ("Slack down", &big_down)]);
 
     println!("\nsupervisor-slack vs baseline (same machine, same run, same driver):");
     for (what, ours, base) in [

@@ -9,7 +9,7 @@ use common::events::{self, EventBuilder};
 use common::pipe::event_frame;
 use supervisor_slack::listen::Handler;
 use supervisor_slack::routing::OneChannel;
-use supervisor_slack::store::{Appended, Store, ThreadRecord};
+use supervisor_slack::store::{Appended, Store, ThreadRecord, WaitingView};
 use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
 use supervisor_slack::supervisord::protocol::{EventReader, Read};
 
@@ -136,6 +136,46 @@ fn delivery_marks_entries_and_saves_the_thread_in_one_go() {
     assert!(s.pending_keys().unwrap().is_empty());
     assert_eq!(s.thread(&key("a"), "#ops").unwrap().unwrap(), t);
     assert_eq!(s.prune(chrono::Duration::zero()).unwrap(), 2);
+}
+
+#[test]
+fn the_parents_view_of_the_outbox_is_the_newest_waiting_event_and_the_newest_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(
+        s.waiting_view(&key("a"), "#ops", 3).unwrap(),
+        WaitingView::default()
+    );
+    let states = [
+        State::Starting,
+        State::Running,
+        State::Stopping,
+        State::Stopped,
+    ];
+    let mut from = State::Stopped;
+    for (i, to) in states.into_iter().enumerate() {
+        s.append("sv/1", "#ops", &ev("a", i as u64 + 1, from, to), 0)
+            .unwrap();
+        from = to;
+    }
+    s.append("sv/1", "#ops", &ev("b", 9, State::Stopped, State::Fatal), 0)
+        .unwrap();
+    let first = s.pending(&key("a"), "#ops", 1).unwrap();
+    s.commit_delivery(&ThreadRecord::new(key("a"), "#ops"), &[first[0].id])
+        .unwrap();
+    let view = s.waiting_view(&key("a"), "#ops", 2).unwrap();
+    assert_eq!(
+        view.newest,
+        Some(ev("a", 4, State::Stopping, State::Stopped)),
+        "the newest waiting event, whatever the limit"
+    );
+    assert_eq!(view.states, vec![State::Stopping, State::Stopped]);
+    let all = s.waiting_view(&key("a"), "#ops", 10).unwrap();
+    assert_eq!(
+        all.states,
+        vec![State::Running, State::Stopping, State::Stopped],
+        "delivered entries and other threads left out, oldest first"
+    );
 }
 
 #[test]

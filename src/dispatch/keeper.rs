@@ -30,22 +30,34 @@ impl Dispatcher {
         let mut last_edit: Option<Instant> = None;
         let mut owing = false;
         loop {
-            let thread = self.with_store(|s| s.thread(&key, &channel));
-            let pending = self.with_store(|s| s.pending(&key, &channel, DIGEST_MAX));
-            let (Ok(Some(mut thread)), Ok(pending)) = (thread, pending) else {
+            // Owing an edit that is not due yet: wait for it to come due (or for a
+            // change of pace) without reading the outbox or rendering a card. What
+            // the parent will show is read when the edit goes out.
+            if owing {
+                if let Some(wait) = self.edit_not_due(last_edit, &state) {
+                    let _ = tokio::time::timeout(wait, state.parent.notified()).await;
+                    continue;
+                }
+            }
+            // No parent yet (the worker posts it): nothing to edit, nothing to read.
+            let mut thread = match self.with_store(|s| s.thread(&key, &channel)) {
+                Ok(Some(t)) if t.parent_ts.is_some() => t,
+                _ => {
+                    state.parent.notified().await;
+                    continue;
+                }
+            };
+            let Ok(waiting) = self.with_store(|s| s.waiting_view(&key, &channel, DIGEST_MAX))
+            else {
                 state.parent.notified().await;
                 continue;
             };
-            let latest = pending
-                .last()
-                .map(|e| e.event.clone())
-                .or(thread.latest.clone());
-            let (Some(latest), Some(_)) = (latest, thread.parent_ts.as_ref()) else {
+            let Some(latest) = waiting.newest.or_else(|| thread.latest.clone()) else {
                 state.parent.notified().await;
                 continue;
             };
             let mut history = thread.history.clone();
-            history.extend(pending.iter().map(|e| e.event.to));
+            history.extend(waiting.states);
             let card = self.renderer.parent(&ParentInput {
                 latest: &latest,
                 history: &history,
@@ -57,27 +69,12 @@ impl Dispatcher {
                 state.parent.notified().await;
                 continue;
             }
-            // Owing an edit: go at once if this thread has not edited for a while;
-            // otherwise wait until the process has been quiet for a moment, or until
-            // its share of half the edit budget (shared by every thread owing one)
-            // comes round. The other half is the reserve that lets every parent show
-            // its final state right after a storm.
             if !owing {
                 owing = true;
                 self.owing.fetch_add(1, Ordering::SeqCst);
-            }
-            let n = self.owing.load(Ordering::SeqCst).max(1) as f64;
-            let pace = Duration::from_secs_f64(n * 120.0 / self.settings.updates_per_minute as f64)
-                .max(QUIET);
-            let since = last_edit.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
-            let quiet = state.quiet();
-            if since < pace && quiet < QUIET {
-                let _ = tokio::time::timeout(
-                    (pace - since).min(QUIET - quiet),
-                    state.parent.notified(),
-                )
-                .await;
-                continue;
+                if self.edit_not_due(last_edit, &state).is_some() {
+                    continue;
+                }
             }
             last_edit = Some(Instant::now());
             // Shown or given up on: either way, wait for the next change.
@@ -86,6 +83,20 @@ impl Dispatcher {
             owing = false;
             self.owing.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// How long an owed edit must still wait (`None`: it may go now). It goes at once
+    /// if this thread has not edited for a while; otherwise when the process has been
+    /// quiet for a moment, or when its share of half the edit budget (shared by every
+    /// thread owing one) comes round. The other half is the reserve that lets every
+    /// parent show its final state right after a storm.
+    fn edit_not_due(&self, last_edit: Option<Instant>, state: &ThreadState) -> Option<Duration> {
+        let n = self.owing.load(Ordering::SeqCst).max(1) as f64;
+        let pace =
+            Duration::from_secs_f64(n * 120.0 / self.settings.updates_per_minute as f64).max(QUIET);
+        let since = last_edit.map(|t| t.elapsed()).unwrap_or(Duration::MAX);
+        let quiet = state.quiet();
+        (since < pace && quiet < QUIET).then(|| (pace - since).min(QUIET - quiet))
     }
 
     /// Edits the parent (as plain text when Slack refuses the card); when the parent

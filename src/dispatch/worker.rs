@@ -64,7 +64,15 @@ impl Dispatcher {
             }
             if let Some(wait) = self.not_due(&key, &channel, &batch, &state).await {
                 if let Some(wait) = wait {
-                    let _ = tokio::time::timeout(wait, state.work.notified()).await;
+                    if batch.len() == limit {
+                        // New entries queue behind a full batch and cannot change
+                        // it: re-reading it on every event would only churn (one
+                        // folded into its last entry at a full outbox waits for
+                        // the digest).
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        let _ = tokio::time::timeout(wait, state.work.notified()).await;
+                    }
                 } else {
                     state.work.notified().await;
                 }

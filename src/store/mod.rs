@@ -17,7 +17,7 @@ mod outbox;
 mod recent;
 mod threads;
 
-pub use outbox::{Appended, OutboxEntry, SetAside};
+pub use outbox::{Appended, OutboxEntry, SetAside, WaitingView};
 pub use threads::ThreadRecord;
 
 /// Bumped whenever the schema changes; `open` migrates older files forward.
@@ -190,6 +190,17 @@ impl Store {
     pub fn without_autocheckpoint(self) -> Result<Store, StoreError> {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
+    /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2,000 KiB
+    /// per connection). The pages are on disk and in the OS page cache anyway; a
+    /// connection that only appends, or only reads a thread's newest entries, needs a
+    /// few dozen.
+    pub fn with_cache_kib(self, kib: u32) -> Result<Store, StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))
             .map_err(|e| self.err(e))?;
         Ok(self)
     }

@@ -2,11 +2,11 @@
 //! delivery. Rows are kept a day after delivery, so that a resend is recognised.
 
 use chrono::Utc;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::threads::save_history;
 use super::{Store, StoreError, ThreadRecord};
-use crate::supervisord::event::{ProcessState, ThreadKey};
+use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 /// One event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,16 @@ pub enum Appended {
     /// The outbox was full: the event replaced the thread's newest waiting entry
     /// (whose transition is counted in `coalesced`).
     Coalesced(i64),
+}
+
+/// What waits in the outbox for one thread, as its parent shows it (see
+/// [`Store::waiting_view`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WaitingView {
+    /// The newest waiting event (`None`: nothing waits).
+    pub newest: Option<ProcessState>,
+    /// The states of the newest waiting entries, oldest first.
+    pub states: Vec<State>,
 }
 
 /// An entry set aside (see [`Store::set_aside`]).
@@ -312,6 +322,75 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// What a thread's parent shows of the outbox, lighter than [`Store::pending`]:
+    /// the newest waiting event, and the states (only `to`, read inside SQLite: no
+    /// event is decoded) of the newest `limit` waiting entries, oldest first. One
+    /// read transaction, so the two agree.
+    pub fn waiting_view(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        limit: usize,
+    ) -> Result<WaitingView, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let newest: Option<(i64, String)> = tx
+            .prepare_cached(
+                "SELECT id, event FROM outbox
+                 WHERE delivered_at IS NULL AND set_aside IS NULL AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![key.host, key.group, key.process, channel], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        let Some((id, json)) = newest else {
+            return Ok(WaitingView::default());
+        };
+        let unreadable = |what: &str| StoreError::Other {
+            path: self.path.clone(),
+            message: format!("outbox entry {id} cannot be read back: {what}"),
+        };
+        let newest: ProcessState =
+            serde_json::from_str(&json).map_err(|e| unreadable(&e.to_string()))?;
+        let mut states = Vec::new();
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT json_extract(event, '$.to') FROM outbox
+                     WHERE delivered_at IS NULL AND set_aside IS NULL AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4
+                     ORDER BY id DESC LIMIT ?5",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = st
+                .query(params![
+                    key.host,
+                    key.group,
+                    key.process,
+                    channel,
+                    limit as i64
+                ])
+                .map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let to = r.get_ref(0).map_err(|e| self.err(e))?;
+                let state = to
+                    .as_str()
+                    .ok()
+                    .and_then(|s| s.parse::<State>().ok())
+                    .ok_or_else(|| unreadable("no state"))?;
+                states.push(state);
+            }
+        }
+        tx.finish().map_err(|e| self.err(e))?;
+        states.reverse();
+        Ok(WaitingView {
+            newest: Some(newest),
+            states,
+        })
     }
 
     /// How many entries wait in the outbox.
