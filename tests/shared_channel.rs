@@ -19,7 +19,7 @@ const PROCESSES: usize = 6;
 
 /// The interval this host's listener has learnt for #ops, from its state database.
 fn learnt_interval_ms(dir: &Path) -> Option<f64> {
-    let conn = rusqlite::Connection::open(dir.join("state.db")).ok()?;
+    let conn = rusqlite::Connection::open(dir.join("state.pacing.db")).ok()?;
     let text: String = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'pacing.post.#ops'",

@@ -103,8 +103,9 @@ impl Dispatcher {
         settings: Settings,
         in_flight: Arc<InFlight>,
     ) -> Arc<Self> {
-        // Pacing saves its state through a connection of its own.
-        let pacing_store = Store::open(store.path())
+        // Pacing saves its state (on every call) in a file of its own: the reader's
+        // commits never wait for it.
+        let pacing_store = Store::open(&crate::store::pacing_path(store.path()))
             .map_err(|e| tracing::warn!(error = %e, "pacing is kept in memory only"))
             .ok();
         let pacing = Pacing::new(

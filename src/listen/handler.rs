@@ -221,7 +221,10 @@ impl Handler {
             return;
         }
         self.last_reopen = Some(Instant::now());
-        match Store::open(&self.store_path).and_then(Store::without_autocheckpoint) {
+        match Store::open(&self.store_path)
+            .and_then(Store::without_autocheckpoint)
+            .and_then(|s| s.with_cache_kib(super::CACHE_KIB))
+        {
             Ok(s) => {
                 tracing::info!(path = %self.store_path.display(), "state database is writable again");
                 self.store = Some(s);

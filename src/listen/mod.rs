@@ -42,7 +42,7 @@ pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 /// in the OS page cache anyway. At the default, the two caches filled up to ~4 MB of
 /// heap as the outbox grew (peak RSS after 100,000 events: 21.3 MB with Slack
 /// healthy; 16.0 MB at 256 KiB; see BENCHMARKS.md).
-const CACHE_KIB: u32 = 256;
+pub(crate) const CACHE_KIB: u32 = 256;
 
 /// Runs the listener until stdin closes or a signal stops it: the dispatcher on a
 /// tokio runtime, the protocol loop on this thread.
