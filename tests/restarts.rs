@@ -72,6 +72,18 @@ fn instances(rows: &[Row]) -> Vec<String> {
     seen
 }
 
+/// A supervisord (not PID 1) running `web`, whose first events are in Slack; the
+/// state database lives in the returned temp dir.
+async fn web_running() -> (StandIn, tempfile::TempDir, std::path::PathBuf, Supervisord) {
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db");
+    let sv = Supervisord::start(config(state.path(), &standin.api_url(), false));
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, 2);
+    (standin, state, db, sv)
+}
+
 /// supervisord stopped and started again on the same state: the second one's events
 /// all reach Slack although their serials repeat the first one's.
 async fn a_new_supervisord_is_a_new_instance(as_pid1: bool) {
@@ -138,12 +150,7 @@ async fn supervisord_restarted_by_init_is_a_new_instance() {
 /// and restarts every program and the listener; one instance, nothing dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_is_the_same_instance_and_loses_nothing() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let db = state.path().join("state.db");
-    let mut sv = Supervisord::start(config(state.path(), &standin.api_url(), false));
-    sv.wait_for_state("web", "RUNNING", secs(10));
-    wait_web_delivered(&standin, &db, 2);
+    let (standin, _state, db, mut sv) = web_running().await;
     let before = web_rows(&db).len();
     sv.ctl_ok(&["reload"]);
     assert!(wait_until(secs(15), || sv.state("web").as_deref() == Some("RUNNING")
@@ -165,12 +172,7 @@ async fn a_reload_is_the_same_instance_and_loses_nothing() {
 /// with its row (`UNIQUE (instance, serial)`) and is dropped, and the thread goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_listener_is_the_same_instance() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let db = state.path().join("state.db");
-    let mut sv = Supervisord::start(config(state.path(), &standin.api_url(), false));
-    sv.wait_for_state("web", "RUNNING", secs(10));
-    wait_web_delivered(&standin, &db, 2);
+    let (standin, _state, db, mut sv) = web_running().await;
     let before = web_rows(&db).len();
     sv.ctl_ok(&["restart", "slack"]);
     sv.wait_for_state("slack", "RUNNING", secs(10));
