@@ -427,7 +427,7 @@ pub async fn check_supervisor(
 ) -> Finding {
     let Some(url) = url else {
         return Finding::note(
-            "SUPERVISOR_SERVER_URL is not set (normal outside supervisord); crash context comes from supervisord's XML-RPC when the listener runs under it or supervisor_server_url is set",
+            "SUPERVISOR_SERVER_URL is not set (normal outside supervisord); crash context and reconcile (correcting cards after events supervisord dropped or sent while the listener was down) use supervisord's XML-RPC when the listener runs under it or supervisor_server_url is set",
         );
     };
     let answer = match Client::new(url, username, password) {
@@ -443,7 +443,7 @@ pub async fn check_supervisor(
         Ok(state) => {
             return Finding::warning(
                 format!("supervisord answers XML-RPC at {url} but is {}", state.name),
-                "crash context works once supervisord is RUNNING again",
+                "crash context and reconcile work once supervisord is RUNNING again",
             )
         }
         Err(e) => e,
@@ -469,5 +469,8 @@ pub async fn check_supervisor(
             "check that supervisor_server_url / SUPERVISOR_SERVER_URL ({url}) is supervisord's [unix_http_server] / [inet_http_server]"
         ),
     };
-    Finding::problem(format!("supervisord's XML-RPC at {url}: {e}"), fix)
+    Finding::problem(
+        format!("supervisord's XML-RPC at {url}: {e}; until it answers, crash context is off and reconcile cannot correct cards after events supervisord dropped or sent while the listener was down"),
+        fix,
+    )
 }

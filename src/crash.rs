@@ -505,6 +505,7 @@ mod tests {
             expected: Some(true),
             at: chrono::Utc::now(),
             extra: Vec::new(),
+            reconciled: None,
         };
         assert!(!ContextSource::wants(&ev));
         ev.expected = Some(false);

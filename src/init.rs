@@ -9,7 +9,10 @@ use std::path::Path;
 /// `binary` is the real path of this program (`std::env::current_exe()`), so the
 /// block works as pasted; `config` is the settings file to pass, if any.
 ///
-/// Why each line: `events=PROCESS_STATE` is all the listener reports;
+/// Why each line: `events=PROCESS_STATE,SUPERVISOR_STATE_CHANGE,PROCESS_GROUP` are
+/// the process changes the cards show, supervisord's own start and stop (its thread
+/// on the host, and a reconcile after a start), and `supervisorctl update` adding or
+/// removing groups (said in their threads); `events=PROCESS_STATE` alone works too;
 /// `buffer_size=1024` because supervisord's default of 10 overflows on a normal boot
 /// and overflowing silently discards the oldest events; its own `priority` so a
 /// rejected event is never re-queued into another pool; stdout is the protocol
@@ -29,7 +32,8 @@ pub fn supervisord_block(binary: &Path, config: Option<&Path>) -> String {
 ; replace the two placeholders, then run: supervisorctl reread && supervisorctl update
 [eventlistener:slack]
 command={command}
-events=PROCESS_STATE
+; Process changes, supervisord's own start/stop, groups added/removed by update.
+events=PROCESS_STATE,SUPERVISOR_STATE_CHANGE,PROCESS_GROUP
 ; supervisord's default buffer of 10 overflows on a normal boot and then silently
 ; discards the oldest events.
 buffer_size=1024
@@ -143,7 +147,14 @@ channel = "#ops"
 # digest_interval = "60s"
 # settle_after = "60s"
 
-# supervisord's XML-RPC, for crash context (exit status, spawn error, stderr tail).
+# Reconcile: every card is compared with what supervisord reports (one XML-RPC
+# call) at start, after events were dropped, after supervisord starts or changes
+# its groups, and at least this often; a card that disagrees gets a reply saying
+# what was missed and its parent is corrected.
+# reconcile_interval = "60s"
+
+# supervisord's XML-RPC, for crash context (exit status, spawn error, stderr tail)
+# and reconcile.
 # Default: SUPERVISOR_SERVER_URL, which supervisord gives its listeners; this
 # setting wins over it.
 # supervisor_server_url = "unix:///var/run/supervisor.sock"

@@ -62,6 +62,7 @@ pub mod dispatch;
 pub mod init;
 pub mod listen;
 pub mod preview;
+pub mod reconcile;
 pub mod routing;
 pub mod slack;
 pub mod standin;

@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Serve supervisord's event-listener protocol on stdin/stdout (run by supervisord).
     #[command(
-        after_help = "Example supervisord block (`supervisor-slack init` prints one for this machine):\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE\n  buffer_size=1024\n  priority=-100\n  autorestart=true\n  stopwaitsecs=10\n  stdout_logfile=NONE\n  stderr_logfile=/var/log/supervisor/supervisor-slack.log\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\""
+        after_help = "Example supervisord block (`supervisor-slack init` prints one for this machine):\n  [eventlistener:slack]\n  command=/usr/local/bin/supervisor-slack listen\n  events=PROCESS_STATE,SUPERVISOR_STATE_CHANGE,PROCESS_GROUP\n  buffer_size=1024\n  priority=-100\n  autorestart=true\n  stopwaitsecs=10\n  stdout_logfile=NONE\n  stderr_logfile=/var/log/supervisor/supervisor-slack.log\n  environment=SLACK_TOKEN_FILE=\"/etc/supervisor-slack/token\",SLACK_CHANNEL=\"#ops\""
     )]
     Listen {
         /// The state database (outbox and thread map). Default: $STATE_DIRECTORY/state.db,

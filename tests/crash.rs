@@ -30,6 +30,7 @@ fn event(name: &str, from: State, to: State, expected: Option<bool>) -> ProcessS
         expected,
         at: chrono::Utc::now(),
         extra: Vec::new(),
+        reconciled: None,
     }
 }
 

@@ -93,7 +93,7 @@ fn the_demo_shows_its_programs_restarts_cleanly_and_stops_everything() {
     assert!(alive(first_sv) && alive(first_preview));
     let conf = std::fs::read_to_string(dir.join("supervisord.conf")).unwrap();
     for line in [
-        "events=PROCESS_STATE",
+        "events=PROCESS_STATE,SUPERVISOR_STATE_CHANGE,PROCESS_GROUP",
         "buffer_size=1024",
         "priority=-100",
         "stdout_logfile=NONE",

@@ -21,7 +21,7 @@ fn supervisord_block_has_the_required_lines() {
     for required in [
         "[eventlistener:slack]",
         "command=/opt/bin/supervisor-slack listen",
-        "events=PROCESS_STATE",
+        "events=PROCESS_STATE,SUPERVISOR_STATE_CHANGE,PROCESS_GROUP",
         "buffer_size=1024",
         "autorestart=true",
         "stdout_logfile=NONE",

@@ -138,6 +138,7 @@ pub fn color(state: State, expected: Option<bool>) -> &'static str {
         State::Exited => "#E01E5A",
         State::Fatal => "#8B0000",
         State::Unknown => "#7B3FA0",
+        State::Removed => "#5F5F5F",
     }
 }
 
@@ -154,6 +155,7 @@ pub fn emoji(state: State, expected: Option<bool>) -> &'static str {
         State::Exited => "❌",
         State::Fatal => "🔴",
         State::Unknown => "❓",
+        State::Removed => "🗑️",
     }
 }
 

@@ -518,6 +518,7 @@ fn placeholder_event() -> ProcessState {
         expected: None,
         at: DateTime::<Utc>::UNIX_EPOCH,
         extra: Vec::new(),
+        reconciled: None,
     }
 }
 

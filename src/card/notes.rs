@@ -4,8 +4,10 @@
 
 use serde_json::json;
 
+use super::model::When;
+use super::text::sanitize_line;
 use super::{color, emoji, escape_mrkdwn, Card};
-use crate::supervisord::event::{ProcessState, State};
+use crate::supervisord::event::{ProcessState, Reconciled, State};
 
 /// What a reply's notes are made of, besides its events.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +45,9 @@ pub fn reply_notes(events: &[ProcessState], counts: NoteCounts, history: &[State
         .copied()
         .filter(|s| *s != State::Running);
     for e in events {
+        if let Some(r) = &e.reconciled {
+            notes.push(reconciled_note(e, r));
+        }
         if e.to == State::Running {
             if let Some(bad) = last_bad.take() {
                 notes.push(format!("Recovered: RUNNING again after {bad}"));
@@ -55,6 +60,44 @@ pub fn reply_notes(events: &[ProcessState], counts: NoteCounts, history: &[State
         }
     }
     notes
+}
+
+/// What reconcile found, said in the thread: what supervisord reports now and since
+/// when, what the channel showed, and that the changes in between were missed.
+pub fn reconciled_note(e: &ProcessState, r: &Reconciled) -> String {
+    let since = r
+        .since
+        .map(|t| format!(" since {}", When::new(t).slack))
+        .unwrap_or_default();
+    let said = if r.description.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (“{}”)", escape_mrkdwn(&sanitize_line(&r.description)))
+    };
+    let why = escape_mrkdwn(&r.why);
+    if e.to == State::Removed {
+        return format!(
+            ":wastebasket: No longer configured in supervisord ({why}): the last state this channel saw was {}.",
+            e.from
+        );
+    }
+    if r.first_seen {
+        return format!(
+            ":mag: Found when reconciling with supervisord ({why}): it reports *{}*{since}{said}; the channel had not seen this process before.",
+            e.to
+        );
+    }
+    let missed = match r.dropped {
+        Some(n) if n > 0 => format!(
+            "supervisord dropped {n} event{} meant for this listener (its buffer overflowed; raise buffer_size), some may have been this process's",
+            if n == 1 { "" } else { "s" }
+        ),
+        _ => "they never reached this listener (it was not running, or supervisord did not send them)".to_string(),
+    };
+    format!(
+        ":arrows_counterclockwise: Reconciled with supervisord ({why}): it reports *{}*{since}{said}, the card showed *{}*. Changes in between were missed: {missed}.",
+        e.to, e.from
+    )
 }
 
 /// The reply that ends a flapping episode: the process stayed in `latest`'s state for

@@ -82,6 +82,7 @@ pub fn event(
         expected: (to == State::Exited).then_some(false),
         at: fixed_time() + chrono::Duration::seconds(secs),
         extra: Vec::new(),
+        reconciled: None,
     }
 }
 
@@ -96,6 +97,7 @@ pub fn from_state(to: State) -> State {
         State::Exited => State::Running,
         State::Fatal => State::Backoff,
         State::Unknown => State::Running,
+        State::Removed => State::Stopped,
     }
 }
 

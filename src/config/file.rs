@@ -45,6 +45,9 @@ pub struct FileSettings {
     pub digest_interval: Option<Spanned<String>>,
     /// A flapping process that stays in one state this long has settled (default 60s).
     pub settle_after: Option<Spanned<String>>,
+    /// Reconcile compares every card with supervisord at least this often (default
+    /// 60s).
+    pub reconcile_interval: Option<Spanned<String>>,
     pub supervisor_server_url: Option<Spanned<String>>,
     pub supervisor_username: Option<Spanned<String>>,
     pub supervisor_password: Option<Spanned<String>>,

@@ -107,6 +107,8 @@ pub struct Settings {
     pub digest_interval: Duration,
     /// No transition for this long ends flapping with a "settled" reply.
     pub settle_after: Duration,
+    /// Reconcile compares every card with supervisord at least this often.
+    pub reconcile_interval: Duration,
     /// supervisord's XML-RPC endpoint (`unix:///run/supervisor.sock` or
     /// `http://host:port`): the `supervisor_server_url` setting, else the
     /// `SUPERVISOR_SERVER_URL` supervisord gives its listeners.
@@ -472,6 +474,12 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
             "settle_after",
             None,
             &f.settle_after,
+            Duration::from_secs(60),
+        )?,
+        reconcile_interval: dur(
+            "reconcile_interval",
+            None,
+            &f.reconcile_interval,
             Duration::from_secs(60),
         )?,
         supervisor_server_url,

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::instance::{instance_id, GapTracker, RecentSerials};
+use crate::reconcile::{Trigger, Why};
 use crate::routing::Router;
 use crate::store::{Appended, Store, StoreError};
-use crate::supervisord::event::{self, Event, ProcessState};
+use crate::supervisord::event::{self, Event, OtherEvent, ProcessState, State};
 use crate::supervisord::protocol::{self, RawEvent};
 use crate::wakeup::Wakeup;
 
@@ -38,6 +39,12 @@ pub struct Handler {
     pub store_path: std::path::PathBuf,
     pub router: Box<dyn Router>,
     pub wake: Option<Arc<Wakeup>>,
+    /// Tells reconcile about gaps, supervisord's own changes and when events arrive.
+    pub reconcile: Option<Arc<Trigger>>,
+    /// supervisord's own state as last seen, for its thread's transitions.
+    supervisord_state: Option<State>,
+    /// An event was taken but not stored: the pool serials are saved after the answer.
+    serials_unsaved: bool,
     recent: RecentSerials,
     gaps: GapTracker,
     held: HeldEvents,
@@ -67,6 +74,9 @@ impl Handler {
             store_path,
             router,
             wake,
+            reconcile: None,
+            supervisord_state: None,
+            serials_unsaved: false,
             recent: RecentSerials::new(4096),
             gaps: GapTracker::default(),
             held,
@@ -102,6 +112,9 @@ impl Handler {
     /// hot loop).
     pub fn handle(&mut self, raw: &RawEvent) {
         let name = raw.header.event_name();
+        if let Some(t) = &self.reconcile {
+            t.event_seen();
+        }
         if let (Some(pool), Some(ps)) = (raw.header.get("pool"), raw.header.number("poolserial")) {
             let gap = self.gaps.observe(pool, ps);
             if gap > 0 {
@@ -109,14 +122,21 @@ impl Handler {
                     pool, poolserial = ps, dropped = gap,
                     "{gap} events dropped by supervisord (its event buffer overflowed); raise buffer_size in [eventlistener:...]"
                 );
+                if let Some(t) = &self.reconcile {
+                    t.dropped(gap);
+                    t.ask(Why::Gap);
+                }
             }
         }
         let event = match event::parse(raw, &self.host, Utc::now()) {
             Ok(Event::ProcessState(ps)) => ps,
-            Ok(Event::Other(o)) => {
-                tracing::debug!(eventname = %o.name, "ignoring an event that is not a process state change");
-                return;
-            }
+            Ok(Event::Other(o)) => match self.other(&o, raw) {
+                Some(ps) => ps,
+                None => {
+                    self.serials_unsaved = true;
+                    return;
+                }
+            },
             Err(e) => {
                 tracing::error!(
                     eventname = name, serial = raw.header.get("serial").unwrap_or("?"),
@@ -140,6 +160,7 @@ impl Handler {
         }
         let Some(channel) = self.router.channel_for(&event) else {
             tracing::debug!(group = %event.group, process = %event.process, "no channel for this event (routing)");
+            self.serials_unsaved = true;
             return;
         };
         let dropped_before = self.gaps.take();
@@ -150,6 +171,61 @@ impl Handler {
             dropped_before,
         });
         self.flush();
+    }
+
+    /// An event that is not a process's: supervisord's own state becomes a transition
+    /// of the host's supervisord thread; a group added or removed asks reconcile to
+    /// say so in the group's threads; the rest is ignored.
+    fn other(&mut self, o: &OtherEvent, raw: &RawEvent) -> Option<ProcessState> {
+        if let Some(to) = o.supervisor_state() {
+            let from = self.supervisord_state.unwrap_or(match to {
+                State::Running => State::Stopped,
+                _ => State::Running,
+            });
+            self.supervisord_state = Some(to);
+            tracing::info!(eventname = %o.name, "supervisord is {}", if to == State::Running { "running" } else { "stopping" });
+            if to == State::Running {
+                if let Some(t) = &self.reconcile {
+                    t.ask(Why::SupervisordStarted);
+                }
+            }
+            return Some(ProcessState {
+                host: self.host.clone(),
+                server: raw.header.get("server").unwrap_or("").to_string(),
+                serial: o.serial(),
+                pool: raw.header.get("pool").unwrap_or("").to_string(),
+                poolserial: raw.header.number("poolserial").unwrap_or(0),
+                group: event::SUPERVISORD_GROUP.to_string(),
+                process: event::SUPERVISORD_PROCESS.to_string(),
+                from,
+                to,
+                pid: None,
+                tries: None,
+                expected: None,
+                at: Utc::now(),
+                extra: Vec::new(),
+                reconciled: None,
+            });
+        }
+        if let Some(g) = o.group_change() {
+            tracing::info!(group = %g.group, added = g.added, "supervisord's configuration changed");
+            if let Some(t) = &self.reconcile {
+                t.ask(if g.added { Why::GroupAdded(g.group) } else { Why::GroupRemoved(g.group) });
+            }
+            return None;
+        }
+        tracing::debug!(eventname = %o.name, "ignoring an event that is not a process state change");
+        None
+    }
+
+    /// Starts gap counting where the events stored by this supervisord's earlier
+    /// listeners stopped, so that events dropped while the listener was down are
+    /// noticed too.
+    pub fn seed_gaps(&mut self, serials: &[(String, u64)]) {
+        for (pool, s) in serials {
+            self.gaps.observe(pool, *s);
+        }
+        self.gaps.take();
     }
 
     /// Writes held events to the outbox, oldest first. On failure they stay held.
@@ -268,6 +344,11 @@ impl Handler {
         if self.pending.is_none() || self.appended_since_count >= 1000 {
             self.pending = store.pending_count().ok();
             self.appended_since_count = 0;
+        }
+        if std::mem::take(&mut self.serials_unsaved) {
+            if let Err(e) = store.save_poolserials(super::parent_identity(), &self.gaps.positions()) {
+                tracing::debug!(error = %e, "cannot save where the pool serials stand");
+            }
         }
         if self.appended_since_checkpoint >= CHECKPOINT_EVERY {
             self.appended_since_checkpoint = 0;

@@ -107,6 +107,11 @@ impl GapTracker {
         gap
     }
 
+    /// Where each pool's serials stand.
+    pub fn positions(&self) -> Vec<(String, u64)> {
+        self.last.iter().map(|(p, s)| (p.clone(), *s)).collect()
+    }
+
     /// Takes the owed count (to attach it to an event that is being stored).
     pub fn take(&mut self) -> u64 {
         std::mem::take(&mut self.owed)

@@ -27,6 +27,7 @@ use crate::card::Renderer;
 use crate::config::Settings;
 use crate::crash::{ContextOptions, ContextSource};
 use crate::dispatch::{Dispatcher, InFlight};
+use crate::reconcile::{Reconciler, Trigger};
 use crate::routing::RoutingRouter;
 use crate::slack::SlackApi;
 use crate::store::Store;
@@ -99,6 +100,33 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         .unwrap_or_default();
     let router = RoutingRouter::with_previous(settings.routes.clone(), previous);
     let context = crash_context_source(&settings);
+    // Where this supervisord's pool serials stood when its last listener stopped.
+    let last_serials = reader_store
+        .as_ref()
+        .and_then(|s| s.last_poolserials(instance::parent_identity()).ok())
+        .unwrap_or_default();
+    let trigger = Arc::new(Trigger::default());
+    match supervisor_client(&settings) {
+        Ok(client) => {
+            let (path, host, routes) = (state_path.clone(), settings.host.clone(), settings.routes.clone());
+            let (wake, trigger) = (wakeup.clone(), trigger.clone());
+            let every = settings.reconcile_interval;
+            runtime.spawn(async move {
+                let store = loop {
+                    match Store::open(&path).and_then(|s| s.with_cache_kib(CACHE_KIB)) {
+                        Ok(s) => break s,
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_secs(5)).await,
+                    }
+                };
+                let mut r = Reconciler::new(client, store, host, routes, wake, trigger);
+                r.timing.every = every;
+                r.run().await;
+            });
+        }
+        Err(e) => tracing::warn!(
+            "reconcile is off: {e}. Cards follow events only and cannot notice what supervisord drops or sends while the listener is down; set supervisor_server_url (and supervisor_username/password if [unix_http_server] has them)"
+        ),
+    }
     let path = state_path.clone();
     let in_flight = Arc::new(InFlight::default());
     let flights = in_flight.clone();
@@ -126,6 +154,8 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         Some(wakeup),
     );
     handler.outbox_cap = outbox_cap;
+    handler.reconcile = Some(trigger);
+    handler.seed_gaps(&last_serials);
     let life = Arc::new(Lifecycle::default());
     watch_signals(life.clone(), handler.held_events(), in_flight.clone())
         .context("installing signal handlers")?;
@@ -139,6 +169,18 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
+}
+
+/// supervisord's XML-RPC for reconcile: the `supervisor_server_url` setting, else the
+/// `SUPERVISOR_SERVER_URL` supervisord gives its listeners.
+fn supervisor_client(settings: &Settings) -> Result<crate::supervisord::xmlrpc::Client, crate::supervisord::xmlrpc::Error> {
+    use crate::supervisord::xmlrpc::Client;
+    let user = settings.supervisor_username.clone();
+    let password = settings.supervisor_password.clone();
+    match &settings.supervisor_server_url {
+        Some(url) => Client::new(url, user, password),
+        None => Client::from_env(user, password),
+    }
 }
 
 /// supervisord's XML-RPC for crash context: the `supervisor_server_url` setting, else

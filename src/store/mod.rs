@@ -13,10 +13,12 @@ use std::time::Duration;
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod known;
 mod outbox;
 mod recent;
 mod threads;
 
+pub use known::Known;
 pub use outbox::{Appended, OutboxEntry, SetAside, WaitingView};
 pub use threads::ThreadRecord;
 

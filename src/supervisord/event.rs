@@ -21,9 +21,14 @@ pub enum State {
     Exited,
     Fatal,
     Unknown,
+    /// Not a supervisord state: the process is no longer in supervisord's
+    /// configuration (its group was removed). Set by reconcile, never sent by
+    /// supervisord.
+    Removed,
 }
 
 impl State {
+    /// The states supervisord reports (everything but [`State::Removed`]).
     pub const ALL: [State; 8] = [
         State::Stopped,
         State::Starting,
@@ -46,6 +51,7 @@ impl State {
             State::Exited => "EXITED",
             State::Fatal => "FATAL",
             State::Unknown => "UNKNOWN",
+            State::Removed => "REMOVED",
         }
     }
 
@@ -71,6 +77,7 @@ impl FromStr for State {
     fn from_str(s: &str) -> Result<Self, EventError> {
         State::ALL
             .into_iter()
+            .chain([State::Removed])
             .find(|st| st.as_str() == s)
             .ok_or_else(|| EventError::UnknownState(s.to_string()))
     }
@@ -100,16 +107,53 @@ pub struct ProcessState {
     /// Payload tokens this version does not know, kept as sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra: Vec<(String, String)>,
+    /// Set on a transition that reconcile found rather than supervisord sent: the
+    /// channel showed `from`, supervisord reports `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<Reconciled>,
 }
 
+/// What reconcile knew when it found that a card disagreed with supervisord.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciled {
+    /// Why reconcile ran: `start`, `gap`, `supervisord started`, `timer`,
+    /// `group removed`, `group added`.
+    pub why: String,
+    /// Since when supervisord reports `to` (its start or stop time), when it says.
+    pub since: Option<DateTime<Utc>>,
+    /// Events supervisord dropped (its buffer overflowed) since the last reconcile,
+    /// when the serials tell: they may have been about this process.
+    pub dropped: Option<u64>,
+    /// supervisord's description of the process (`pid 42, uptime 0:01:02`,
+    /// `Exited too quickly`).
+    #[serde(default)]
+    pub description: String,
+    /// The channel had never shown this process: it is failing at reconcile time.
+    #[serde(default)]
+    pub first_seen: bool,
+}
+
+/// The group name of supervisord's own thread on a host (supervisord's group names
+/// are never empty).
+pub const SUPERVISORD_GROUP: &str = "";
+/// The process name of supervisord's own thread on a host.
+pub const SUPERVISORD_PROCESS: &str = "supervisord";
+
 impl ProcessState {
-    /// `group:process`, as supervisorctl names it (just `process` when they match).
+    /// `group:process`, as supervisorctl names it (just `process` when they match,
+    /// `supervisord` for supervisord's own thread).
     pub fn display_name(&self) -> String {
-        if self.group == self.process {
+        if self.group == self.process || self.is_supervisord() {
             self.process.clone()
         } else {
             format!("{}:{}", self.group, self.process)
         }
+    }
+
+    /// Whether this is a change of supervisord itself (`SUPERVISOR_STATE_CHANGE_*`),
+    /// kept in the host's supervisord thread.
+    pub fn is_supervisord(&self) -> bool {
+        self.group == SUPERVISORD_GROUP && self.process == SUPERVISORD_PROCESS
     }
 
     /// A failure a person should hear about: FATAL, or EXITED with an unexpected code.
@@ -137,6 +181,51 @@ pub struct OtherEvent {
     pub tokens: Vec<(String, String)>,
     /// The payload after the first line (log data, communication data).
     pub data: String,
+}
+
+/// A `PROCESS_GROUP_ADDED` / `PROCESS_GROUP_REMOVED` event (`supervisorctl update`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub group: String,
+    pub added: bool,
+}
+
+impl OtherEvent {
+    fn token(&self, key: &str) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `SUPERVISOR_STATE_CHANGE_RUNNING` / `_STOPPING`: supervisord's new state.
+    pub fn supervisor_state(&self) -> Option<State> {
+        match self.name.as_str() {
+            "SUPERVISOR_STATE_CHANGE_RUNNING" => Some(State::Running),
+            "SUPERVISOR_STATE_CHANGE_STOPPING" => Some(State::Stopping),
+            _ => None,
+        }
+    }
+
+    /// `PROCESS_GROUP_ADDED` / `_REMOVED` with its `groupname`.
+    pub fn group_change(&self) -> Option<GroupChange> {
+        let added = match self.name.as_str() {
+            "PROCESS_GROUP_ADDED" => true,
+            "PROCESS_GROUP_REMOVED" => false,
+            _ => return None,
+        };
+        let group = self.token("groupname")?.to_string();
+        Some(GroupChange { group, added })
+    }
+
+    /// The serial supervisord gave this event (0 when missing).
+    pub fn serial(&self) -> u64 {
+        self.header
+            .iter()
+            .find(|(k, _)| k == "serial")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +350,7 @@ pub fn parse(raw: &RawEvent, host: &str, at: DateTime<Utc>) -> Result<Event, Eve
             .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
             .cloned()
             .collect(),
+        reconciled: None,
     }))
 }
 

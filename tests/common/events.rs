@@ -33,6 +33,7 @@ pub fn ev(process: &str, to: State) -> ProcessState {
         expected: None,
         at: samples::fixed_time(),
         extra: Vec::new(),
+        reconciled: None,
     }
 }
 
