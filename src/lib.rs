@@ -38,6 +38,9 @@
 //!   start / stop / signal, faults as a typed error. Knows nothing of Slack or policy.
 //! - [`crash`]: crash context — exit status, spawn error, uptime and the stderr tail
 //!   of a process that died, asked through [`supervisord::xmlrpc`]; best effort, bounded.
+//! - [`reconcile`]: every card compared with what supervisord reports now
+//!   (`getAllProcessInfo`: at start, after a gap, after supervisord starts or changes
+//!   its groups, every minute); a disagreement becomes an outbox entry.
 //! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits,
 //!   and every card and note text. Pure functions over values.
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of

@@ -405,13 +405,13 @@ impl Reconciler {
             let why = why_for(d, whys);
             let serial = self.next_serial();
             let ev = event(d, &why, dropped, serial);
-            let channel = match &d.channel {
-                Some(c) => c.clone(),
-                None => match self.routes.route(&ev, None) {
-                    Some(r) => r.channel,
-                    None => continue,
-                },
+            // The operator's routes decide here too: a state they skip (such as a
+            // routine RUNNING with `running = "after_failure"`) is not posted.
+            let Some(route) = self.routes.route(&ev, d.shown.as_ref().map(|e| e.to)) else {
+                tracing::debug!(thread = %d.key, supervisord = ev.to.as_str(), "reconcile: routing skips this state");
+                continue;
             };
+            let channel = d.channel.clone().unwrap_or(route.channel);
             tracing::info!(
                 thread = %d.key, shown = ev.from.as_str(), supervisord = ev.to.as_str(), why,
                 "reconcile: the card disagreed with supervisord; correcting it"

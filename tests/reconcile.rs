@@ -40,17 +40,29 @@ fn thread<'a>(threads: &'a [Thread], process: &str) -> Option<&'a Thread> {
 
 /// Which processes' parents disagree with `supervisorctl status` (a process with no
 /// card counts only when `all` is set).
+/// A parent of a process supervisord no longer has must show REMOVED.
 fn disagreeing(standin: &StandIn, sv: &Supervisord, all: bool) -> Vec<String> {
     let threads = standin.channel("#ops");
-    status(sv)
-        .into_iter()
-        .filter_map(|(name, state)| match thread(&threads, &name) {
-            Some(t) if parent_state(t) == state => None,
+    let status = status(sv);
+    let mut wrong: Vec<String> = status
+        .iter()
+        .filter_map(|(name, state)| match thread(&threads, name) {
+            Some(t) if parent_state(t) == *state => None,
             Some(t) => Some(format!("{name}: card {} / supervisord {state}", header(t))),
             None if all => Some(format!("{name}: no card / supervisord {state}")),
             None => None,
         })
-        .collect()
+        .collect();
+    for t in &threads {
+        let name = parent_process(t);
+        if name != "supervisord"
+            && !status.iter().any(|(n, _)| *n == name)
+            && parent_state(t) != "REMOVED"
+        {
+            wrong.push(format!("{name}: card {} / not in supervisord", header(t)));
+        }
+    }
+    wrong
 }
 
 /// Every reply's visible text in `process`'s thread.
@@ -182,6 +194,13 @@ async fn after_a_supervisord_restart_every_parent_matches_and_removed_programs_s
     assert!(header(broken).contains("FATAL"), "{}", header(broken));
     let sup = thread(&threads, "supervisord").expect("supervisord's own thread");
     assert_eq!(parent_state(sup), "RUNNING", "{}", header(sup));
+    // (The stop may reach Slack only through the next listener: it is in the outbox.)
+    let said = replies(&standin, "supervisord");
+    assert!(
+        said.iter().any(|t| t.contains("supervisord on web-1 is stopping")),
+        "supervisord's thread says it stopped: {said:#?}"
+    );
+    assert!(said.iter().filter(|t| t.contains("supervisord on web-1 started")).count() >= 2, "{said:#?}");
     second.assert_no_protocol_trouble();
 }
 

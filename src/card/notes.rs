@@ -48,6 +48,15 @@ pub fn reply_notes(events: &[ProcessState], counts: NoteCounts, history: &[State
         if let Some(r) = &e.reconciled {
             notes.push(reconciled_note(e, r));
         }
+        if e.is_supervisord() {
+            notes.push(match e.to {
+                State::Running => format!("supervisord on {} started", escape_mrkdwn(&e.host)),
+                _ => format!(
+                    "supervisord on {} is stopping: its programs stop with it",
+                    escape_mrkdwn(&e.host)
+                ),
+            });
+        }
         if e.to == State::Running {
             if let Some(bad) = last_bad.take() {
                 notes.push(format!("Recovered: RUNNING again after {bad}"));
@@ -79,6 +88,12 @@ pub fn reconciled_note(e: &ProcessState, r: &Reconciled) -> String {
         return format!(
             ":wastebasket: No longer configured in supervisord ({why}): the last state this channel saw was {}.",
             e.from
+        );
+    }
+    if e.from == State::Removed {
+        return format!(
+            ":arrows_counterclockwise: Configured again ({why}): supervisord reports *{}*{since}{said}.",
+            e.to
         );
     }
     if r.first_seen {
