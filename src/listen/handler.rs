@@ -337,6 +337,15 @@ impl Handler {
     /// another connection never catches up with a steady writer).
     /// It also recounts the waiting entries now and then (the dispatcher removes
     /// them through its own connection), for the outbox cap.
+    /// Whether [`Handler::after_answer`] has work to do now.
+    pub fn after_answer_due(&self) -> bool {
+        self.store.is_some()
+            && (self.pending.is_none()
+                || self.appended_since_count >= 1000
+                || self.serials_unsaved
+                || self.appended_since_checkpoint >= CHECKPOINT_EVERY)
+    }
+
     pub fn after_answer(&mut self) {
         let Some(store) = self.store.as_mut() else {
             return;

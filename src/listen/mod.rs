@@ -161,7 +161,9 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         .context("installing signal handlers")?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered, so that each flush is one write (stdout's own line buffering would
+    // split `RESULT 2\nOK` in two, and wake supervisord twice).
+    let mut out = std::io::BufWriter::new(stdout.lock());
     serve(stdin.lock(), &mut out, &mut handler, &life).context("talking to supervisord")?;
     let unfinished = in_flight.drain(DRAIN);
     if unfinished > 0 {

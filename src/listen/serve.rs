@@ -62,14 +62,22 @@ pub fn serve<R: IoRead, W: Write>(
                 continue;
             }
         }
-        protocol::write_ok(out)?;
-        handler.after_answer();
-        life.busy.store(false, Ordering::SeqCst);
-        if life.stopping.load(Ordering::SeqCst) {
-            tracing::info!("stopping after answering the event in hand");
-            return Ok(());
+        if life.stopping.load(Ordering::SeqCst) || handler.after_answer_due() {
+            // Work to do between the answer and the next event (a checkpoint, a
+            // recount), or a stop: the answer first, READY after it.
+            protocol::write_ok(out)?;
+            handler.after_answer();
+            life.busy.store(false, Ordering::SeqCst);
+            if life.stopping.load(Ordering::SeqCst) {
+                tracing::info!("stopping after answering the event in hand");
+                return Ok(());
+            }
+            protocol::write_ready(out)?;
+        } else {
+            // The common case: answer and READY in one write.
+            protocol::write_ok_ready(out)?;
+            life.busy.store(false, Ordering::SeqCst);
         }
-        protocol::write_ready(out)?;
     }
 }
 

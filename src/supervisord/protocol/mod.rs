@@ -516,6 +516,14 @@ pub fn write_ok<W: Write>(w: &mut W) -> io::Result<()> {
     w.flush()
 }
 
+/// Writes `RESULT 2\nOK` and `READY\n` together and flushes: through a buffered
+/// writer, one write, so supervisord is woken once for both.
+pub fn write_ok_ready<W: Write>(w: &mut W) -> io::Result<()> {
+    w.write_all(RESULT_OK)?;
+    w.write_all(READY)?;
+    w.flush()
+}
+
 /// Frames a payload the way supervisord does, `len` in code points. Used by tests,
 /// benchmarks and the load driver.
 pub fn frame(tokens: &[(&str, &str)], payload: &str) -> Vec<u8> {
