@@ -111,6 +111,10 @@ channel = "#ops"
 # Also show FATAL and unexpected EXITED replies in the channel, not only the thread.
 # broadcast_failures = true
 
+# Cards for this listener's own process too (supervisord tells it its name); off by
+# default, since a card saying the listener runs tells nobody anything.
+# own_card = false
+
 # Time-out on every Slack call.
 # call_timeout = "10s"
 

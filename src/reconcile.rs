@@ -297,6 +297,8 @@ pub struct Reconciler {
     pub wake: Arc<Wakeup>,
     pub trigger: Arc<Trigger>,
     pub timing: Timing,
+    /// (group, process) left out: the listener's own process when it has no card.
+    pub ignore: Option<(String, String)>,
     last_serial: u64,
 }
 
@@ -317,6 +319,7 @@ impl Reconciler {
             wake,
             trigger,
             timing: Timing::default(),
+            ignore: None,
             last_serial: 0,
         }
     }
@@ -371,9 +374,18 @@ impl Reconciler {
                 return None;
             }
         };
+        let infos: Vec<ProcessInfo> = infos
+            .into_iter()
+            .filter(|i| self.ignore.as_ref() != Some(&(i.group.clone(), i.name.clone())))
+            .collect();
         let known = self.store.lock().unwrap().known_states(&self.host);
         match known {
-            Ok(known) => Some(compare(&self.host, &known, &infos)),
+            Ok(mut known) => {
+                known.retain(|k| {
+                    self.ignore.as_ref() != Some(&(k.key.group.clone(), k.key.process.clone()))
+                });
+                Some(compare(&self.host, &known, &infos))
+            }
             Err(e) => {
                 tracing::warn!("reconcile: cannot read the state database: {e}");
                 None

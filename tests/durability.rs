@@ -35,11 +35,12 @@ fn delivered_serials(threads: &[Thread]) -> BTreeSet<u64> {
     threads.iter().flat_map(thread_serials).collect()
 }
 
-/// Serials of PROCESS_STATE events any listener incarnation logged as received.
+/// Serials of PROCESS_STATE events any listener incarnation logged as received
+/// (but those of the listener's own process, which get no card by default).
 fn received_serials(sv: &Supervisord) -> BTreeSet<u64> {
     received_events(&sv.listener_stderr())
         .into_iter()
-        .filter(|r| r.eventname.starts_with("PROCESS_STATE"))
+        .filter(|r| r.eventname.starts_with("PROCESS_STATE") && r.process != "slack")
         .map(|r| r.serial)
         .collect()
 }

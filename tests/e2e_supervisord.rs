@@ -142,3 +142,26 @@ fn listener_receives_every_state_change_of_a_real_supervisord() {
         "the listener wrote something other than the protocol to stdout"
     );
 }
+
+/// The listener's own process gets no card by default (supervisord names it in
+/// `SUPERVISOR_PROCESS_NAME`); `own_card = true` brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listeners_own_process_has_no_card_unless_asked() {
+    use common::slack::{options, parent_process, slack_listener};
+    use supervisor_slack::standin::StandIn;
+    for (extra, want) in [("", false), ("own_card = true\n", true)] {
+        let standin = StandIn::start(options()).await.unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let mut sv = Supervisord::start(
+            SupervisordConfig::new()
+                .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+                .listener(slack_listener(state.path(), &standin.api_url(), extra)),
+        );
+        sv.wait_for_state("web", "RUNNING", secs(10));
+        let has = |p: &str| standin.channel("#ops").iter().any(|t| parent_process(t) == p);
+        assert!(wait_until(secs(15), || has("web") && (!want || has("slack"))));
+        std::thread::sleep(secs(2));
+        assert_eq!(has("slack"), want, "{extra:?}: {}", sv.listener_stderr());
+        sv.stop();
+    }
+}

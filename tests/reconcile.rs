@@ -19,7 +19,8 @@ use common::{secs, wait_until};
 use supervisor_slack::standin::{StandIn, Thread};
 
 /// The process names and states `supervisorctl status` reports (name without group
-/// when they match, as the cards' headers do).
+/// when they match, as the cards' headers do), without the listener's own process
+/// (it has no card).
 fn status(sv: &Supervisord) -> Vec<(String, String)> {
     let out = sv.ctl(&["status"]);
     String::from_utf8_lossy(&out.stdout)
@@ -29,7 +30,7 @@ fn status(sv: &Supervisord) -> Vec<(String, String)> {
             let name = w.next()?;
             let state = w.next()?;
             let name = name.rsplit(':').next().unwrap().to_string();
-            Some((name, state.to_string()))
+            (name != "slack").then(|| (name, state.to_string()))
         })
         .collect()
 }

@@ -26,6 +26,8 @@ pub struct FileSettings {
     pub templates_dir: Option<Spanned<PathBuf>>,
     pub thread_ttl: Option<Spanned<String>>,
     pub broadcast_failures: Option<bool>,
+    /// Cards for the listener's own process too (default false).
+    pub own_card: Option<bool>,
     pub call_timeout: Option<Spanned<String>>,
     pub post_interval: Option<Spanned<String>>,
     pub post_burst: Option<Spanned<u32>>,

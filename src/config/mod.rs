@@ -84,6 +84,9 @@ pub struct Settings {
     pub thread_ttl: Duration,
     /// FATAL and unexpected EXITED replies are also shown in the channel.
     pub broadcast_failures: bool,
+    /// Cards for the listener's own process (supervisord names it in
+    /// `SUPERVISOR_PROCESS_NAME`); off by default: nobody needs `slack RUNNING`.
+    pub own_card: bool,
     /// Time-out on every Slack call.
     pub call_timeout: Duration,
     /// `chat.postMessage` pace per channel, and the burst allowed.
@@ -434,6 +437,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
             Duration::from_secs(24 * 3600),
         )?,
         broadcast_failures: f.broadcast_failures.unwrap_or(true),
+        own_card: f.own_card.unwrap_or(false),
         call_timeout: dur(
             "call_timeout",
             None,

@@ -41,6 +41,9 @@ pub struct Handler {
     pub wake: Option<Arc<Wakeup>>,
     /// Tells reconcile about gaps, supervisord's own changes and when events arrive.
     pub reconcile: Option<Arc<Trigger>>,
+    /// The listener's own (group, process), from `SUPERVISOR_GROUP_NAME` /
+    /// `SUPERVISOR_PROCESS_NAME`: its events get no card (unless `own_card`).
+    pub own: Option<(String, String)>,
     /// supervisord's own state as last seen, for its thread's transitions.
     supervisord_state: Option<State>,
     /// An event was taken but not stored: the pool serials are saved after the answer.
@@ -75,6 +78,7 @@ impl Handler {
             router,
             wake,
             reconcile: None,
+            own: None,
             supervisord_state: None,
             serials_unsaved: false,
             recent: RecentSerials::new(4096),
@@ -156,6 +160,15 @@ impl Handler {
                 serial = event.serial,
                 "dropped a duplicate: supervisord sent this serial before"
             );
+            return;
+        }
+        if self
+            .own
+            .as_ref()
+            .is_some_and(|(g, p)| *g == event.group && *p == event.process)
+        {
+            tracing::debug!("the listener's own process: no card (own_card = true shows it)");
+            self.serials_unsaved = true;
             return;
         }
         let Some(channel) = self.router.channel_for(&event) else {

@@ -106,11 +106,20 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         .and_then(|s| s.last_poolserials(instance::parent_identity()).ok())
         .unwrap_or_default();
     let trigger = Arc::new(Trigger::default());
+    // The listener's own process, as supervisord names it to its children.
+    let own = match (
+        std::env::var("SUPERVISOR_GROUP_NAME"),
+        std::env::var("SUPERVISOR_PROCESS_NAME"),
+    ) {
+        (Ok(g), Ok(p)) if !settings.own_card && !p.is_empty() => Some((g, p)),
+        _ => None,
+    };
     match supervisor_client(&settings) {
         Ok(client) => {
             let (path, host, routes) = (state_path.clone(), settings.host.clone(), settings.routes.clone());
             let (wake, trigger) = (wakeup.clone(), trigger.clone());
             let every = settings.reconcile_interval;
+            let own_for_reconcile = own.clone();
             runtime.spawn(async move {
                 let store = loop {
                     match Store::open(&path).and_then(|s| s.with_cache_kib(CACHE_KIB)) {
@@ -120,6 +129,7 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
                 };
                 let mut r = Reconciler::new(client, store, host, routes, wake, trigger);
                 r.timing.every = every;
+                r.ignore = own_for_reconcile;
                 r.run().await;
             });
         }
@@ -155,6 +165,7 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
     );
     handler.outbox_cap = outbox_cap;
     handler.reconcile = Some(trigger);
+    handler.own = own.clone();
     handler.seed_gaps(&last_serials);
     let life = Arc::new(Lifecycle::default());
     watch_signals(life.clone(), handler.held_events(), in_flight.clone())
