@@ -260,7 +260,8 @@ fn coalesced_reply_lists_every_transition_in_order() {
         event("h", "g", "p", State::Backoff, State::Fatal, 3),
     ];
     let msg = reply_card(&events, None, &[], &[]).to_message_json();
-    assert_eq!(msg["text"], "🔴 h (prod) · g:p RUNNING → FATAL (4 changes)");
+    // Titled with its first and last state and the count: no transition that did not happen.
+    assert_eq!(msg["text"], "🔴 h (prod) · g:p RUNNING → … → FATAL (4 changes)");
     let text = all_mrkdwn(&msg);
     let pos: Vec<usize> = [
         "RUNNING → EXITED",
@@ -493,7 +494,7 @@ fn plain_text_card_has_text_only() {
     assert_eq!(msg.as_object().unwrap().len(), 1, "{msg}");
     let text = msg["text"].as_str().unwrap();
     assert!(
-        text.starts_with("🔴 web-1 · api:api_0 RUNNING → FATAL (2 changes)"),
+        text.starts_with("🔴 web-1 · api:api_0 RUNNING → EXITED → FATAL"),
         "{text}"
     );
     assert!(text.contains("RUNNING → EXITED") && text.contains("EXITED → FATAL"));

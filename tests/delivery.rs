@@ -401,3 +401,44 @@ async fn setup_errors_say_how_to_fix_them_keep_events_and_never_show_the_token()
     );
     l.close();
 }
+
+/// A churning process (five crashes, each followed by a restart, then FATAL) shows
+/// in the channel only the first failure of its episode and the FATAL; never a
+/// recovery, never the repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_churning_process_broadcasts_its_first_failure_and_fatal_only() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = PipeListener::start(
+        dir.path(),
+        &standin.api_url(),
+        &format!("{FAST}{FAST_UPDATES}coalesce_max = 1\nflap_threshold = 100\n"),
+    );
+    l.state("worker", "STARTING", "RUNNING");
+    for _ in 0..5 {
+        l.state("worker", "RUNNING", "EXITED");
+        l.state("worker", "EXITED", "STARTING");
+        l.state("worker", "STARTING", "RUNNING");
+    }
+    l.state("worker", "RUNNING", "EXITED");
+    l.state("worker", "EXITED", "STARTING");
+    l.state("worker", "STARTING", "BACKOFF");
+    l.state("worker", "BACKOFF", "FATAL");
+    wait(&standin, 40, "every reply of worker", |s| {
+        s.channel("#ops")
+            .first()
+            .is_some_and(|t| thread_serials(t).len() == 20)
+    })
+    .await;
+    let threads = standin.channel("#ops");
+    let broadcast: Vec<String> = threads[0]
+        .replies
+        .iter()
+        .filter(|r| r.reply_broadcast)
+        .map(|r| r.text.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(broadcast.len(), 2, "{broadcast:#?}");
+    assert!(broadcast[0].contains("RUNNING → EXITED"), "{broadcast:#?}");
+    assert!(broadcast[1].contains("FATAL"), "{broadcast:#?}");
+    l.close();
+}

@@ -416,14 +416,11 @@ pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
             blocks: Value::Null,
         };
     };
-    let first_from = events.first().map_or(latest.from, |e| e.from);
     let at = model::When::new(latest.at);
     let mut text = match variant {
-        Variant::Reply if events.len() > 1 => format!(
-            "{} ({} changes)",
-            model::notification_text(latest, None, first_from),
-            events.len()
-        ),
+        Variant::Reply if events.len() > 1 => {
+            model::notification_text_with(latest, None, &model::changes_title(events))
+        }
         _ => format!(
             "{} · {}",
             model::notification_text(latest, None, latest.from),

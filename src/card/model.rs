@@ -191,6 +191,30 @@ pub fn format_duration(secs: i64) -> String {
 /// The notification text: `🔴 web-1 (prod) · api:api_0 RUNNING → FATAL`, escaped,
 /// short (host and name cut), readable on a phone's lock screen.
 pub fn notification_text(ev: &ProcessState, environment: Option<&str>, from: State) -> String {
+    notification_text_with(ev, environment, &transition(from, ev.to))
+}
+
+/// What a reply of several changes is titled with: the whole sequence when it is
+/// short (`STARTING → RUNNING → EXITED`), else its first and last state with the
+/// count (`RUNNING → … → FATAL (5 changes)`) — never a transition that did not happen.
+pub fn changes_title(events: &[ProcessState]) -> String {
+    let Some(first) = events.first() else {
+        return String::new();
+    };
+    if events.len() == 1 {
+        return transition(first.from, first.to);
+    }
+    if events.len() <= 3 {
+        let mut states = vec![first.from.as_str()];
+        states.extend(events.iter().map(|e| e.to.as_str()));
+        return states.join(" → ");
+    }
+    let last = events.last().expect("not empty");
+    format!("{} → {ELLIPSIS} → {} ({} changes)", first.from, last.to, events.len())
+}
+
+/// [`notification_text`] with the transition part given.
+pub fn notification_text_with(ev: &ProcessState, environment: Option<&str>, transition: &str) -> String {
     let env = environment
         .filter(|e| !e.trim().is_empty())
         .map(|e| format!(" ({})", esc_line(e, 20)))
@@ -200,7 +224,7 @@ pub fn notification_text(ev: &ProcessState, environment: Option<&str>, from: Sta
         emoji(ev.to, ev.expected),
         esc_line(&ev.host, TEXT_HOST_MAX),
         esc_line(&ev.display_name(), TEXT_NAME_MAX),
-        transition(from, ev.to),
+        transition,
     )
 }
 
@@ -487,7 +511,9 @@ pub fn reply_context(input: &ReplyInput) -> ReplyContext {
 
     let mut common = common("reply", &latest, input.environment, first_from);
     if events_total > 1 {
-        common.text = format!("{} ({events_total} changes)", common.text);
+        let title = changes_title(input.events);
+        common.text = notification_text_with(&latest, input.environment, &title);
+        common.transition = title;
     }
     ReplyContext {
         common,

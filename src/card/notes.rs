@@ -22,6 +22,25 @@ pub struct NoteCounts {
 /// `history`: events supervisord dropped, transitions folded, a recovery after a
 /// failure.
 pub fn reply_notes(events: &[ProcessState], counts: NoteCounts, history: &[State]) -> Vec<String> {
+    merge_repeats(raw_notes(events, counts, history))
+}
+
+/// Each note once, in the order first said, with how many times it was said
+/// (`Recovered: RUNNING again after EXITED (×42)`).
+pub fn merge_repeats(notes: Vec<String>) -> Vec<String> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for n in notes {
+        match out.iter_mut().find(|(o, _)| *o == n) {
+            Some((_, count)) => *count += 1,
+            None => out.push((n, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(n, count)| if count == 1 { n } else { format!("{n} (×{count})") })
+        .collect()
+}
+
+fn raw_notes(events: &[ProcessState], counts: NoteCounts, history: &[State]) -> Vec<String> {
     let mut notes = Vec::new();
     let NoteCounts { dropped, coalesced } = counts;
     if dropped > 0 {
@@ -158,5 +177,30 @@ pub fn set_aside(count: usize, reason: &str) -> Card {
             "elements": [{"type": "mrkdwn", "text": format!(":warning: {text}")}]
         }]),
         text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_said_many_times_is_said_once_with_its_count() {
+        let notes = vec!["a".to_string(), "b".into(), "a".into(), "a".into()];
+        assert_eq!(merge_repeats(notes), ["a (×3)", "b"]);
+    }
+
+    #[test]
+    fn a_digest_of_many_recoveries_says_recovered_once() {
+        let mut events = Vec::new();
+        for _ in 0..42 {
+            events.push(super::super::samples::event("h", "g", "p", State::Running, State::Exited, 0));
+            events.push(super::super::samples::event("h", "g", "p", State::Starting, State::Running, 0));
+        }
+        for e in events.iter_mut().filter(|e| e.to == State::Exited) {
+            e.expected = Some(false);
+        }
+        let notes = reply_notes(&events, NoteCounts::default(), &[]);
+        assert_eq!(notes, ["Recovered: RUNNING again after EXITED (×42)"]);
     }
 }

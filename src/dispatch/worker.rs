@@ -260,7 +260,7 @@ impl Dispatcher {
             card: reply,
             thread_ts: thread.parent_ts.clone(),
             broadcast: self.settings.broadcast_failures
-                && events.iter().any(ProcessState::is_failure),
+                && state.broadcast(&events, self.settings.settle_after),
             identity: Some(identity),
         };
         match self.retrier.post(&out, &events, Variant::Reply).await {
