@@ -100,7 +100,7 @@ pub struct Common {
 /// One run of the history trail: `states` repeated `count` times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Run {
-    /// One state, or a cycle of two (`STARTING`, `BACKOFF`).
+    /// One state, or a cycle of two to four (`STARTING`, `BACKOFF`).
     pub states: Vec<&'static str>,
     pub count: usize,
 }
@@ -163,6 +163,9 @@ pub struct ReplyContext {
     pub events_more: usize,
     /// The lines of `events` joined by newlines, plus `… and N more` when cut.
     pub transitions: String,
+    /// For more than three changes: when they happened and how many were crashes
+    /// (`14:03:05 – 14:05:10 · 6 crashes: 5 unexpected exits, 1 failed start`); "".
+    pub digest: String,
     pub notes: Vec<String>,
     pub crash: Option<Crash>,
     /// The operator's mentions, NOT escaped, joined by spaces ("" when none).
@@ -293,23 +296,33 @@ pub fn compact_history(history: &[State]) -> Vec<Run> {
             i += single;
             continue;
         }
-        if i + 1 < n {
-            let b = history[i + 1];
-            let mut reps = 0;
-            while i + 2 * reps + 1 < n
-                && history[i + 2 * reps] == a
-                && history[i + 2 * reps + 1] == b
-            {
-                reps += 1;
+        // The cycle (of 2 to 4 states) repeated at least twice that covers the most
+        // states from here: a crash loop `(STARTING → BACKOFF) ×3`, a churning
+        // process `(STARTING → RUNNING → EXITED) ×63`.
+        let mut best: Option<(usize, usize)> = None;
+        for len in 2..=4 {
+            if i + len > n {
+                break;
             }
-            if reps >= 2 {
-                runs.push(Run {
-                    states: vec![a.as_str(), b.as_str()],
-                    count: reps,
-                });
-                i += 2 * reps;
+            let cycle = &history[i..i + len];
+            if cycle.iter().all(|s| *s == a) {
                 continue;
             }
+            let mut reps = 1;
+            while i + (reps + 1) * len <= n && history[i + reps * len..i + (reps + 1) * len] == *cycle {
+                reps += 1;
+            }
+            if reps >= 2 && best.is_none_or(|(l, r)| reps * len > l * r) {
+                best = Some((len, reps));
+            }
+        }
+        if let Some((len, reps)) = best {
+            runs.push(Run {
+                states: history[i..i + len].iter().map(|s| s.as_str()).collect(),
+                count: reps,
+            });
+            i += len * reps;
+            continue;
         }
         runs.push(Run {
             states: vec![a.as_str()],
@@ -401,6 +414,42 @@ fn event_line(ev: &ProcessState, latest_name: &str) -> EventLine {
         at,
         line,
     }
+}
+
+/// The first line of a digest: when its changes happened and how many were crashes
+/// (`14:03:05 – 14:05:10 · 6 crashes: 5 unexpected exits, 1 failed start, FATAL`).
+/// supervisord's events carry no exit status: the crash context shows the last one.
+fn digest_summary(events: &[ProcessState]) -> String {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return String::new();
+    };
+    let exits = events
+        .iter()
+        .filter(|e| e.to == State::Exited && e.expected != Some(true))
+        .count();
+    let backoffs = events.iter().filter(|e| e.to == State::Backoff).count();
+    let fatal = events.iter().any(|e| e.to == State::Fatal);
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut parts = Vec::new();
+    if exits > 0 {
+        parts.push(plural(exits, "unexpected exit", "unexpected exits"));
+    }
+    if backoffs > 0 {
+        parts.push(plural(backoffs, "failed start", "failed starts"));
+    }
+    if fatal {
+        parts.push("FATAL".to_string());
+    }
+    let crashes = if parts.is_empty() {
+        "no crash".to_string()
+    } else {
+        format!("{}: {}", plural(exits + backoffs, "crash", "crashes"), parts.join(", "))
+    };
+    format!(
+        "{} – {} · {crashes}",
+        When::new(first.at).slack_time,
+        When::new(last.at).slack_time
+    )
 }
 
 fn more(n: usize) -> String {
@@ -499,6 +548,12 @@ pub fn reply_context(input: &ReplyInput) -> ReplyContext {
         }
     }
 
+    let digest = if events_total > 3 {
+        digest_summary(input.events)
+    } else {
+        String::new()
+    };
+
     let notes: Vec<String> = input.notes.iter().map(|n| esc_line(n, NOTE_MAX)).collect();
     let (mut notes, notes_more) = take_fitting(notes, NOTES_MAX, |n| cost(n));
     if notes_more > 0 {
@@ -521,6 +576,7 @@ pub fn reply_context(input: &ReplyInput) -> ReplyContext {
         events_total,
         events_more,
         transitions,
+        digest,
         notes,
         crash: input.context.map(crash),
         mentions: mentions.join(" "),
@@ -571,15 +627,56 @@ mod tests {
 
     #[test]
     fn long_trail_keeps_the_most_recent_part() {
+        // A history with no short cycle in it (its period is 7 states).
         let mut h = Vec::new();
-        for _ in 0..20 {
-            h.extend([Running, Stopping, Stopped, Starting]);
+        for i in 0..20 {
+            if i % 2 == 0 {
+                h.extend([Running, Stopping, Stopped, Starting]);
+            } else {
+                h.extend([Running, Exited, Starting]);
+            }
         }
         h.push(Fatal);
         let t = trail(&h);
         assert!(t.starts_with("… → "), "{t}");
         assert!(t.ends_with("→ STARTING → FATAL"), "{t}");
         assert_eq!(t.matches(" → ").count(), TRAIL_RUNS_MAX, "{t}");
+    }
+
+    #[test]
+    fn a_churning_process_reads_as_one_counted_cycle() {
+        let mut h = vec![Starting];
+        for _ in 0..63 {
+            h.extend([Running, Exited, Starting]);
+        }
+        h.push(Running);
+        assert_eq!(trail(&h), "(STARTING → RUNNING → EXITED) ×63 → STARTING → RUNNING");
+        let mut h = Vec::new();
+        for _ in 0..5 {
+            h.extend([Running, Stopping, Stopped, Starting]);
+        }
+        assert_eq!(trail(&h), "(RUNNING → STOPPING → STOPPED → STARTING) ×5");
+    }
+
+    #[test]
+    fn a_digest_says_when_and_how_many_crashes() {
+        let ev = |from, to, expected| {
+            let mut e = super::super::samples::event("h", "g", "p", from, to, 0);
+            e.expected = expected;
+            e
+        };
+        let events = [
+            ev(Running, Exited, Some(false)),
+            ev(Exited, Starting, None),
+            ev(Starting, Backoff, None),
+            ev(Backoff, Starting, None),
+            ev(Starting, Backoff, None),
+            ev(Backoff, Fatal, None),
+        ];
+        let d = digest_summary(&events);
+        assert!(d.ends_with(" · 3 crashes: 1 unexpected exit, 2 failed starts, FATAL"), "{d}");
+        let calm = [ev(Stopped, Starting, None), ev(Starting, Running, None), ev(Running, Stopping, None), ev(Stopping, Stopped, None)];
+        assert!(digest_summary(&calm).ends_with(" · no crash"));
     }
 
     #[test]
