@@ -145,15 +145,17 @@ fn card_shows_host_group_process_pid_transition_and_time() {
     let ev = event("web-1", "api", "api_0", State::Running, State::Exited, 0);
     let msg = parent_json(&ev, &[State::Running, State::Exited], None);
     let text = all_mrkdwn(&msg);
+    // Compact (issue 16): the header names process, state and host; one line says
+    // since when, the pid, the exit and the group; the trail the transition.
+    let header = blocks(&msg)[0]["text"]["text"].as_str().unwrap().to_string();
+    assert_eq!(header, "❌ api:api_0 EXITED on web-1");
     for want in [
-        "*Host*\nweb-1",
-        "*Group*\napi",
-        "*Process*\napi_0",
-        "*PID*\n4242",
-        "*Transition*\nRUNNING → EXITED",
-        "*Expected exit*\n*no*",
+        "*EXITED* since <!date^1795701785^{date_short_pretty} {time}|2026-11-26 14:03:05 UTC>",
+        "pid 4242",
+        "*unexpected exit*",
+        "group api",
+        "*History* RUNNING → EXITED",
         "🖥 *web-1*",
-        "<!date^1795701785^{date_short_pretty} {time}|2026-11-26 14:03:05 UTC>",
     ] {
         assert!(text.contains(want), "missing {want:?} in {text}");
     }
@@ -174,7 +176,7 @@ fn tries_shown_for_starting_and_backoff_only() {
         let mut ev = event("h", "g", "p", State::Stopped, to, 0);
         ev.tries = Some(3);
         let text = all_mrkdwn(&parent_json(&ev, &[to], None));
-        assert_eq!(text.contains("*Tries*\n3"), shown, "{to}: {text}");
+        assert_eq!(text.contains("tries 3"), shown, "{to}: {text}");
     }
 }
 
@@ -233,7 +235,7 @@ fn parent_shows_compacted_trail_and_flapping() {
     });
     let text = all_mrkdwn(&card.to_message_json());
     assert!(
-        text.contains("*History*\nSTARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL"),
+        text.contains("*History* STARTING → RUNNING → EXITED → BACKOFF ×3 → FATAL"),
         "{text}"
     );
     assert!(text.contains("⚠️ *Flapping*"), "{text}");
@@ -247,7 +249,7 @@ fn parent_shows_compacted_trail_and_flapping() {
         flapping: false,
     });
     let text = all_mrkdwn(&card.to_message_json());
-    assert!(text.contains("*History*\n… → "), "{text}");
+    assert!(text.contains("*History* … → "), "{text}");
     assert!(!text.contains("Flapping"));
 }
 
@@ -546,4 +548,57 @@ fn empty_input_does_not_panic() {
     check_limits(&card.to_message_json()).unwrap();
     let plain = plain_text(&[], Variant::Reply).to_message_json();
     assert_eq!(plain, serde_json::json!({"text": "(no events)"}));
+}
+
+/// The lines a reader scrolls past: a header is one, a section's text one per line
+/// (fields two per row), a context block one.
+fn lines_a_reader_scrolls(msg: &serde_json::Value) -> usize {
+    blocks(msg)
+        .iter()
+        .map(|b| match b["type"].as_str() {
+            Some("header") | Some("context") => 1,
+            Some("section") => {
+                let text = b["text"]["text"].as_str().map_or(0, |t| t.lines().count());
+                let fields = b["fields"].as_array().map_or(0, |f| f.len().div_ceil(2));
+                text + fields
+            }
+            _ => 1,
+        })
+        .sum()
+}
+
+#[test]
+fn a_routine_reply_is_at_most_three_lines_and_a_parent_at_most_six() {
+    let routine = [
+        (State::Stopped, State::Starting),
+        (State::Starting, State::Running),
+        (State::Running, State::Stopping),
+        (State::Stopping, State::Stopped),
+    ];
+    for (from, to) in routine {
+        let ev = event("web-1", "api", "api_0", from, to, 0);
+        let reply = reply_card(std::slice::from_ref(&ev), None, &[], &[]).to_message_json();
+        let n = lines_a_reader_scrolls(&reply);
+        assert!(n <= 3, "{from} → {to}: {n} lines\n{}", all_mrkdwn(&reply));
+        let text = all_mrkdwn(&reply);
+        for want in ["web-1", "api:api_0", &format!("{from} → {to}"), "<!date^"] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+    }
+    // Two routine changes coalesced: still one line, titled with the sequence.
+    let two = [
+        event("web-1", "api", "api_0", State::Stopped, State::Starting, 0),
+        event("web-1", "api", "api_0", State::Starting, State::Running, 1),
+    ];
+    let reply = reply_card(&two, None, &[], &[]).to_message_json();
+    assert!(lines_a_reader_scrolls(&reply) <= 3);
+    assert!(all_mrkdwn(&reply).contains("STOPPED → STARTING → RUNNING"));
+    for to in State::ALL {
+        let ev = event("web-1", "api", "api_0", State::Running, to, 0);
+        let history = vec![State::Starting, State::Running, to];
+        let mut parent = parent_json(&ev, &history, Some("prod"));
+        assert!(lines_a_reader_scrolls(&parent) <= 6, "{to}: {}", all_mrkdwn(&parent));
+        parent = parent_json(&ev, &history, None);
+        assert!(lines_a_reader_scrolls(&parent) <= 6);
+    }
 }

@@ -141,7 +141,12 @@ fn assert_card_ok(card: &Card, mentions: &[String]) -> Result<(), TestCaseError>
         );
     }
     let blocks = msg["attachments"][0]["blocks"].as_array().unwrap();
-    prop_assert_eq!(&blocks[0]["type"], &Value::from("header"));
+    // A header, or (a routine reply, issue 16) the one line that names everything.
+    prop_assert!(
+        blocks[0]["type"] == "header" || blocks[0]["type"] == "section",
+        "{}",
+        blocks[0]
+    );
     Ok(())
 }
 
@@ -216,13 +221,18 @@ proptest! {
             mentions: &mentions,
         });
         assert_card_ok(&card, &mentions)?;
-        // Every transition is listed, or given as a run-length sequence that expands
+        // Every transition is listed, or named in the title, or given as a run-length sequence that expands
         // to all of them, or (when even that does not fit) counted in "… and N more".
         if events.len() > 1 {
             let text = card.blocks.to_string();
             let listed = text.matches("• <!date^").count();
             let sequence = sequence_len(&text);
+            // Up to three changes, the title is the whole sequence (issue 16).
+            let mut title = vec![events[0].from.as_str()];
+            title.extend(events.iter().map(|e| e.to.as_str()));
+            let titled = events.len() <= 3 && text.contains(&title.join(" → "));
             prop_assert!(listed == events.len()
+                    || titled
                     || sequence == Some(events.len() + 1)
                     || text.contains(&format!("… and {} more", events.len() - listed)),
                 "{} of {} listed, sequence {:?}", listed, events.len(), sequence);
