@@ -115,6 +115,12 @@ channel = "#ops"
 # default, since a card saying the listener runs tells nobody anything.
 # own_card = false
 
+# A board: one message per host in the default channel, edited in place, listing
+# every process supervisord reports with its state and since when, failing ones
+# first, under a one-line summary ("web-1: 12 running, 1 FATAL"). Threads stay as
+# they are. Without supervisord's XML-RPC it lists the processes the events showed.
+# board = false
+
 # Time-out on every Slack call.
 # call_timeout = "10s"
 

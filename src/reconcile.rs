@@ -65,6 +65,8 @@ pub struct Trigger {
     epoch: std::sync::OnceLock<Instant>,
     /// Events supervisord dropped (gaps in pool serials) since the last pass.
     dropped: AtomicU64,
+    /// Events the reader took.
+    seen: AtomicU64,
 }
 
 impl Trigger {
@@ -85,6 +87,17 @@ impl Trigger {
     /// The reader took an event.
     pub fn event_seen(&self) {
         self.last_event_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many events the reader has taken (for the board: has anything changed?).
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// How long since the reader last took an event.
+    pub fn quiet_for(&self) -> Duration {
+        self.idle_for()
     }
 
     /// supervisord dropped `n` events (a gap in the pool serials).

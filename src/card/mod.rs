@@ -12,6 +12,7 @@
 //! - this module: the [`Renderer`] (built-in or user templates from `templates/`, with a
 //!   fall-back to the built-in card whenever a user template fails) and [`plain_text`].
 
+pub mod board;
 pub mod limits;
 pub mod model;
 pub mod notes;

@@ -28,6 +28,8 @@ pub struct FileSettings {
     pub broadcast_failures: Option<bool>,
     /// Cards for the listener's own process too (default false).
     pub own_card: Option<bool>,
+    /// One board message per host in the default channel (default false).
+    pub board: Option<bool>,
     pub call_timeout: Option<Spanned<String>>,
     pub post_interval: Option<Spanned<String>>,
     pub post_burst: Option<Spanned<u32>>,

@@ -87,6 +87,9 @@ pub struct Settings {
     /// Cards for the listener's own process (supervisord names it in
     /// `SUPERVISOR_PROCESS_NAME`); off by default: nobody needs `slack RUNNING`.
     pub own_card: bool,
+    /// A board per host in the default channel: every process, its state and since
+    /// when, failing ones first, edited in place.
+    pub board: bool,
     /// Time-out on every Slack call.
     pub call_timeout: Duration,
     /// `chat.postMessage` pace per channel, and the burst allowed.
@@ -438,6 +441,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         )?,
         broadcast_failures: f.broadcast_failures.unwrap_or(true),
         own_card: f.own_card.unwrap_or(false),
+        board: f.board.unwrap_or(false),
         call_timeout: dur(
             "call_timeout",
             None,

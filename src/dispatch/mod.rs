@@ -12,6 +12,7 @@
 //! never posts a second parent), post every transition as a reply, and keep the
 //! parent current. Entries are marked delivered only after Slack confirmed the reply.
 
+mod board;
 mod keeper;
 mod pacing;
 mod retry;

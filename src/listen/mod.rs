@@ -137,6 +137,9 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
             "reconcile is off: {e}. Cards follow events only and cannot notice what supervisord drops or sends while the listener is down; set supervisor_server_url (and supervisor_username/password if [unix_http_server] has them)"
         ),
     }
+    // The board asks supervisord what it runs; without XML-RPC, it shows the events.
+    let board = settings.board.then(|| supervisor_client(&settings).ok());
+    let board_trigger = trigger.clone();
     let path = state_path.clone();
     let in_flight = Arc::new(InFlight::default());
     let flights = in_flight.clone();
@@ -151,9 +154,11 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
                 }
             }
         };
-        Dispatcher::new(api, context, store, renderer, settings, flights)
-            .run(wake_rx)
-            .await;
+        let dispatcher = Dispatcher::new(api, context, store, renderer, settings, flights);
+        if let Some(source) = board {
+            tokio::spawn(dispatcher.clone().board(source, board_trigger));
+        }
+        dispatcher.run(wake_rx).await;
     });
 
     let mut handler = Handler::new(
