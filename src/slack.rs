@@ -150,6 +150,20 @@ pub struct Outgoing {
     pub identity: Option<Identity>,
 }
 
+impl Outgoing {
+    /// A message at the top of `channel` (a parent, the board): no thread, no
+    /// broadcast, no event metadata.
+    pub fn top_level(channel: &str, card: Card) -> Outgoing {
+        Outgoing {
+            channel: channel.to_string(),
+            card,
+            thread_ts: None,
+            broadcast: false,
+            identity: None,
+        }
+    }
+}
+
 /// The identity of the events a message carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -254,3 +254,41 @@ async fn one_thread_in_chromium_holds_its_parent_and_every_reply_in_order() {
     );
     assert!(dom.contains("STARTING") && dom.contains("BACKOFF") && dom.contains("FATAL"));
 }
+
+/// The board on the page: its summary, failing process first, and the compact
+/// one-line reply of a routine change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_and_compact_replies_in_chromium() {
+    let Some(chromium) = chromium_or_skip("the_board_and_compact_replies_in_chromium") else {
+        return;
+    };
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = PipeListener::start(
+        dir.path(),
+        &standin.api_url(),
+        &format!("{FAST}{FAST_UPDATES}board = true\n"),
+    );
+    l.state("web", "STARTING", "RUNNING");
+    l.state("worker", "BACKOFF", "FATAL");
+    let done = standin
+        .wait_for(Duration::from_secs(30), |s| {
+            s.channel("#ops")
+                .iter()
+                .any(|t| header(t) == "🖥 web-1: 1 FATAL, 1 running")
+        })
+        .await;
+    assert!(done, "{:?}", standin.channel("#ops").iter().map(header).collect::<Vec<_>>());
+    let url = format!("{}?channel=ops", standin.page_url());
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url))
+        .await
+        .unwrap();
+    assert!(dom.contains("🖥 web-1: 1 FATAL, 1 running"), "the board's summary");
+    let fatal = dom.find("<b>worker</b> FATAL").expect("worker on the board");
+    let running = dom.find("<b>web</b> RUNNING").expect("web on the board");
+    assert!(fatal < running, "failing first");
+    assert!(dom.contains("from the events seen"));
+    // The routine reply is one line: its change, process and host together.
+    assert!(dom.contains("<b>STARTING → RUNNING</b> · web on <b>web-1</b>"), "compact reply");
+    l.close();
+}

@@ -55,7 +55,8 @@ const SECTION_CHARS: usize = 2800;
 /// Processes listed at most; the rest are counted.
 const LINES_MAX: usize = 150;
 
-/// `web-1: 12 running, 1 FATAL` — failing states first.
+/// `web-1: 1 FATAL, 12 running, 1 finished` — failing states first; an expected
+/// exit is `finished`, an unexpected one `EXITED`.
 pub fn summary(host: &str, lines: &[BoardLine]) -> String {
     let mut sorted: Vec<&BoardLine> = lines.iter().collect();
     sorted.sort_by_key(|l| l.rank());
@@ -63,7 +64,7 @@ pub fn summary(host: &str, lines: &[BoardLine]) -> String {
     for l in sorted {
         let label = match l.state {
             State::Running => "running".to_string(),
-            State::Exited if l.expected == Some(true) => "exited".to_string(),
+            State::Exited if l.expected == Some(true) => "finished".to_string(),
             s => s.as_str().to_string(),
         };
         match counts.iter_mut().find(|(n, _)| *n == label) {

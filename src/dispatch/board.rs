@@ -92,13 +92,7 @@ impl Dispatcher {
                     }
                 }
             }
-            let out = Outgoing {
-                channel: channel.clone(),
-                card: card.clone(),
-                thread_ts: None,
-                broadcast: false,
-                identity: None,
-            };
+            let out = Outgoing::top_level(&channel, card.clone());
             match self
                 .retrier
                 .run(Call::Post(&channel), &channel, || self.retrier.api.post(&out))

@@ -120,13 +120,7 @@ impl Dispatcher {
             Ok(()) => true,
             Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
                 tracing::info!(thread = %thread.key, code, "the parent can no longer be edited: posting a new parent");
-                let out = Outgoing {
-                    channel: thread.channel.clone(),
-                    card: card.clone(),
-                    thread_ts: None,
-                    broadcast: false,
-                    identity: None,
-                };
+                let out = Outgoing::top_level(&thread.channel, card.clone());
                 match self
                     .retrier
                     .post(&out, std::slice::from_ref(latest), Variant::Parent)

@@ -207,13 +207,7 @@ impl Dispatcher {
                 environment: self.settings.environment.as_deref(),
                 flapping: state.is_flapping(),
             });
-            let out = Outgoing {
-                channel: channel.to_string(),
-                card: card.clone(),
-                thread_ts: None,
-                broadcast: false,
-                identity: None,
-            };
+            let out = Outgoing::top_level(channel, card.clone());
             match self.retrier.post(&out, &events, Variant::Parent).await {
                 Ok(posted) => {
                     thread.parent_ts = Some(posted.ts);
