@@ -52,8 +52,9 @@ impl BoardLine {
 
 /// Lines of one section (Slack allows 3,000 characters per text).
 const SECTION_CHARS: usize = 2800;
-/// Processes listed at most; the rest are counted.
-const LINES_MAX: usize = 150;
+/// Characters of process lines in all (a message holds 12,000 characters of JSON in
+/// all); the processes beyond are counted.
+const LINES_CHARS: usize = 8000;
 
 /// `web-1: 1 FATAL, 12 running, 1 finished` — failing states first; an expected
 /// exit is `finished`, an unexpected one `EXITED`.
@@ -96,8 +97,9 @@ pub fn board(host: &str, lines: &[BoardLine], from_supervisord: bool, at: DateTi
         color(State::Stopped, None)
     };
     let mut sections: Vec<String> = vec![String::new()];
-    let shown = sorted.len().min(LINES_MAX);
-    for l in &sorted[..shown] {
+    let mut shown = 0;
+    let mut used = 0;
+    for l in &sorted {
         let since = l
             .since
             .map(|t| format!(" since {}", When::new(t).slack))
@@ -108,8 +110,14 @@ pub fn board(host: &str, lines: &[BoardLine], from_supervisord: bool, at: DateTi
             fit_escaped(&sanitize_line(&l.name), 100),
             l.state
         );
+        let n = line.chars().count() + 1;
+        if used + n > LINES_CHARS {
+            break;
+        }
+        used += n;
+        shown += 1;
         let last = sections.last_mut().expect("one section");
-        if !last.is_empty() && last.chars().count() + line.chars().count() + 1 > SECTION_CHARS {
+        if !last.is_empty() && last.chars().count() + n > SECTION_CHARS {
             sections.push(line);
         } else {
             if !last.is_empty() {
@@ -181,7 +189,10 @@ mod tests {
         let lines: Vec<BoardLine> = (0..400).map(|i| line(&format!("{}-{i}", "x".repeat(90)), State::Running)).collect();
         let card = board("web-1", &lines, false, Utc::now());
         assert!(crate::card::check_limits(&card.to_message_json()).is_ok(), "{:?}", crate::card::check_limits(&card.to_message_json()));
-        assert!(card.blocks.to_string().contains("… and 250 more"));
+        let json = card.blocks.to_string();
+        let listed = json.matches("* RUNNING").count();
+        assert!(listed > 20, "{listed}");
+        assert!(json.contains(&format!("… and {} more", 400 - listed)), "{json}");
         assert_eq!(card.color, color(State::Running, None));
     }
 }
