@@ -120,6 +120,8 @@ channel = "#ops"
 # first, under a one-line summary ("web-1: 12 running, 1 FATAL"). Threads stay as
 # they are. Without supervisord's XML-RPC it lists the processes the events showed.
 # board = false
+# Pin the board to the channel when it is posted (the app needs the pins:write scope).
+# board_pin = false
 
 # Time-out on every Slack call.
 # call_timeout = "10s"

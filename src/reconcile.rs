@@ -256,7 +256,8 @@ fn stable(first: &[Disagreement], second: Vec<Disagreement>) -> Vec<Disagreement
                 f.key == d.key
                     && f.now == d.now
                     && f.since == d.since
-                    && f.shown.as_ref().map(|e| (e.to, e.serial)) == d.shown.as_ref().map(|e| (e.to, e.serial))
+                    && f.shown.as_ref().map(|e| (e.to, e.serial))
+                        == d.shown.as_ref().map(|e| (e.to, e.serial))
             })
         })
         .collect()
@@ -277,7 +278,11 @@ pub fn event(d: &Disagreement, why: &str, dropped: Option<u64>, serial: u64) -> 
     };
     ProcessState {
         host: d.key.host.clone(),
-        server: d.shown.as_ref().map(|e| e.server.clone()).unwrap_or_default(),
+        server: d
+            .shown
+            .as_ref()
+            .map(|e| e.server.clone())
+            .unwrap_or_default(),
         serial,
         pool: "reconcile".into(),
         poolserial: 0,
@@ -346,7 +351,9 @@ impl Reconciler {
         loop {
             match self.client.get_state().await {
                 Ok(s) if s.code == 1 => break,
-                Ok(s) => tracing::debug!(state = %s.name, "reconcile waits for supervisord to be RUNNING"),
+                Ok(s) => {
+                    tracing::debug!(state = %s.name, "reconcile waits for supervisord to be RUNNING")
+                }
                 Err(e) if !said => {
                     said = true;
                     tracing::warn!(
@@ -373,7 +380,8 @@ impl Reconciler {
 
     async fn wait_quiet(&self) {
         let start = Instant::now();
-        while self.trigger.idle_for() < self.timing.quiet && start.elapsed() < self.timing.quiet_max {
+        while self.trigger.idle_for() < self.timing.quiet && start.elapsed() < self.timing.quiet_max
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -410,13 +418,17 @@ impl Reconciler {
     /// correct what still disagrees the same way.
     pub async fn pass(&mut self, whys: &mut Vec<Why>) -> usize {
         self.take_asked(whys);
-        let Some(first) = self.look().await else { return 0 };
+        let Some(first) = self.look().await else {
+            return 0;
+        };
         if first.is_empty() {
             tracing::debug!(?whys, "reconcile: every card matches supervisord");
             return 0;
         }
         tokio::time::sleep(self.timing.settle).await;
-        let Some(second) = self.look().await else { return 0 };
+        let Some(second) = self.look().await else {
+            return 0;
+        };
         let found = stable(&first, second);
         if found.is_empty() {
             return 0;
@@ -441,13 +453,19 @@ impl Reconciler {
                 thread = %d.key, shown = ev.from.as_str(), supervisord = ev.to.as_str(), why,
                 "reconcile: the card disagreed with supervisord; correcting it"
             );
-            let appended = self.store.lock().unwrap().append(&instance(&self.host), &channel, &ev, 0);
+            let appended =
+                self.store
+                    .lock()
+                    .unwrap()
+                    .append(&instance(&self.host), &channel, &ev, 0);
             match appended {
                 Ok(_) => {
                     corrected += 1;
                     self.wake.wake((d.key.clone(), channel));
                 }
-                Err(e) => tracing::warn!(thread = %d.key, "reconcile: cannot write the correction: {e}"),
+                Err(e) => {
+                    tracing::warn!(thread = %d.key, "reconcile: cannot write the correction: {e}")
+                }
             }
         }
         corrected
@@ -487,7 +505,9 @@ fn why_for(d: &Disagreement, whys: &[Why]) -> String {
                 .map(Why::text)
                 .collect();
             if general.is_empty() {
-                whys.first().map(Why::text).unwrap_or_else(|| Why::Timer.text())
+                whys.first()
+                    .map(Why::text)
+                    .unwrap_or_else(|| Why::Timer.text())
             } else {
                 general.join(", ")
             }
@@ -593,8 +613,15 @@ mod tests {
 
     #[test]
     fn only_what_disagrees_the_same_way_twice_is_corrected() {
-        let k = vec![known("a", "a", State::Running), known("b", "b", State::Running)];
-        let first = compare("web-1", &k, &[info("a", "a", "STOPPED", 0), info("b", "b", "STOPPED", 0)]);
+        let k = vec![
+            known("a", "a", State::Running),
+            known("b", "b", State::Running),
+        ];
+        let first = compare(
+            "web-1",
+            &k,
+            &[info("a", "a", "STOPPED", 0), info("b", "b", "STOPPED", 0)],
+        );
         let mut b_restarted = info("b", "b", "STARTING", 0);
         b_restarted.start += 5;
         let second = compare("web-1", &k, &[info("a", "a", "STOPPED", 0), b_restarted]);
@@ -607,9 +634,16 @@ mod tests {
     fn the_reason_is_the_groups_own_change_when_there_is_one() {
         let k = vec![known("gone", "gone", State::Stopped)];
         let d = compare("web-1", &k, &[]);
-        let whys = [Why::GroupAdded("gone".into()), Why::Timer, Why::GroupRemoved("gone".into())];
+        let whys = [
+            Why::GroupAdded("gone".into()),
+            Why::Timer,
+            Why::GroupRemoved("gone".into()),
+        ];
         assert_eq!(why_for(&d[0], &whys), "group gone removed");
-        assert_eq!(why_for(&d[0], &[Why::Start, Why::Gap]), "listener started, events were dropped");
+        assert_eq!(
+            why_for(&d[0], &[Why::Start, Why::Gap]),
+            "listener started, events were dropped"
+        );
     }
 
     #[test]

@@ -327,6 +327,18 @@ impl SlackApi {
         })
     }
 
+    /// Pins a message to its channel (`pins.add`, scope `pins:write`); a message
+    /// already pinned is fine.
+    pub async fn pin(&self, channel_id: &str, ts: &str) -> Result<(), Failure> {
+        let req = SlackApiPinsAddRequest::new(channel_id.to_string().into(), ts.to_string().into());
+        let session = self.client.open_session(&self.token);
+        match self.timed(channel_id, session.pins_add(&req)).await {
+            Ok(_) => Ok(()),
+            Err(Failure::Unknown(code)) if code == "already_pinned" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn update(&self, channel_id: &str, ts: &str, card: &Card) -> Result<(), Failure> {
         let req = update_request(channel_id, ts, card);
         let session = self.client.open_session(&self.token);

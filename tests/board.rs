@@ -41,15 +41,25 @@ async fn the_board_lists_every_process_failing_first_and_follows_a_storm() {
         )
         .program(Program::new("idle", "/bin/sh -c 'exec sleep 1000'").autostart(false));
     for i in 0..4 {
-        c = c.program(Program::new(&format!("web{i}"), "/bin/sh -c 'exec sleep 1000'").startsecs(0));
+        c = c
+            .program(Program::new(&format!("web{i}"), "/bin/sh -c 'exec sleep 1000'").startsecs(0));
     }
-    let sv = Supervisord::start(c.listener(slack_listener(state.path(), &standin.api_url(), "board = true\n")));
+    let sv = Supervisord::start(c.listener(slack_listener(
+        state.path(),
+        &standin.api_url(),
+        "board = true\nboard_pin = true\n",
+    )));
     sv.wait_for_state("crasher", "FATAL", secs(15));
     let ok = wait_until(secs(20), || {
         let h = boards(&standin).first().map(header).unwrap_or_default();
         h == "🖥 web-1: 1 FATAL, 5 running, 1 STOPPED"
     });
-    assert!(ok, "board: {:?}\n{}", boards(&standin).first().map(header), sv.listener_stderr());
+    assert!(
+        ok,
+        "board: {:?}\n{}",
+        boards(&standin).first().map(header),
+        sv.listener_stderr()
+    );
     let text = board_text(&standin);
     let fatal = text.find("*crasher* FATAL").expect("crasher listed");
     let running = text.find("*web0* RUNNING").expect("web0 listed");
@@ -71,11 +81,20 @@ async fn the_board_lists_every_process_failing_first_and_follows_a_storm() {
             == Some("🖥 web-1: 1 FATAL, 2 running, 4 STOPPED")
     });
     let took = storm_end.elapsed().as_secs_f64();
-    assert!(ok, "board after the storm: {:?}", boards(&standin).first().map(header));
+    assert!(
+        ok,
+        "board after the storm: {:?}",
+        boards(&standin).first().map(header)
+    );
     eprintln!("figure: the board was current {took:.1} s after the last change of the storm");
     assert_eq!(boards(&standin).len(), 1, "one board, edited in place");
     assert!(
-        standin.calls_to("chat.update").len() >= 1,
+        boards(&standin)[0].parent.pinned,
+        "board_pin = true pins it"
+    );
+    assert_eq!(standin.calls_to("pins.add").len(), 1, "pinned once");
+    assert!(
+        !standin.calls_to("chat.update").is_empty(),
         "edited, not posted again"
     );
     sv.assert_no_protocol_trouble();
@@ -86,7 +105,10 @@ async fn without_xmlrpc_the_board_shows_the_events_seen() {
     let standin = StandIn::start(options()).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let nowhere = state.path().join("no.sock");
-    let extra = format!("board = true\nsupervisor_server_url = \"unix://{}\"\n", nowhere.display());
+    let extra = format!(
+        "board = true\nsupervisor_server_url = \"unix://{}\"\n",
+        nowhere.display()
+    );
     let sv = Supervisord::start(
         SupervisordConfig::new()
             .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))

@@ -6,7 +6,6 @@ mod common;
 use chrono::{TimeZone, Utc};
 use common::events::{ev, EventBuilder};
 use proptest::prelude::*;
-use serde_json::Value;
 use supervisor_slack::card::limits::CARD_BUDGET;
 use supervisor_slack::card::*;
 use supervisor_slack::supervisord::event::{ProcessState, State};

@@ -73,7 +73,10 @@ pub fn summary(host: &str, lines: &[BoardLine]) -> String {
             None => counts.push((label, 1)),
         }
     }
-    let parts: Vec<String> = counts.into_iter().map(|(n, c)| format!("{c} {n}")).collect();
+    let parts: Vec<String> = counts
+        .into_iter()
+        .map(|(n, c)| format!("{c} {n}"))
+        .collect();
     if parts.is_empty() {
         format!("{host}: no processes")
     } else {
@@ -170,7 +173,9 @@ mod tests {
 
     #[test]
     fn failing_processes_come_first_and_the_summary_counts_each_state() {
-        let mut lines: Vec<BoardLine> = (0..12).map(|i| line(&format!("api-{i:02}"), State::Running)).collect();
+        let mut lines: Vec<BoardLine> = (0..12)
+            .map(|i| line(&format!("api-{i:02}"), State::Running))
+            .collect();
         lines.push(line("worker", State::Fatal));
         lines.push(line("<!channel>", State::Stopped));
         let card = board("web-1", &lines, true, Utc::now());
@@ -186,13 +191,22 @@ mod tests {
 
     #[test]
     fn a_huge_host_stays_within_limits_and_counts_what_it_cannot_list() {
-        let lines: Vec<BoardLine> = (0..400).map(|i| line(&format!("{}-{i}", "x".repeat(90)), State::Running)).collect();
+        let lines: Vec<BoardLine> = (0..400)
+            .map(|i| line(&format!("{}-{i}", "x".repeat(90)), State::Running))
+            .collect();
         let card = board("web-1", &lines, false, Utc::now());
-        assert!(crate::card::check_limits(&card.to_message_json()).is_ok(), "{:?}", crate::card::check_limits(&card.to_message_json()));
+        assert!(
+            crate::card::check_limits(&card.to_message_json()).is_ok(),
+            "{:?}",
+            crate::card::check_limits(&card.to_message_json())
+        );
         let json = card.blocks.to_string();
         let listed = json.matches("* RUNNING").count();
         assert!(listed > 20, "{listed}");
-        assert!(json.contains(&format!("… and {} more", 400 - listed)), "{json}");
+        assert!(
+            json.contains(&format!("… and {} more", 400 - listed)),
+            "{json}"
+        );
         assert_eq!(card.color, color(State::Running, None));
     }
 }

@@ -30,6 +30,8 @@ pub struct FileSettings {
     pub own_card: Option<bool>,
     /// One board message per host in the default channel (default false).
     pub board: Option<bool>,
+    /// Pin the board to the channel (needs the pins:write scope; default false).
+    pub board_pin: Option<bool>,
     pub call_timeout: Option<Spanned<String>>,
     pub post_interval: Option<Spanned<String>>,
     pub post_burst: Option<Spanned<u32>>,

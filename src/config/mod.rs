@@ -90,6 +90,8 @@ pub struct Settings {
     /// A board per host in the default channel: every process, its state and since
     /// when, failing ones first, edited in place.
     pub board: bool,
+    /// Pin the board when it is posted (scope `pins:write`).
+    pub board_pin: bool,
     /// Time-out on every Slack call.
     pub call_timeout: Duration,
     /// `chat.postMessage` pace per channel, and the burst allowed.
@@ -442,6 +444,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         broadcast_failures: f.broadcast_failures.unwrap_or(true),
         own_card: f.own_card.unwrap_or(false),
         board: f.board.unwrap_or(false),
+        board_pin: f.board_pin.unwrap_or(false),
         call_timeout: dur(
             "call_timeout",
             None,

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
+use super::pacing::Call;
 use super::Dispatcher;
 use crate::card::board::{board, BoardLine};
 use crate::card::Card;
-use super::pacing::Call;
 use crate::reconcile::Trigger;
 use crate::slack::{Failure, Outgoing};
 use crate::supervisord::event::State;
@@ -84,7 +84,10 @@ impl Dispatcher {
                         continue;
                     }
                     Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
-                        tracing::info!(code, "the board can no longer be edited: posting a new one");
+                        tracing::info!(
+                            code,
+                            "the board can no longer be edited: posting a new one"
+                        );
                     }
                     Err(f) => {
                         tracing::warn!("cannot edit the board: {f}");
@@ -95,7 +98,9 @@ impl Dispatcher {
             let out = Outgoing::top_level(&channel, card.clone());
             match self
                 .retrier
-                .run(Call::Post(&channel), &channel, || self.retrier.api.post(&out))
+                .run(Call::Post(&channel), &channel, || {
+                    self.retrier.api.post(&out)
+                })
                 .await
             {
                 Ok(posted) => {
@@ -107,11 +112,30 @@ impl Dispatcher {
                     if let Err(e) = self.with_store(|st| st.set_meta(&meta_key, &json)) {
                         tracing::warn!("cannot save where the board is: {e}");
                     }
+                    if self.settings.board_pin {
+                        self.pin_board(&channel, &s).await;
+                    }
                     saved = Some(s);
                     shown = Some(out.card);
                 }
                 Err(f) => tracing::warn!("cannot post the board: {f}"),
             }
+        }
+    }
+
+    /// Pins a newly posted board: once, best effort, paced like an edit.
+    async fn pin_board(&self, channel: &str, s: &Saved) {
+        self.retrier.pacing.acquire(Call::Update).await;
+        match self.retrier.api.pin(&s.channel_id, &s.ts).await {
+            Ok(()) => tracing::info!(channel, "pinned the board"),
+            Err(Failure::RateLimited(d)) => {
+                self.retrier.pacing.close_for(d);
+                tracing::warn!(channel, "could not pin the board: rate limited");
+            }
+            Err(f) => tracing::warn!(
+                channel,
+                "could not pin the board: {f} (pinning needs the pins:write scope; board_pin = false turns it off)"
+            ),
         }
     }
 
@@ -130,7 +154,11 @@ impl Dispatcher {
                                 _ => i.stop,
                             };
                             Some(BoardLine {
-                                name: if i.group == i.name { i.name.clone() } else { i.full_name() },
+                                name: if i.group == i.name {
+                                    i.name.clone()
+                                } else {
+                                    i.full_name()
+                                },
                                 state,
                                 expected: (state == State::Exited).then_some(i.exitstatus == 0),
                                 since: (t > 0).then(|| Utc.timestamp_opt(t, 0).single()).flatten(),
@@ -142,7 +170,9 @@ impl Dispatcher {
                 Err(e) => tracing::debug!("board: supervisord's XML-RPC did not answer: {e}"),
             }
         }
-        let known = self.with_store(|s| s.known_states(host)).unwrap_or_default();
+        let known = self
+            .with_store(|s| s.known_states(host))
+            .unwrap_or_default();
         let lines = known
             .into_iter()
             .filter(|k| !k.event.is_supervisord() && k.event.to != State::Removed)

@@ -196,6 +196,7 @@ fn dispatch(
         }
         "chat.postMessage" => post_message(inner, opts, params),
         "chat.update" => update_message(inner, opts, params),
+        "pins.add" => pin_message(inner, opts, params),
         "conversations.replies" => replies(inner, opts, params),
         "conversations.history" => history(inner, opts, params),
         _ => Answer::error("unknown_method"),
@@ -267,6 +268,7 @@ fn post_message(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, V
         metadata: params.get("metadata").filter(|v| !v.is_null()).cloned(),
         edited: None,
         edits: 0,
+        pinned: false,
     };
     let answer = Answer::ok(json!({
         "channel": channel_id,
@@ -275,6 +277,28 @@ fn post_message(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, V
     }));
     channel.messages.push(message);
     answer
+}
+
+/// `pins.add`: pins a message of the channel (`already_pinned` the second time).
+fn pin_message(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, Value>) -> Answer {
+    let channel_id = match channel_within_limits(inner, opts, params, "pins.add") {
+        Ok(id) => id,
+        Err(answer) => return answer,
+    };
+    let Some(ts) = str_param(params, "timestamp").map(str::to_owned) else {
+        return Answer::error("no_item_specified");
+    };
+    let Some(channel) = inner.workspace.channel_by_id(&channel_id) else {
+        return Answer::error("channel_not_found");
+    };
+    let Some(message) = channel.messages.iter_mut().find(|m| m.ts == ts) else {
+        return Answer::error("message_not_found");
+    };
+    if message.pinned {
+        return Answer::error("already_pinned");
+    }
+    message.pinned = true;
+    Answer::ok(json!({}))
 }
 
 fn update_message(inner: &mut Inner, opts: &StandInOptions, params: &Map<String, Value>) -> Answer {

@@ -157,6 +157,7 @@ struct Msg {
     /// The reader's local time of `ts`.
     time: String,
     edited: bool,
+    pinned: bool,
     broadcast: bool,
     /// For a broadcast reply shown in the channel: the thread it belongs to.
     parent_ref: Option<ParentRef>,
@@ -306,6 +307,7 @@ fn msg(m: &Message) -> Msg {
         ts: m.ts.clone(),
         time: time_of(&m.ts),
         edited: m.edited.is_some(),
+        pinned: m.pinned,
         broadcast: m.reply_broadcast,
         parent_ref: None,
         blocks: top_blocks.map(|b| blocks(b)),
@@ -369,6 +371,7 @@ mod tests {
             reply_broadcast: false,
             edited: None,
             edits: 0,
+            pinned: false,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct Message {
     pub edited: Option<String>,
     /// How many times it was edited.
     pub edits: u32,
+    /// Pinned to the channel (`pins.add`).
+    pub pinned: bool,
 }
 
 impl Message {

@@ -34,16 +34,26 @@ impl Store {
             if out.get(&key).is_some_and(|(r, _)| *r > rank) {
                 return;
             }
-            out.insert(key.clone(), (rank, Known { key, channel, event }));
+            out.insert(
+                key.clone(),
+                (
+                    rank,
+                    Known {
+                        key,
+                        channel,
+                        event,
+                    },
+                ),
+            );
         };
         let mut st = self
             .conn
-            .prepare(
-                "SELECT channel, latest FROM threads WHERE host = ?1 AND latest IS NOT NULL",
-            )
+            .prepare("SELECT channel, latest FROM threads WHERE host = ?1 AND latest IS NOT NULL")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map(params![host], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![host], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         for (channel, json) in rows {
@@ -60,7 +70,11 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![host], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;

@@ -25,8 +25,8 @@ pub fn outbox(db: &Path) -> Vec<Row> {
         return Vec::new();
     };
     let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut st) =
-        conn.prepare("SELECT serial, process, event, delivered_at, instance FROM outbox ORDER BY id")
+    let Ok(mut st) = conn
+        .prepare("SELECT serial, process, event, delivered_at, instance FROM outbox ORDER BY id")
     else {
         return Vec::new();
     };
@@ -45,4 +45,3 @@ pub fn outbox(db: &Path) -> Vec<Row> {
     .collect::<Result<_, _>>()
     .unwrap()
 }
-

@@ -37,7 +37,12 @@ impl PipeListener {
 
     /// A listener whose state database is at `state` (say, on a disk of its own);
     /// settings and logs stay in `dir`.
-    pub fn start_with_state(dir: &Path, api_url: &str, settings: &str, state: &Path) -> PipeListener {
+    pub fn start_with_state(
+        dir: &Path,
+        api_url: &str,
+        settings: &str,
+        state: &Path,
+    ) -> PipeListener {
         Self::launch(dir, api_url, settings, 0, None, Some(state))
     }
 

@@ -145,4 +145,3 @@ pub fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
     .env("SLACK_TOKEN", TOKEN)
     .env("SUPERVISOR_SLACK_LOG", "info")
 }
-
