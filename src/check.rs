@@ -213,6 +213,27 @@ fn check_settings(settings: &Settings, opts: &Options, r: &mut Report) {
             "set SLACK_CHANNEL (e.g. #ops or C0123456789) or channel in the settings file, or add a catch-all [[route]]",
         ));
     }
+    r.push(board_finding(settings));
+}
+
+/// What `board` amounts to: where the host's board goes, and what it needs.
+fn board_finding(settings: &Settings) -> Finding {
+    if !settings.board {
+        return Finding::note(
+            "board is off: set board = true for one message per host listing every process, failing ones first",
+        );
+    }
+    match &settings.channel {
+        None => Finding::problem(
+            "board = true but there is no default channel: no board is posted",
+            "set channel (or SLACK_CHANNEL): the board goes there",
+        ),
+        Some(c) if settings.board_pin => Finding::ok(format!(
+            "board: one message for {} in {c}, pinned (the app needs the pins:write scope)",
+            settings.host
+        )),
+        Some(c) => Finding::ok(format!("board: one message for {} in {c}", settings.host)),
+    }
 }
 
 fn check_templates(settings: &Settings, r: &mut Report) {

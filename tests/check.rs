@@ -243,3 +243,23 @@ async fn a_template_that_makes_invalid_block_kit_is_a_problem_naming_it() {
     );
     assert!(shown.contains("remove templates_dir"), "{shown}");
 }
+
+#[tokio::test]
+async fn check_says_where_the_board_goes_and_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let env = [
+        ("SLACK_TOKEN", "xoxb-test"),
+        ("SLACK_API_URL", "http://127.0.0.1:9/api"),
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+    ];
+    let routes_only = "board = true\ncall_timeout = \"1s\"\n[[route]]\ngroup = \"*\"\nchannel = \"#web\"\n";
+    let report = check::run(&settings(routes_only, &env), &Options::default()).await;
+    assert!(
+        report.problems().any(|p| p.what.contains("board = true but there is no default channel")),
+        "{report}"
+    );
+    let pinned = "board = true\nboard_pin = true\nchannel = \"#ops\"\nhost = \"web-1\"\ncall_timeout = \"1s\"\n";
+    let shown = check::run(&settings(pinned, &env), &Options::default()).await.to_string();
+    assert!(shown.contains("board: one message for web-1 in #ops, pinned (the app needs the pins:write scope)"), "{shown}");
+}
