@@ -121,3 +121,31 @@ async fn without_xmlrpc_the_board_shows_the_events_seen() {
     assert!(ok, "{:?}", boards(&standin).first().map(header));
     assert!(board_text(&standin).contains("from the events seen"));
 }
+
+/// Two hosts in one channel: each keeps a board of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_has_its_own_board() {
+    use common::pipe::PipeListener;
+    use common::slack::{FAST, FAST_UPDATES};
+    let standin = StandIn::start(options()).await.unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let settings = format!("{FAST}{FAST_UPDATES}board = true\n");
+    let mut web1 = PipeListener::start_on_host(a.path(), &standin.api_url(), &settings, "web-1");
+    let mut web2 = PipeListener::start_on_host(b.path(), &standin.api_url(), &settings, "web-2");
+    web1.state("api", "STARTING", "RUNNING");
+    web2.state("api", "BACKOFF", "FATAL");
+    let heads = || -> Vec<String> {
+        let mut h: Vec<String> = standin
+            .channel("#ops")
+            .iter()
+            .map(header)
+            .filter(|h| h.starts_with("🖥 "))
+            .collect();
+        h.sort();
+        h
+    };
+    let ok = wait_until(secs(20), || heads() == ["🖥 web-1: 1 running", "🖥 web-2: 1 FATAL"]);
+    assert!(ok, "{:?}", heads());
+    web1.close();
+    web2.close();
+}
