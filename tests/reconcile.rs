@@ -335,3 +335,27 @@ async fn without_xmlrpc_access_events_still_flow_and_the_log_says_what_reconcile
     assert!(!text.contains(common::slack::TOKEN));
     sv.assert_no_protocol_trouble();
 }
+
+/// A change no event tells (the listener hears only RUNNING events): the regular
+/// pass (`reconcile_interval`) finds it and corrects the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_regular_pass_finds_a_change_no_event_told() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sv = Supervisord::start(
+        SupervisordConfig::new().program(sleeper("web")).listener(
+            slack_listener(state.path(), &standin.api_url(), "reconcile_interval = \"5s\"\n")
+                .events("PROCESS_STATE_RUNNING"),
+        ),
+    );
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_matching(&standin, &sv, 30, "before");
+    sv.ctl_ok(&["stop", "web"]);
+    let took = wait_matching(&standin, &sv, 30, "after a stop no event told");
+    eprintln!("figure: the regular pass corrected the card {took:.1} s after the stop");
+    let said = replies(&standin, "web");
+    assert!(
+        said.iter().any(|t| t.contains("Reconciled with supervisord (regular check)")),
+        "{said:#?}"
+    );
+}
