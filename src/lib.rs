@@ -30,9 +30,9 @@
 //! - [`store`]: the *outbox* of undelivered events and the thread map, in SQLite.
 //! - [`wakeup`]: the set of threads with new outbox entries, from the reader to the
 //!   dispatcher.
-//! - [`dispatch`]: the delivery policy — `worker` (order, coalescing, flapping),
-//!   `keeper` (parent edits), `pacing` (the 429 gate and the buckets), `retry` (every
-//!   reaction to a failed call).
+//! - [`dispatch`]: the delivery policy — `worker` (order, coalescing, flapping,
+//!   broadcasts), `keeper` (parent edits), `board` (the host's board), `pacing` (the
+//!   429 gate and the buckets), `retry` (every reaction to a failed call).
 //! - [`supervisord::xmlrpc`]: a typed client for supervisord's XML-RPC (unix socket or
 //!   TCP, Basic auth, a time-out per call): process info, log reads and tails,
 //!   start / stop / signal, faults as a typed error. Knows nothing of Slack or policy.
@@ -42,7 +42,7 @@
 //!   (`getAllProcessInfo`: at start, after a gap, after supervisord starts or changes
 //!   its groups, every minute); a disagreement becomes an outbox entry.
 //! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits,
-//!   and every card and note text. Pure functions over values.
+//!   the board, and every card and note text. Pure functions over values.
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
 //!   every failure.
 //! - [`bucket`]: the one token bucket (pacing, and the stand-in's limits).
