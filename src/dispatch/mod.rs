@@ -1,9 +1,12 @@
 //! The delivery policy, on the async side: it reads the outbox, renders cards and
 //! calls Slack; it knows no wire bytes. Its rooms:
 //! - [`worker`]: one per thread key — replies strictly in order, coalescing what piled
-//!   up, digests while the process flaps, the "settled" reply after;
+//!   up, digests while the process flaps, the "settled" reply after, and which
+//!   replies the channel sees too (the first failure of an episode, FATAL);
 //! - [`keeper`]: one per thread key — keeps the parent showing the newest known state,
 //!   within the edit budget;
+//! - [`board`]: one per listener with `board = true` — the host's board message,
+//!   redrawn after a storm settles, within the same edit budget;
 //! - [`pacing`]: the 429 gate and the token buckets (posts per channel, edits);
 //! - [`retry`]: every reaction to a failed call, in one place;
 //! - [`thread`]: the in-memory state a thread's worker and keeper share.
