@@ -8,11 +8,15 @@
 //! - [`text`]: mrkdwn escaping, sanitising, cutting to a budget.
 //! - [`model`]: the template context — every value escaped and cut before a template
 //!   sees it, so that no template can forget to escape or break a limit by input.
+//! - [`history`]: runs and cycles counted, the parent's trail, a digest's summary.
+//! - [`notes`]: the notes on replies and the "settled" and "set aside" messages.
+//! - [`board`]: the host's board.
 //! - [`limits`]: Block Kit's limits, checked on the JSON ([`check_limits`]).
 //! - this module: the [`Renderer`] (built-in or user templates from `templates/`, with a
 //!   fall-back to the built-in card whenever a user template fails) and [`plain_text`].
 
 pub mod board;
+pub mod history;
 pub mod limits;
 pub mod model;
 pub mod notes;
@@ -29,7 +33,8 @@ use serde_json::{json, Value};
 use crate::supervisord::event::{ProcessState, State};
 
 pub use limits::check_limits;
-pub use model::{compact_history, format_duration, trail};
+pub use history::{compact_history, trail};
+pub use model::format_duration;
 pub use text::escape_mrkdwn;
 
 /// Which of the two cards of a thread.

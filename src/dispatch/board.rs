@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 
 use super::pacing::Call;
 use super::Dispatcher;
@@ -149,10 +149,6 @@ impl Dispatcher {
                         .iter()
                         .filter_map(|i| {
                             let state = i.state()?;
-                            let t = match state {
-                                State::Starting | State::Running | State::Backoff => i.start,
-                                _ => i.stop,
-                            };
                             Some(BoardLine {
                                 name: if i.group == i.name {
                                     i.name.clone()
@@ -161,7 +157,7 @@ impl Dispatcher {
                                 },
                                 state,
                                 expected: (state == State::Exited).then_some(i.exitstatus == 0),
-                                since: (t > 0).then(|| Utc.timestamp_opt(t, 0).single()).flatten(),
+                                since: i.since(state),
                             })
                         })
                         .collect();

@@ -147,28 +147,11 @@ impl Store {
 
     /// Thread keys (with channel) that have undelivered entries, oldest entry first.
     pub fn pending_keys(&self) -> Result<Vec<(ThreadKey, String)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT host, grp, process, channel, MIN(id) AS first FROM outbox
-                 WHERE delivered_at IS NULL AND set_aside IS NULL
-                 GROUP BY host, grp, process, channel ORDER BY first",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    ThreadKey {
-                        host: r.get(0)?,
-                        group: r.get(1)?,
-                        process: r.get(2)?,
-                    },
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+        self.keyed_events(
+            "SELECT host, grp, process, channel, MIN(id) AS first FROM outbox
+             WHERE delivered_at IS NULL AND set_aside IS NULL
+             GROUP BY host, grp, process, channel ORDER BY first",
+        )
     }
 
     /// The oldest `limit` entries waiting in a thread, in order. An entry that cannot

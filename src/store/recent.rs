@@ -35,8 +35,8 @@ impl Store {
         Ok(out.into_iter().collect())
     }
 
-    /// Rows of (host, group, process, event JSON).
-    fn keyed_events(&self, sql: &str) -> Result<Vec<(ThreadKey, String)>, StoreError> {
+    /// Rows of (host, group, process, a text column: event JSON, channel).
+    pub(super) fn keyed_events(&self, sql: &str) -> Result<Vec<(ThreadKey, String)>, StoreError> {
         let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         st.query_map([], |r| {
             Ok((

@@ -63,6 +63,18 @@ impl ProcessInfo {
         self.statename.parse().ok()
     }
 
+    /// When supervisord says the process entered `state` (its current one): the start
+    /// time for STARTING, RUNNING and BACKOFF, else the stop time; `None` for "never".
+    pub fn since(&self, state: State) -> Option<chrono::DateTime<chrono::Utc>> {
+        let t = match state {
+            State::Starting | State::Running | State::Backoff => self.start,
+            _ => self.stop,
+        };
+        (t > 0)
+            .then(|| chrono::TimeZone::timestamp_opt(&chrono::Utc, t, 0).single())
+            .flatten()
+    }
+
     /// `group:name`, the name supervisord's calls take.
     pub fn full_name(&self) -> String {
         format!("{}:{}", self.group, self.name)
