@@ -3,6 +3,8 @@
 //! whether supervisord answers XML-RPC, and reports each finding with the fix. The
 //! CLI prints the [`Report`] and exits non-zero when it holds a problem.
 
+mod actions;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +13,8 @@ use crate::card::{escape_mrkdwn, Card};
 use crate::config::{self, ConfigError, Secret, Settings};
 use crate::slack::{Failure, Outgoing, SlackApi};
 use crate::supervisord::xmlrpc::{self, Client};
+
+pub use actions::app_token_fix;
 
 /// What `check` should do beyond looking.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +152,15 @@ pub async fn run(settings: &Settings, opts: &Options) -> Report {
     let mut r = Report::default();
     check_settings(settings, opts, &mut r);
     check_templates(settings, &mut r);
-    check_slack(settings, opts, &mut r).await;
+    let slack_ok = check_slack(settings, opts, &mut r).await;
+    let api = settings
+        .token
+        .clone()
+        .filter(|_| slack_ok)
+        .map(|t| SlackApi::new(&settings.api_url, t, settings.call_timeout));
+    for f in actions::check(settings, api.as_ref()).await {
+        r.push(f);
+    }
     let state = opts
         .state
         .clone()
@@ -260,9 +272,10 @@ fn check_templates(settings: &Settings, r: &mut Report) {
     }
 }
 
-async fn check_slack(settings: &Settings, opts: &Options, r: &mut Report) {
+/// Returns whether the bot token works.
+async fn check_slack(settings: &Settings, opts: &Options, r: &mut Report) -> bool {
     let Some(token) = settings.token.clone() else {
-        return;
+        return false;
     };
     let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
     match api.auth_test().await {
@@ -277,14 +290,14 @@ async fn check_slack(settings: &Settings, opts: &Options, r: &mut Report) {
         ))),
         Err(f) => {
             r.push(slack_problem("auth.test", &f, &settings.api_url));
-            return;
+            return false;
         }
     }
     if !opts.post_test {
         r.push(Finding::note(
             "no test message posted (add --post-test to post one to each channel)",
         ));
-        return;
+        return true;
     }
     for channel in settings.routes.channels() {
         let out = Outgoing {
@@ -306,6 +319,7 @@ async fn check_slack(settings: &Settings, opts: &Options, r: &mut Report) {
             )),
         }
     }
+    true
 }
 
 /// A Slack failure as a finding, with the fix from [`crate::slack::setup_hint`]

@@ -193,16 +193,24 @@ impl ContextSource {
 
     /// The last lines of a log, or why not.
     async fn log_tail(&self, channel: LogChannel, name: &str) -> Result<Option<String>, String> {
-        let window =
-            i32::try_from(self.opts.tail_chars.max(1).saturating_mul(4)).unwrap_or(i32::MAX);
+        self.last_lines(channel, name, self.opts.tail_lines, self.opts.tail_chars)
+            .await
+    }
+
+    /// The last `lines` lines (at most `chars` characters) of a process log, or why
+    /// not (no file yet, not UTF-8, supervisord's fault); `None`: the log is empty.
+    /// Also for Show stderr.
+    pub async fn last_lines(
+        &self,
+        channel: LogChannel,
+        name: &str,
+        lines: usize,
+        chars: usize,
+    ) -> Result<Option<String>, String> {
+        let window = i32::try_from(chars.max(1).saturating_mul(4)).unwrap_or(i32::MAX);
         match self.read_window(Some((channel, name)), window).await {
             Ok((text, starts_mid_file)) => {
-                let tail = cut_tail(
-                    &text,
-                    starts_mid_file,
-                    self.opts.tail_lines,
-                    self.opts.tail_chars,
-                );
+                let tail = cut_tail(&text, starts_mid_file, lines, chars);
                 Ok((!tail.is_empty()).then_some(tail))
             }
             Err(xmlrpc::Error::Fault {

@@ -56,6 +56,7 @@
 //! stdout belongs to supervisord: only the protocol writer touches it while
 //! listening. Logs go to stderr through `tracing`.
 
+pub mod actions;
 pub mod bucket;
 pub mod card;
 pub mod check;
@@ -63,6 +64,7 @@ pub mod config;
 pub mod crash;
 pub mod dispatch;
 pub mod init;
+pub mod interact;
 pub mod listen;
 pub mod preview;
 pub mod reconcile;

@@ -15,7 +15,7 @@ use slack_morphism::prelude::*;
 use crate::card::Card;
 use crate::config::Secret;
 
-type Connector = SlackClientHyperConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
+pub type Connector = SlackClientHyperConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
 
 /// What to do about a failed call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +254,7 @@ pub struct Whoami {
 
 /// A Slack Web API client with a time-out on every call.
 pub struct SlackApi {
-    client: SlackClient<Connector>,
+    client: std::sync::Arc<SlackClient<Connector>>,
     token: SlackApiToken,
     secret: Secret,
     timeout: Duration,
@@ -281,7 +281,7 @@ impl SlackApi {
         let connector =
             SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
         SlackApi {
-            client: SlackClient::new(connector),
+            client: std::sync::Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(token.expose().to_string().into()),
             secret: token,
             timeout,
@@ -356,5 +356,68 @@ impl SlackApi {
             bot_id: r.bot_id.map(|b| b.to_string()),
             url: r.url.0.to_string(),
         })
+    }
+
+    /// The slack-morphism client (no token in it), for the Socket Mode listener.
+    pub fn client(&self) -> std::sync::Arc<SlackClient<Connector>> {
+        self.client.clone()
+    }
+
+    /// A message only `user` sees (`chat.postEphemeral`, scope `chat:write`), in
+    /// `thread_ts`'s thread when given. Unpaced: Tier 4, and one per refused click.
+    pub async fn post_ephemeral(
+        &self,
+        channel_id: &str,
+        user: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+    ) -> Result<(), Failure> {
+        let mut req = SlackApiChatPostEphemeralRequest::new(
+            channel_id.to_string().into(),
+            user.to_string().into(),
+            SlackMessageContent::new().with_text(text.to_string()),
+        )
+        .with_link_names(false);
+        if let Some(ts) = thread_ts {
+            req = req.with_thread_ts(ts.to_string().into());
+        }
+        let session = self.client.open_session(&self.token);
+        self.timed(channel_id, session.chat_post_ephemeral(&req))
+            .await
+            .map(|_| ())
+    }
+
+    /// The members of a user group (`usergroups.users.list`, scope
+    /// `usergroups:read`; not on free plans).
+    pub async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, Failure> {
+        let req = SlackApiUserGroupsUsersListRequest::new(group.to_string().into());
+        let session = self.client.open_session(&self.token);
+        let r = self.timed("", session.usergroups_users_list(&req)).await?;
+        Ok(r.users.into_iter().map(|u| u.to_string()).collect())
+    }
+
+    /// Asks for a Socket Mode URL with the app-level token (`apps.connections.open`):
+    /// what slack-morphism's listener does, but with the error returned (the listener
+    /// only logs it and retries every 30 s).
+    pub async fn open_socket_url(&self, app_token: &Secret) -> Result<String, Failure> {
+        let token = SlackApiToken::new(app_token.expose().to_string().into());
+        let session = self.client.open_session(&token);
+        let r = match tokio::time::timeout(
+            self.timeout,
+            session.apps_connections_open(&SlackApiAppsConnectionOpenRequest::new()),
+        )
+        .await
+        {
+            Err(_) => return Err(Failure::Transient(format!("no answer within {}s", self.timeout.as_secs_f32()))),
+            Ok(Err(e)) => {
+                let f = classify(&e, "");
+                return Err(match f {
+                    Failure::Transient(m) => Failure::Transient(app_token.redact(&m)),
+                    other => other,
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        Ok(r.url.value().to_string())
     }
 }

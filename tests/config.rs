@@ -501,3 +501,39 @@ fn api_url_over_plain_http_only_to_a_loopback_address() {
     .unwrap_err();
     assert_eq!(e.key(), Some("SLACK_API_URL"));
 }
+
+#[test]
+fn actions_settings_are_checked_with_the_key_and_line() {
+    let s = assert_error("channel = \"#ops\"\n[actions]\nallow_users = [\"@alice\"]\n", "actions.allow_users", 3);
+    assert!(s.contains("member id") || s.contains("Copy member ID"), "{s}");
+    assert_error("[actions]\nallow_users = [\"U1AAA\"]\nallow_groups = [\"U123\"]\n", "actions.allow_groups", 3);
+    let s = assert_error("[actions]\nallowed = [\"restart\", \"reboot\"]\n", "actions.allowed", 2);
+    assert!(s.contains("restart, start, stop, stderr and mute"), "{s}");
+    assert_error("[actions]\nallowed = [\"unmute\"]\n", "actions.allowed", 2);
+    assert_error("[actions]\nconnections = 11\n", "actions.connections", 2);
+    assert_error("[actions]\nmute_for = \"forever\"\n", "actions.mute_for", 2);
+    assert_error("[actions]\nallow_user = [\"U1AAA\"]\n", "actions.allow_user", 2);
+}
+
+#[test]
+fn actions_default_to_every_action_and_nobody_allowed() {
+    let l = load("[actions]\nallow_users = [\"U0ADMIN\"]\nallowed = [\"stderr\", \"mute\"]\n", &NO_ENV).unwrap();
+    let a = &l.settings.actions;
+    assert_eq!(a.allow_users, ["U0ADMIN"]);
+    assert_eq!(a.allowed.iter().map(|x| x.name()).collect::<Vec<_>>(), ["stderr", "mute"]);
+    assert_eq!((a.connections, a.mute_for, a.stderr_lines), (1, Duration::from_secs(3600), 20));
+    assert!(a.anyone_allowed());
+    let none = load("", &NO_ENV).unwrap();
+    assert!(!none.settings.actions.anyone_allowed());
+    assert_eq!(none.settings.actions.allowed.len(), 5);
+}
+
+#[test]
+fn a_bot_token_as_the_app_token_is_refused_and_never_shown() {
+    let e = load("", &[("SLACK_APP_TOKEN", "xoxb-1-2-botsecretbotsecret")]).unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.contains("SLACK_APP_TOKEN") && shown.contains("xapp-"), "{shown}");
+    assert!(!shown.contains("botsecret"), "{shown}");
+    let ok = load("", &[("SLACK_APP_TOKEN", " xapp-1-A-2-appsecret \n")]).unwrap();
+    assert_eq!(ok.settings.app_token.unwrap().expose(), "xapp-1-A-2-appsecret");
+}

@@ -16,6 +16,7 @@
 //!   fall-back to the built-in card whenever a user template fails) and [`plain_text`].
 
 pub mod board;
+pub mod controls;
 pub mod history;
 pub mod limits;
 pub mod model;

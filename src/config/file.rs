@@ -18,6 +18,8 @@ use super::routes::RouteTable;
 #[serde(deny_unknown_fields)]
 pub struct FileSettings {
     pub token_file: Option<Spanned<PathBuf>>,
+    /// The app-level token (`xapp-…`) for Socket Mode, in a file.
+    pub app_token_file: Option<Spanned<PathBuf>>,
     pub channel: Option<Spanned<String>>,
     pub api_url: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
@@ -64,6 +66,8 @@ pub struct FileSettings {
     pub running: Option<Spanned<String>>,
     /// Mentions for FATAL / unexpected EXITED when no `[[route]]` matches.
     pub mentions: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Acting from Slack: who may, and what.
+    pub actions: Option<super::actions::ActionsTable>,
     /// Routing rules, in order; the first that matches an event decides.
     #[serde(default)]
     pub route: Vec<RouteTable>,

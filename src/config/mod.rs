@@ -19,6 +19,7 @@ use toml::Spanned;
 
 use crate::routing::Routes;
 
+pub mod actions;
 pub mod file;
 pub mod paths;
 pub mod routes;
@@ -28,6 +29,7 @@ pub use file::{
     Location, ProcessEnv, SettingsFile,
 };
 pub use paths::{default_state_path, dir_writable, readable_by_others};
+pub use actions::{ActionSettings, ActionsTable};
 pub use routes::RouteTable;
 use file::duration_message;
 use paths::read_secret_file;
@@ -50,7 +52,9 @@ impl Secret {
         if self.0.len() < 8 {
             return text.to_string();
         }
-        text.replace(&self.0, "xoxb-[redacted]")
+        // The kind stays readable (`xoxb-`, `xapp-`), the rest does not.
+        let kind = self.0.split_inclusive('-').next().filter(|k| k.len() <= 5).unwrap_or("");
+        text.replace(&self.0, &format!("{kind}[redacted]"))
     }
 }
 
@@ -70,6 +74,10 @@ impl fmt::Display for Secret {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub token: Option<Secret>,
+    /// The app-level token (`xapp-…`) that opens Socket Mode, for actions from Slack.
+    pub app_token: Option<Secret>,
+    /// Who may act from Slack, and what (`[actions]`).
+    pub actions: ActionSettings,
     /// The default channel: where events go when no `[[route]]` matches.
     pub channel: Option<String>,
     pub api_url: String,
@@ -421,9 +429,13 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
     }
 
     let routes = routes::routes(file, channel.clone())?;
+    let app_token = actions::app_token(file, f.app_token_file.as_ref(), env, &mut warnings)?;
+    let action_settings = actions::resolve(file, f.actions.as_ref())?;
 
     let settings = Settings {
         token,
+        app_token,
+        actions: action_settings,
         channel,
         api_url,
         host,

@@ -58,15 +58,25 @@ impl Dispatcher {
             };
             let mut history = thread.history.clone();
             history.extend(waiting.states);
-            let card = self.renderer.parent(&ParentInput {
-                latest: &latest,
-                history: &history,
-                since: thread.created,
-                environment: self.settings.environment.as_deref(),
-                flapping: state.is_flapping(),
-            });
+            let mute = self.offer.as_ref().and_then(|_| self.mute_of(&key));
+            let card = self
+                .renderer
+                .parent(&ParentInput {
+                    latest: &latest,
+                    history: &history,
+                    since: thread.created,
+                    environment: self.settings.environment.as_deref(),
+                    flapping: state.is_flapping(),
+                })
+                .with_controls(self.controls(&key, latest.to, mute.as_ref()).as_ref());
             if state.shown.lock().unwrap().as_ref() == Some(&card) {
-                state.parent.notified().await;
+                // A muted parent is drawn again when the mute ends.
+                match Self::mute_left(mute.as_ref()) {
+                    Some(left) => {
+                        let _ = tokio::time::timeout(left + Duration::from_secs(1), state.parent.notified()).await;
+                    }
+                    None => state.parent.notified().await,
+                }
                 continue;
             }
             if !owing {

@@ -16,6 +16,7 @@
 //! parent current. Entries are marked delivered only after Slack confirmed the reply.
 
 mod board;
+mod controls;
 mod keeper;
 mod pacing;
 mod retry;
@@ -34,6 +35,7 @@ use crate::slack::SlackApi;
 use crate::store::{Store, StoreError};
 use crate::wakeup::{Wake, Wakeup};
 
+pub use controls::Offer;
 use pacing::Pacing;
 use retry::Retrier;
 use thread::ThreadState;
@@ -96,6 +98,8 @@ pub struct Dispatcher {
     /// How many parents owe an edit now (they share the edit budget).
     owing: AtomicUsize,
     in_flight: Arc<InFlight>,
+    /// Buttons on cards (actions from Slack are on).
+    offer: Option<Offer>,
 }
 
 impl Dispatcher {
@@ -126,7 +130,15 @@ impl Dispatcher {
             settings,
             owing: AtomicUsize::new(0),
             in_flight,
+            offer: None,
         })
+    }
+
+    /// Cards carry buttons for `offer` (set before [`Dispatcher::run`]).
+    pub fn with_offer(self: Arc<Self>, offer: Offer) -> Arc<Self> {
+        let mut me = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_offer before the dispatcher is shared"));
+        me.offer = Some(offer);
+        Arc::new(me)
     }
 
     /// Records what Slack already accepted: retried (with backoff) until the disk takes

@@ -197,16 +197,21 @@ impl Dispatcher {
         };
         let mut history = thread.history.clone();
         history.extend(events.iter().map(|e| e.to));
+        // A muted thread: replies stay in it, without mentions.
+        let mute = self.offer.as_ref().and_then(|_| self.mute_of(key));
 
         // A new parent first when there is none; otherwise the keeper edits it.
         if thread.parent_ts.is_none() {
-            let card = self.renderer.parent(&ParentInput {
-                latest: &latest,
-                history: &history,
-                since: now,
-                environment: self.settings.environment.as_deref(),
-                flapping: state.is_flapping(),
-            });
+            let card = self
+                .renderer
+                .parent(&ParentInput {
+                    latest: &latest,
+                    history: &history,
+                    since: now,
+                    environment: self.settings.environment.as_deref(),
+                    flapping: state.is_flapping(),
+                })
+                .with_controls(self.controls(key, latest.to, mute.as_ref()).as_ref());
             let out = Outgoing::top_level(channel, card.clone());
             match self.retrier.post(&out, &events, Variant::Parent).await {
                 Ok(posted) => {
@@ -236,14 +241,20 @@ impl Dispatcher {
             (Some(source), Some(failed)) => source.for_event(failed).await,
             _ => None,
         };
-        let mentions = self.settings.routes.mentions_for_all(&events);
-        let mut reply = self.renderer.reply(&ReplyInput {
-            events: &events,
-            environment: self.settings.environment.as_deref(),
-            notes: &notes,
-            context: crash.as_ref(),
-            mentions: &mentions,
-        });
+        let mentions = match &mute {
+            Some(_) => Vec::new(),
+            None => self.settings.routes.mentions_for_all(&events),
+        };
+        let mut reply = self
+            .renderer
+            .reply(&ReplyInput {
+                events: &events,
+                environment: self.settings.environment.as_deref(),
+                notes: &notes,
+                context: crash.as_ref(),
+                mentions: &mentions,
+            })
+            .with_controls(self.reply_controls(key, &events, mute.as_ref()).as_ref());
         if !mentions.is_empty() {
             // In the top-level text too: that is what notifies (mentions inside a
             // legacy attachment may not).
@@ -254,7 +265,8 @@ impl Dispatcher {
             card: reply,
             thread_ts: thread.parent_ts.clone(),
             broadcast: self.settings.broadcast_failures
-                && state.broadcast(&events, self.settings.settle_after),
+                && state.broadcast(&events, self.settings.settle_after)
+                && mute.is_none(),
             identity: Some(identity),
         };
         match self.retrier.post(&out, &events, Variant::Reply).await {

@@ -143,6 +143,7 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
     let path = state_path.clone();
     let in_flight = Arc::new(InFlight::default());
     let flights = in_flight.clone();
+    let wake_for_actions = wakeup.clone();
     runtime.spawn(async move {
         // The dispatcher has its own connection; wait for the disk if it is not there.
         let store = loop {
@@ -154,7 +155,13 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
                 }
             }
         };
-        let dispatcher = Dispatcher::new(api, context, store, renderer, settings, flights);
+        let mut store = store;
+        let actions = actions_setup(&settings, &mut store);
+        let mut dispatcher = Dispatcher::new(api, context, store, renderer, settings.clone(), flights);
+        if let Some((offer, app_token)) = actions {
+            dispatcher = dispatcher.with_offer(offer.clone());
+            spawn_interact(&settings, &path, app_token, offer.signer, dispatcher.clone(), wake_for_actions);
+        }
         if let Some(source) = board {
             tokio::spawn(dispatcher.clone().board(source, board_trigger));
         }
@@ -219,3 +226,80 @@ fn crash_context_source(settings: &Settings) -> Option<ContextSource> {
         }
     }
 }
+
+/// Actions from Slack, when an app-level token and an allow list are set: what cards
+/// offer (with the signing key from the state database) and the token.
+fn actions_setup(settings: &Settings, store: &mut Store) -> Option<(crate::dispatch::Offer, crate::config::Secret)> {
+    let a = &settings.actions;
+    let app_token = match (&settings.app_token, a.anyone_allowed()) {
+        (Some(t), true) => t.clone(),
+        (Some(_), false) => {
+            tracing::warn!("an app-level token is set but [actions] allows nobody: cards carry no buttons (add allow_users or allow_groups)");
+            return None;
+        }
+        (None, true) => {
+            tracing::warn!("[actions] allows people to act but there is no app-level token: cards carry no buttons. {}", crate::check::app_token_fix());
+            return None;
+        }
+        (None, false) => return None,
+    };
+    let key = match store.signing_key() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "actions from Slack are off: no signing key");
+            return None;
+        }
+    };
+    let offer = crate::dispatch::Offer {
+        signer: crate::actions::Signer::new(&key),
+        allowed: a.allowed.clone(),
+        mute_for: a.mute_for,
+    };
+    Some((offer, app_token))
+}
+
+/// Opens Socket Mode and runs clicks, on the async side.
+fn spawn_interact(
+    settings: &Settings,
+    path: &std::path::Path,
+    app_token: crate::config::Secret,
+    signer: crate::actions::Signer,
+    dispatcher: Arc<Dispatcher>,
+    wakeup: Arc<Wakeup>,
+) {
+    let Some(token) = settings.token.clone() else {
+        return;
+    };
+    let store = match Store::open(path).and_then(|s| s.with_cache_kib(CACHE_KIB)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "actions from Slack are off: cannot open the state database");
+            return;
+        }
+    };
+    let a = settings.actions.clone();
+    let supervisor = match supervisor_client(settings) {
+        Ok(c) => Some(ContextSource::with_client(
+            c.with_timeout(a.timeout),
+            ContextOptions::default(),
+        )),
+        Err(e) => {
+            tracing::warn!("buttons can mute, but not act on processes or show stderr: {e}");
+            None
+        }
+    };
+    let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
+    let connections = a.connections;
+    let runner = Arc::new(crate::interact::Runner::new(
+        settings.host.clone(),
+        a,
+        signer,
+        SlackApi::new(&settings.api_url, settings.token.clone().expect("checked"), settings.call_timeout),
+        dispatcher,
+        store,
+        supervisor,
+        wakeup,
+    ));
+    tokio::spawn(async move { crate::interact::serve(&api, app_token, connections, runner).await });
+}
+

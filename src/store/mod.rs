@@ -13,16 +13,19 @@ use std::time::Duration;
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod actions;
 mod known;
 mod outbox;
 mod recent;
 mod threads;
 
+pub use actions::{AuditRow, Mute};
 pub use known::Known;
 pub use outbox::{Appended, OutboxEntry, SetAside, WaitingView};
 pub use threads::ThreadRecord;
 
-/// Bumped whenever the schema changes; `open` migrates older files forward.
+/// Bumped whenever the schema changes; `open` migrates older files forward. Tables
+/// that only add (mutes, actions) need no bump: an older listener ignores them.
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// How many states a thread remembers (the parent's trail shows the recent part).
@@ -78,6 +81,26 @@ CREATE TABLE IF NOT EXISTS threads (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mutes (
+    host     TEXT NOT NULL,
+    grp      TEXT NOT NULL,
+    process  TEXT NOT NULL,
+    by_user  TEXT NOT NULL,
+    until    TEXT NOT NULL,
+    PRIMARY KEY (host, grp, process)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    click    TEXT NOT NULL,
+    host     TEXT NOT NULL,
+    grp      TEXT NOT NULL,
+    process  TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    outcome  TEXT,
+    UNIQUE (user, click)
 );
 ";
 

@@ -1,0 +1,145 @@
+//! Acting from Slack: clicks on a card's buttons arrive over Socket Mode
+//! (slack-morphism's listener, no public URL), are acked at once, and run afterwards
+//! on the async side — never near stdin/stdout, so supervisord's answers do not wait
+//! on any of it.
+//! - this module: the Socket Mode connection and the [`Click`] taken from each
+//!   `block_actions` payload;
+//! - [`run`]: what a click does — checked (signature, owner host, who may), deduped,
+//!   run against supervisord with a bounded time, audited in its thread and the log;
+//! - [`members`]: who is in an allowed user group (`usergroups.users.list`, cached).
+
+pub mod members;
+pub mod run;
+
+use std::sync::Arc;
+
+use slack_morphism::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::config::Secret;
+use crate::slack::{Connector, SlackApi};
+
+pub use run::Runner;
+
+/// Clicks waiting for the runner; beyond this many, new ones are dropped (logged).
+const QUEUE: usize = 256;
+
+/// One button click, as Slack delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Click {
+    /// The clicker's user id (`U…`).
+    pub user: String,
+    pub channel_id: String,
+    /// The message the button is on.
+    pub message_ts: String,
+    /// The thread that message is in (a reply's parent), when Slack says.
+    pub thread_ts: Option<String>,
+    pub action_id: String,
+    pub value: String,
+    /// Slack's time of the click: with the user, what makes a click unique.
+    pub action_ts: String,
+}
+
+impl Click {
+    /// The clicks of a `block_actions` payload (one per action; Slack sends one).
+    /// Payloads without a user, channel or message are not clicks on a card.
+    pub fn from_event(ev: &SlackInteractionBlockActionsEvent) -> Vec<Click> {
+        let Some(user) = ev.user.as_ref().map(|u| u.id.to_string()) else {
+            return Vec::new();
+        };
+        let (message_ts, container_channel) = match &ev.container {
+            SlackInteractionActionContainer::Message(m) => (m.message_ts.to_string(), m.channel_id.clone()),
+            SlackInteractionActionContainer::MessageAttachment(m) => (m.message_ts.to_string(), m.channel_id.clone()),
+            SlackInteractionActionContainer::View(_) => return Vec::new(),
+        };
+        let Some(channel_id) = ev
+            .channel
+            .as_ref()
+            .map(|c| c.id.to_string())
+            .or(container_channel.map(|c| c.to_string()))
+        else {
+            return Vec::new();
+        };
+        let thread_ts = ev
+            .message
+            .as_ref()
+            .and_then(|m| m.origin.thread_ts.as_ref())
+            .map(|t| t.to_string());
+        ev.actions
+            .iter()
+            .flatten()
+            .map(|a| Click {
+                user: user.clone(),
+                channel_id: channel_id.clone(),
+                message_ts: message_ts.clone(),
+                thread_ts: thread_ts.clone(),
+                action_id: a.action_id.to_string(),
+                value: a.value.clone().unwrap_or_default(),
+                action_ts: a
+                    .action_ts
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| format!("{}:{}", message_ts, a.action_id)),
+            })
+            .collect()
+    }
+}
+
+/// Where the Socket Mode callback hands clicks to the runner.
+#[derive(Clone)]
+struct ClickQueue(mpsc::Sender<Click>);
+
+/// The interaction callback: queue the click and return, so that slack-morphism acks
+/// the envelope at once (it acks when the callback returns, one at a time per
+/// connection).
+async fn on_interaction(
+    event: SlackInteractionEvent,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    let SlackInteractionEvent::BlockActions(ev) = event else {
+        tracing::debug!("ignored an interaction that is not a button click");
+        return Ok(());
+    };
+    let queue = states.read().await.get_user_state::<ClickQueue>().cloned();
+    if let Some(queue) = queue {
+        for click in Click::from_event(&ev) {
+            if queue.0.try_send(click).is_err() {
+                tracing::warn!("too many clicks waiting; dropped one (its user sees nothing happen)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the Socket Mode connection(s) open for the life of the process and runs
+/// every click with `runner`. Returns when the connection cannot be set up at all.
+pub async fn serve(api: &SlackApi, app_token: Secret, connections: u32, runner: Arc<Runner>) {
+    // slack-morphism only logs a bad token and retries every 30 s: ask once here so
+    // the operator reads what is wrong and how to fix it.
+    match api.open_socket_url(&app_token).await {
+        Ok(_) => tracing::info!(connections, "actions from Slack are on: opening Socket Mode"),
+        Err(f) => tracing::error!(
+            "Socket Mode cannot open with this app-level token ({f}); buttons do nothing until it can. {}",
+            crate::check::app_token_fix()
+        ),
+    }
+    let (tx, mut rx) = mpsc::channel::<Click>(QUEUE);
+    let env = Arc::new(
+        SlackClientEventsListenerEnvironment::new(api.client()).with_user_state(ClickQueue(tx)),
+    );
+    let callbacks = SlackSocketModeListenerCallbacks::new().with_interaction_events(on_interaction);
+    let config = SlackClientSocketModeConfig::new()
+        .with_max_connections_count(connections)
+        .with_reconnect_timeout_in_seconds(10);
+    let listener = SlackClientSocketModeListener::new(&config, env, callbacks);
+    let token = SlackApiToken::new(app_token.expose().to_string().into());
+    if let Err(e) = listener.listen_for(&token).await {
+        tracing::error!("cannot start Socket Mode: {}", app_token.redact(&e.to_string()));
+        return;
+    }
+    listener.start().await;
+    while let Some(click) = rx.recv().await {
+        tokio::spawn(runner.clone().handle(click));
+    }
+}
