@@ -85,6 +85,9 @@ channel = "#ops"
 # The bot token (xoxb-...) is read from a file holding just the token; chmod 600.
 # Env: SLACK_TOKEN (the token itself) or SLACK_TOKEN_FILE. Never a command-line argument.
 # token_file = "/etc/supervisor-slack/token"
+# The app-level token (xapp-...) for buttons on cards, over Socket Mode ([actions]
+# at the end of this file). Default: SLACK_APP_TOKEN_FILE or SLACK_APP_TOKEN.
+# app_token_file = "/etc/supervisor-slack/app-token"
 
 # The host label on every card. Default: this machine's hostname.
 # Env: SUPERVISOR_SLACK_HOST
@@ -202,4 +205,21 @@ channel = "#ops"
 # [[route]]
 # process = "{cron,backup}-*"
 # drop = true
+
+# Acting from the card (optional): Restart, Start, Stop, Show stderr and Mute
+# buttons, clicked in Slack and received over Socket Mode (an outgoing WebSocket: no
+# public URL). Needs an app-level token (xapp-..., scope connections:write, Socket
+# Mode and Interactivity on), from SLACK_APP_TOKEN_FILE, SLACK_APP_TOKEN or
+# app_token_file (at the top of this file).
+# Nobody allowed, no buttons. Use one Slack app per host: Slack hands a click to any
+# connection of the app, and a host runs only its own cards' buttons.
+#
+# [actions]
+# allow_users = ["U012AB3CD"]        # member ids
+# allow_groups = ["S012AB3CD"]       # user groups (scope usergroups:read)
+# allowed = ["restart", "start", "stop", "stderr", "mute"]
+# mute_for = "1h"
+# stderr_lines = 20
+# timeout = "30s"                    # longest an action may take with supervisord
+# connections = 1                    # Socket Mode connections (10 per app in all)
 "##;

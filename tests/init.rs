@@ -80,7 +80,7 @@ fn starter_settings_document_every_key_with_working_examples() {
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             // `# key = value` and `# [[route]]` lines are examples; prose is not.
-            Some(rest) if rest.contains(" = ") || rest.starts_with("[[") => rest,
+            Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest,
             _ => l,
         })
         .collect::<Vec<_>>()
@@ -98,11 +98,16 @@ fn starter_settings_document_every_key_with_working_examples() {
     assert!(f.supervisor_password_file.is_some());
     assert!(f.skip.is_some() && f.running.is_some() && f.mentions.is_some());
     assert_eq!(f.route.len(), 2);
+    assert!(f.app_token_file.is_some() && f.actions.is_some());
     assert!(text.contains("# supervisor_password = "));
     // Semantic checks pass on the examples (files aside, which do not exist here).
     let no_files = uncommented
         .lines()
-        .filter(|l| !l.starts_with("token_file") && !l.starts_with("supervisor_password_file"))
+        .filter(|l| {
+            !l.starts_with("token_file")
+                && !l.starts_with("app_token_file")
+                && !l.starts_with("supervisor_password_file")
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let no_files = no_files.replace("supervisor_username = \"slack\"", "");
@@ -132,7 +137,7 @@ fn every_known_key_is_in_the_starter_file() {
     let text = starter_settings();
     let top = known_keys("");
     assert!(top.len() > 20, "{top:?}");
-    for key in top.iter().filter(|k| *k != "route") {
+    for key in top.iter().filter(|k| *k != "route" && *k != "actions") {
         assert!(
             text.contains(&format!("{key} = ")),
             "{key} is not documented"
@@ -145,5 +150,9 @@ fn every_known_key_is_in_the_starter_file() {
                 || text.contains(&format!(" {key},")),
             "route key {key} is not documented"
         );
+    }
+    assert!(text.contains("# [actions]"));
+    for key in known_keys("[actions]\n") {
+        assert!(text.contains(&format!("# {key} = ")), "actions key {key} is not documented");
     }
 }
