@@ -9,6 +9,8 @@
 //!   refused) and dropping connections;
 //! - supervisor-slack with Slack healthy and with Slack down over 100,000 events
 //!   (peak RSS);
+//! - supervisor-slack with Socket Mode off and on (actions from Slack, a click every
+//!   50 ms while it answers events), alternated;
 //! - the baseline, `benches/baseline_listener.py` (supervisor.childutils, posts
 //!   synchronously before answering, as the usual Python listeners do), with Slack
 //!   healthy and slow, through the same driver; then the ratios.
@@ -16,7 +18,8 @@
 //! `cargo bench --bench load` (options after `--`: `--events N` per run, default
 //! 20,000; `--rss-events N`, default 100,000; `--baseline-events N`, default 2,000;
 //! `--baseline-slow-events N`, default 20; `--only-rss`: the two 100,000-event runs
-//! alone, without the other scenarios and the baseline). Prints figures; asserts nothing about
+//! alone, without the other scenarios and the baseline; `--only-actions`: Socket Mode
+//! off against on, with clicks arriving during the run, alternated). Prints figures; asserts nothing about
 //! time (a benchmark, not a test). Under `cargo test --all-targets` (no `--bench`
 //! argument) every scenario runs with a handful of events, as a smoke run.
 
@@ -290,6 +293,91 @@ fn supervisor_slack(api_url: &str) -> Subject {
     Subject { cmd: c, dir }
 }
 
+/// The listener with actions from Slack on: an app-level token, `[actions]` allowing
+/// [`BENCH_USER`], Socket Mode open to the stand-in.
+fn supervisor_slack_with_actions(api_url: &str) -> Subject {
+    let mut s = supervisor_slack(api_url);
+    let settings = s.dir.path().join("settings.toml");
+    std::fs::write(&settings, format!("[actions]\nallow_users = [\"{BENCH_USER}\"]\n")).unwrap();
+    s.cmd = {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"));
+        c.arg("--config")
+            .arg(&settings)
+            .arg("listen")
+            .arg("--state")
+            .arg(s.dir.path().join("state.db"))
+            .env_remove("SUPERVISOR_SERVER_URL")
+            .env_remove("SUPERVISOR_SLACK_STATE")
+            .env("SLACK_TOKEN", "xoxb-bench")
+            .env("SLACK_APP_TOKEN", "xapp-bench")
+            .env("SLACK_CHANNEL", "#bench")
+            .env("SLACK_API_URL", api_url)
+            .env("SUPERVISOR_SLACK_LOG", "warn");
+        c
+    };
+    s
+}
+
+const BENCH_USER: &str = "U0BENCH";
+
+/// Clicks Mute / Unmute on the cards in `#bench` every 50 ms until `stop`, as the
+/// allowed user; returns how many clicks were acked.
+async fn keep_clicking(slack: std::sync::Arc<StandIn>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> usize {
+    use std::sync::atomic::Ordering;
+    let mut acked = 0;
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for t in slack.channel("#bench").iter().take(3) {
+            let Some((id, _, _)) = slack
+                .buttons("#bench", &t.parent.ts)
+                .into_iter()
+                .find(|(id, _, _)| id == "mute" || id == "unmute")
+            else {
+                continue;
+            };
+            let click = supervisor_slack::standin::Click::new(BENCH_USER, "#bench", t.parent.ts.clone(), id);
+            if let Ok(out) = slack.click(click).await {
+                acked += out.acked.iter().filter(|a| **a).count();
+            }
+        }
+    }
+    acked
+}
+
+/// Socket Mode off, then on with clicks arriving all along, twice (off, on, off,
+/// on), each with a fresh state and stand-in; returns the better-of-two figures of
+/// each and the clicks acked.
+fn actions_ab(rt: &tokio::runtime::Runtime, n: usize, processes: usize) -> (Figures, Figures, usize) {
+    let fresh = || {
+        std::sync::Arc::new(
+            rt.block_on(StandIn::start(StandInOptions {
+                enforce_rate_limit: false,
+                ..StandInOptions::default()
+            }))
+            .expect("start the Slack stand-in"),
+        )
+    };
+    let mut off: Option<Figures> = None;
+    let mut on: Option<Figures> = None;
+    let mut clicks = 0;
+    let better = |a: Option<Figures>, b: Figures| match a {
+        Some(a) if a.p99 <= b.p99 => a,
+        _ => b,
+    };
+    for _ in 0..2 {
+        let slack = fresh();
+        off = Some(better(off, drive_with(&slack, supervisor_slack(&slack.api_url()), n, processes)));
+        let slack = fresh();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clicker = rt.spawn(keep_clicking(slack.clone(), stop.clone()));
+        let f = drive_with(&slack, supervisor_slack_with_actions(&slack.api_url()), n, processes);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        clicks += rt.block_on(clicker).unwrap_or(0);
+        on = Some(better(on, f));
+    }
+    (off.unwrap(), on.unwrap(), clicks)
+}
+
 fn baseline_python() -> Option<PathBuf> {
     let p = std::env::var_os("BASELINE_PYTHON")
         .map(PathBuf::from)
@@ -346,6 +434,7 @@ fn main() {
     };
     let processes = 20;
     let only_rss = full && args.iter().any(|a| a == "--only-rss");
+    let only_actions = full && args.iter().any(|a| a == "--only-actions");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -408,6 +497,21 @@ fn main() {
         );
         (big_standin, big, big_down)
     };
+    let socket_mode = || {
+        let (off, on, clicks) = actions_ab(&rt, n, processes);
+        print("supervisor-slack, Socket Mode off", &off);
+        print("supervisor-slack, Socket Mode on, clicking", &on);
+        println!(
+            "Socket Mode on ÷ off (better of two runs each, alternated): p50 {:.2}×, p99 {:.2}×, events/s {:.2}×; {clicks} clicks acked during the on runs",
+            on.p50.as_secs_f64() / off.p50.as_secs_f64(),
+            on.p99.as_secs_f64() / off.p99.as_secs_f64(),
+            on.per_sec / off.per_sec,
+        );
+    };
+    if only_actions {
+        socket_mode();
+        return;
+    }
     if only_rss {
         let (big_standin, big, big_down) = big_runs();
         println!("load average at end: {}", loadavg());
@@ -435,6 +539,8 @@ fn main() {
         processes,
     );
     print("supervisor-slack, Slack drops connections", &ours_drop);
+
+    socket_mode();
 
     let (big_standin, big, big_down) = big_runs();
 

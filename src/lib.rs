@@ -14,6 +14,9 @@
 //!                 │                                                         │
 //!                 └─ crash (details over supervisord::xmlrpc)                 ▼
 //!                                                          store (thread map, delivered)
+//!
+//! Slack ─Socket Mode─► interact (ack) ─► actions (signature) ─► supervisord::xmlrpc
+//!                          └─► audit: dispatch (paced post in the thread), store
 //! ```
 //! The thread that reads stdin never waits on the network: an event is answered as
 //! soon as it is committed to the outbox. Everything after that runs on tokio and may
@@ -27,7 +30,8 @@
 //! - [`listen`]: the `listen` command — the stdin loop, deduplication, gaps, the
 //!   hand-off to the outbox; the signal watcher.
 //! - [`routing`]: which channel an event goes to, with which mentions, or none.
-//! - [`store`]: the *outbox* of undelivered events and the thread map, in SQLite.
+//! - [`store`]: the *outbox* of undelivered events, the thread map, mutes, the audit of
+//!   actions and the key that signs buttons, in SQLite.
 //! - [`wakeup`]: the set of threads with new outbox entries, from the reader to the
 //!   dispatcher.
 //! - [`dispatch`]: the delivery policy — `worker` (order, coalescing, flapping,
@@ -41,8 +45,14 @@
 //! - [`reconcile`]: every card compared with what supervisord reports now
 //!   (`getAllProcessInfo`: at start, after a gap, after supervisord starts or changes
 //!   its groups, every minute); a disagreement becomes an outbox entry.
+//! - [`actions`]: what can be asked from a card, as values — the actions, which of
+//!   them a state offers, and the signed button value (host, group, process, action).
+//! - [`interact`]: clicks from Slack over Socket Mode (slack-morphism's listener, on
+//!   the async side): acked at once, then checked (owner host, signature, who may),
+//!   deduped, run against supervisord over [`supervisord::xmlrpc`] with a bounded
+//!   time, and audited in the thread, the log and the store.
 //! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits,
-//!   the board, and every card and note text. Pure functions over values.
+//!   the board, the buttons, and every card and note text. Pure functions over values.
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
 //!   every failure.
 //! - [`bucket`]: the one token bucket (pacing, and the stand-in's limits).
@@ -50,7 +60,8 @@
 //!   and whether `listen` can start.
 //! - [`init`] and [`check`]: the operator's `init` (starter files) and `check`
 //!   (is everything set up?) commands.
-//! - [`standin`]: a local server speaking Slack's Web API, for tests and `preview`.
+//! - [`standin`]: a local server speaking Slack's Web API and Socket Mode, for tests
+//!   and `preview`.
 //! - [`preview`]: the `preview` command — the stand-in on its own, with Slack's pacing.
 //!
 //! stdout belongs to supervisord: only the protocol writer touches it while

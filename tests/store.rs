@@ -345,3 +345,45 @@ fn a_full_outbox_folds_the_listeners_new_events_and_the_card_can_count_them() {
         "ends in the real state, counts what it folded"
     );
 }
+
+#[test]
+fn the_signing_key_mutes_and_the_click_audit_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let k = key("worker");
+    let mut s = Store::open(&path).unwrap();
+    let signing = s.signing_key().unwrap();
+    assert_eq!(signing.len(), 32);
+    // A second connection (the dispatcher's, the runner's) reads the same key.
+    assert_eq!(Store::open(&path).unwrap().signing_key().unwrap(), signing);
+
+    let until = Utc::now() + chrono::Duration::hours(1);
+    s.mute(&k, "U0ADMIN", until).unwrap();
+    let mute = s.mute_of(&k).unwrap().expect("muted");
+    assert_eq!(mute.by, "U0ADMIN");
+    assert_eq!(mute.until.timestamp(), until.timestamp());
+    assert_eq!(s.mute_of(&key("other")).unwrap(), None);
+    // An expired mute is none.
+    s.mute(&key("old"), "U0ADMIN", Utc::now() - chrono::Duration::seconds(1)).unwrap();
+    assert_eq!(s.mute_of(&key("old")).unwrap(), None);
+
+    let id = s.record_click("U0ADMIN", "1700000000.000100", &k, "restart").unwrap();
+    assert!(id.is_some());
+    // The same click again (Slack redelivered it): not recorded, not run.
+    assert_eq!(s.record_click("U0ADMIN", "1700000000.000100", &k, "restart").unwrap(), None);
+    // Another user's click at the same instant is another click.
+    assert!(s.record_click("U0OTHER", "1700000000.000100", &k, "restart").unwrap().is_some());
+    s.click_outcome(id.unwrap(), "RUNNING, pid 42").unwrap();
+    drop(s);
+
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.signing_key().unwrap(), signing, "the key outlives a restart");
+    assert!(s.mute_of(&k).unwrap().is_some(), "so does the mute");
+    assert!(s.unmute(&k).unwrap());
+    assert!(!s.unmute(&k).unwrap(), "nothing left to unmute");
+    let audit = s.audit(10).unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[1].user, "U0ADMIN");
+    assert_eq!(audit[1].outcome.as_deref(), Some("RUNNING, pid 42"));
+    assert_eq!(audit[0].outcome, None);
+}

@@ -9,7 +9,9 @@
 //!   redrawn after a storm settles, within the same edit budget;
 //! - [`pacing`]: the 429 gate and the token buckets (posts per channel, edits);
 //! - [`retry`]: every reaction to a failed call, in one place;
-//! - [`thread`]: the in-memory state a thread's worker and keeper share.
+//! - [`thread`]: the in-memory state a thread's worker and keeper share;
+//! - [`controls`]: the buttons and the mute on a thread's cards (actions from Slack),
+//!   and the paced post [`crate::interact`] audits an action with.
 //!
 //! Per thread: post a parent the first time (its `ts` is saved at once, so a restart
 //! never posts a second parent), post every transition as a reply, and keep the
