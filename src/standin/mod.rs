@@ -31,7 +31,7 @@
 //!   fields beside `blocks`, `no_text`), kept apart from `card::limits` on purpose: the
 //!   stand-in is an independent oracle;
 //! - [`page`] (with `page.html`), `blocks` and [`mrkdwn`]: the channel drawn as Slack
-//!   draws it;
+//!   draws it, with buttons that click through Socket Mode;
 //! - `conn`: connections a [`Fault::Drop`] can cut.
 //!
 //! Routes: `/api/{method}`, `/` (the page; `?channel=NAME`, `?thread=TS` for one thread,

@@ -322,6 +322,7 @@ async fn page_handler(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Html<String> {
+    let opts = &shared.opts;
     let snapshot: Vec<page::ChannelView> = {
         let inner = shared.lock();
         inner
@@ -333,6 +334,12 @@ async fn page_handler(
                 name: c.name.clone(),
                 threads: c.threads(),
                 flow: c.flow().cloned().collect(),
+                ephemerals: inner
+                    .ephemerals
+                    .iter()
+                    .filter(|e| e.channel == c.id && e.user == opts.page_user)
+                    .cloned()
+                    .collect(),
             })
             .collect()
     };
@@ -342,6 +349,8 @@ async fn page_handler(
         collapsed: query
             .get("collapsed")
             .is_some_and(|v| v == "1" || v == "true"),
+        users: &opts.users,
+        page_user: &opts.page_user,
     };
     Html(page::render_view(&snapshot, &view, &shared.api_url))
 }

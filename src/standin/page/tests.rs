@@ -38,6 +38,7 @@ fn a_parent_with_a_reply_renders_header_fields_and_thread() {
             replies: vec![reply],
         }],
         flow: vec![parent],
+        ephemerals: vec![],
     };
     let html = render(&[view], None, "http://127.0.0.1:1/api");
     assert!(html.contains("background:#2EB67D"));
@@ -83,6 +84,7 @@ fn two_threads() -> ChannelView {
             },
         ],
         flow: vec![web, worker],
+        ephemerals: vec![],
     }
 }
 
@@ -157,6 +159,7 @@ fn legacy_attachments_and_unknown_blocks_render_escaped() {
             replies: vec![],
         }],
         flow: vec![m],
+        ephemerals: vec![],
     };
     let html = render(&[view], None, "http://x/api");
     assert!(html.contains("style=\"background:#a30200\""));
@@ -176,4 +179,110 @@ fn an_empty_stand_in_says_nothing_was_posted() {
     assert!(html.contains("<title>Slack stand-in</title>"));
     assert!(html.contains("Nothing has been posted to the stand-in yet."));
     assert!(html.contains("API: http://127.0.0.1:9/api"));
+}
+
+#[test]
+fn buttons_render_with_style_confirm_and_every_string_escaped() {
+    let evil = "\"><script>x</script>";
+    let m = message(
+        "1700000000.000100",
+        json!([{"color": "#2EB67D", "blocks": [
+            {"type": "actions", "elements": [
+                {"type": "button", "action_id": "restart", "value": evil, "style": "danger",
+                 "text": {"type": "plain_text", "text": evil},
+                 "confirm": {"title": {"type": "plain_text", "text": evil},
+                             "text": {"type": "plain_text", "text": "Restart web?"},
+                             "confirm": {"type": "plain_text", "text": "Restart"},
+                             "deny": {"type": "plain_text", "text": "No"}}},
+                {"type": "button", "action_id": "logs", "style": "primary; color:red",
+                 "text": {"type": "plain_text", "text": "Logs"}},
+                {"type": "static_select", "action_id": "pick"}
+            ]}
+        ]}]),
+    );
+    let view = ChannelView {
+        id: "C1".into(),
+        name: Some("ops".into()),
+        threads: vec![Thread {
+            parent: m.clone(),
+            replies: vec![],
+        }],
+        flow: vec![m],
+        ephemerals: vec![],
+    };
+    let html = render_view(
+        &[view],
+        &View {
+            page_user: "U0DEMO",
+            ..View::default()
+        },
+        "http://x/api",
+    );
+    let escaped = "&quot;&gt;&lt;script&gt;x&lt;/script&gt;";
+    assert!(html.contains(&format!(
+        "<button type=\"button\" class=\"btn danger\" data-action-id=\"restart\" \
+         data-value=\"{escaped}\" data-confirm-title=\"{escaped}\" \
+         data-confirm-text=\"Restart web?\" data-confirm-yes=\"Restart\" data-confirm-no=\"No\">{escaped}</button>"
+    )), "{html}");
+    assert!(
+        html.contains(
+            "<button type=\"button\" class=\"btn\" data-action-id=\"logs\">Logs</button>"
+        ),
+        "no value, no confirm, an unknown style is the default look"
+    );
+    assert!(html.contains("<span class=\"context\">[static_select]</span>"));
+    assert!(html.contains("<body data-user=\"U0DEMO\">"));
+    assert!(html.contains("<div id=\"flow\" data-channel=\"C1\">"));
+    assert_eq!(html.matches("<script>").count(), 1, "only the page's own");
+}
+
+#[test]
+fn the_page_users_ephemerals_show_in_the_flow_and_in_their_thread() {
+    let mut view = two_threads();
+    let ephemeral = |ts: &str, thread_ts: Option<&str>, text: &str| Ephemeral {
+        channel: "C0STANDIN1".into(),
+        user: "U0DEMO".into(),
+        text: Some(text.into()),
+        thread_ts: thread_ts.map(str::to_owned),
+        blocks: None,
+        attachments: None,
+        ts: ts.into(),
+    };
+    view.ephemerals = vec![
+        ephemeral("1700000001.500000", None, "only <@U0DEMO> sees this"),
+        ephemeral(
+            "1700000003.500000",
+            Some("1700000002.000100"),
+            "restarting worker",
+        ),
+    ];
+    let users = [("U0DEMO".to_string(), "demo".to_string())];
+    let html = render_view(
+        &[view],
+        &View {
+            users: &users,
+            ..View::default()
+        },
+        "http://x/api",
+    );
+    assert_eq!(html.matches("Only visible to you").count(), 2);
+    assert!(html.contains("only <span class=\"mention\">@demo</span> sees this"));
+    let web = html.find("web RUNNING").unwrap();
+    let flow_note = html.find("only <span").unwrap();
+    let worker = html.find("worker FATAL<").unwrap();
+    assert!(
+        web < flow_note && flow_note < worker,
+        "in ts order in the flow"
+    );
+    let backoff = html.find("worker BACKOFF").unwrap();
+    let thread_note = html.find("restarting worker").unwrap();
+    let postgres = html.find("worker FATAL: postgres").unwrap();
+    assert!(
+        backoff < thread_note && thread_note < postgres,
+        "in ts order in its thread"
+    );
+    assert!(
+        html.contains("3 replies"),
+        "the thread counts what the reader sees"
+    );
 }
