@@ -1,7 +1,9 @@
 //! The preview page in a real browser: the listener binary posts cards to the Slack
 //! stand-in, headless Chromium loads the page (scripts run), and the rendered DOM must
 //! hold the cards (process, state, host, colour bar) and the thread replies — and a
-//! `<script>` smuggled in through a process name must stay text, never run.
+//! `<script>` smuggled in through a process name must stay text, never run. A button
+//! clicked on the page (through the DevTools protocol, [`common::cdp`]) reaches a
+//! Socket Mode app connected to the stand-in.
 //!
 //! Chromium is Debian's (`scripts/test` installs it through `scripts/test-env`).
 //! Without it the tests skip with a message, except under CI (`CI` set), where a
@@ -9,53 +11,22 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cdp::{chromium_or_skip, Browser, HEADLESS};
 use common::pipe::PipeListener;
-use common::slack::{header, options, FAST, FAST_UPDATES};
+use common::slack::{header, options, FAST, FAST_UPDATES, TOKEN};
+use common::socket::{client, SocketApp, APP_TOKEN};
+use serde_json::json;
+use slack_morphism::prelude::*;
 use supervisor_slack::card::color;
 use supervisor_slack::standin::StandIn;
 use supervisor_slack::supervisord::event::State;
 
 /// The injected name: if the page ever let it become a tag, the title would change.
 const EVIL: &str = r#"<script>document.title="pwned"</script>"#;
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-fn find_chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|n| dir.join(n)))
-        .find(|p| p.is_file())
-}
-
-/// The browser, or `None` (with a message) when the test should skip.
-fn chromium_or_skip(test: &str) -> Option<PathBuf> {
-    match find_chromium() {
-        Some(p) => Some(p),
-        None if under_ci() => panic!(
-            "chromium is not installed, and CI is set: the browser tests must run in CI \
-             (scripts/test installs it with TEST_ENV_CHROMIUM=1 scripts/test-env)"
-        ),
-        None => {
-            // Straight to stderr, past the test harness's capture: a skip must be seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: chromium is not installed (TEST_ENV_CHROMIUM=1 scripts/test-env \
-                 installs it; under CI this is a failure)"
-            );
-            None
-        }
-    }
-}
 
 /// Loads `url` in headless Chromium and returns the DOM after the page's scripts ran.
 fn dump_dom(chromium: &Path, url: &str) -> String {
@@ -64,17 +35,7 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
     let out_path = out_dir.path().join("dom.html");
     let err_path = out_dir.path().join("chromium.log");
     let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,900",
-        ])
+        .args(HEADLESS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(url)
@@ -291,4 +252,95 @@ async fn the_board_and_compact_replies_in_chromium() {
     // The routine reply is one line: its change, process and host together.
     assert!(dom.contains("<b>STARTING → RUNNING</b> · web on <b>web-1</b>"), "compact reply");
     l.close();
+}
+
+/// A button on the page, clicked in Chromium: its `confirm` dialog first (deny sends
+/// nothing), then the click reaches the Socket Mode app with the button's `action_id`
+/// and `value`, as the page's user — after a refresh has redrawn the buttons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_button_clicked_in_chromium_reaches_the_socket_mode_app_after_its_confirm() {
+    let Some(chromium) =
+        chromium_or_skip("a_button_clicked_in_chromium_reaches_the_socket_mode_app_after_its_confirm")
+    else {
+        return;
+    };
+    let standin = StandIn::start(options()).await.unwrap();
+    let app = SocketApp::start(&standin, APP_TOKEN, 2).await;
+    assert!(standin.wait_for_sockets(2, Duration::from_secs(10)).await);
+    let (api, token) = (client(&standin), SlackApiToken::new(TOKEN.into()));
+    let session = api.open_session(&token);
+    // A value a page could garble: quotes, angle brackets, an ampersand.
+    let value = r#"web-1|web "<b>"&'"#;
+    let card: SlackMessageContent = serde_json::from_value(json!({
+        "text": "web RUNNING",
+        "attachments": [{"color": "#2EB67D", "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "web RUNNING"}},
+            {"type": "actions", "block_id": "card", "elements": [
+                {"type": "button", "action_id": "restart", "value": value, "style": "danger",
+                 "text": {"type": "plain_text", "text": "Restart"},
+                 "confirm": {"title": {"type": "plain_text", "text": "Restart web?"},
+                             "text": {"type": "plain_text", "text": "web is RUNNING on web-1."},
+                             "confirm": {"type": "plain_text", "text": "Restart"},
+                             "deny": {"type": "plain_text", "text": "Keep it"}}},
+                {"type": "button", "action_id": "logs", "value": "tail",
+                 "text": {"type": "plain_text", "text": "Tail log"}}
+            ]}
+        ]}]
+    }))
+    .unwrap();
+    let post = |content: SlackMessageContent| {
+        SlackApiChatPostMessageRequest::new("#ops".into(), content)
+    };
+    let posted = session.chat_post_message(&post(card)).await.unwrap();
+
+    let url = format!("{}?channel=ops", standin.page_url());
+    let mut page = Browser::open(&chromium, &url).await;
+    let restart = r#"document.querySelector('button[data-action-id="restart"]')"#;
+    let wait = Duration::from_secs(30);
+    assert!(page.wait_for(restart, wait).await, "the button is drawn");
+    // The next refresh replaces the flow: the buttons clicked below are the redrawn ones.
+    session
+        .chat_post_message(&post(SlackMessageContent::new().with_text("later news".into())))
+        .await
+        .unwrap();
+    let flow_has = |text: &str| format!("document.getElementById('flow').textContent.includes({text:?})");
+    assert!(page.wait_for(&flow_has("later news"), wait).await, "the page refreshed");
+
+    let dialog_open = "document.getElementById('confirm').open";
+    page.eval(&format!("{restart}.click()")).await;
+    assert!(page.wait_for(dialog_open, wait).await, "the confirm dialog opens");
+    let shown = page
+        .eval("['confirm-title','confirm-text','confirm-yes','confirm-no'].map(id => document.getElementById(id).textContent)")
+        .await;
+    assert_eq!(shown, json!(["Restart web?", "web is RUNNING on web-1.", "Restart", "Keep it"]));
+    page.eval("document.getElementById('confirm-no').click()").await;
+    assert!(page.wait_for(&format!("!{dialog_open}"), wait).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.clicks().is_empty(), "deny sends nothing");
+
+    page.eval(&format!("{restart}.click()")).await;
+    assert!(page.wait_for(dialog_open, wait).await);
+    page.eval("document.getElementById('confirm-yes').click()").await;
+    let clicks = app.wait_for_clicks(1, Duration::from_secs(10)).await;
+    assert_eq!(clicks.len(), 1, "one click reached the app");
+    let click = &clicks[0];
+    let action = &click.actions.as_ref().unwrap()[0];
+    assert_eq!(action.action_id.0, "restart");
+    assert_eq!(action.value.as_deref(), Some(value));
+    assert_eq!(click.user.as_ref().unwrap().id.0, "U0DEMO", "the page's user");
+    assert_eq!(click.message.as_ref().unwrap().origin.ts, posted.ts);
+    let status = "document.getElementById('status').textContent";
+    assert!(
+        page.wait_for(&format!("{status} === 'sent to the listener'"), wait).await,
+        "the page says so: {}",
+        page.eval(status).await
+    );
+
+    // A button without a dialog sends at once.
+    page.eval(r#"document.querySelector('button[data-action-id="logs"]').click()"#)
+        .await;
+    let clicks = app.wait_for_clicks(2, Duration::from_secs(10)).await;
+    let action = &clicks[1].actions.as_ref().unwrap()[0];
+    assert_eq!((action.action_id.0.as_str(), action.value.as_deref()), ("logs", Some("tail")));
+    app.stop().await;
 }

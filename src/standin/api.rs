@@ -1,7 +1,9 @@
-//! The Web API methods: `auth.test`, `chat.postMessage`, `chat.update`,
-//! `conversations.replies`, `conversations.history`. One handler takes every call
-//! through the same steps — record it, inject a fault, check the token, then run the
-//! method — so that what a test sees in [`Call`](super::Call) is what happened.
+//! The Web API methods: `auth.test`, `chat.postMessage`, `chat.update`, `pins.add`,
+//! `conversations.replies`, `conversations.history`, `apps.connections.open` (its
+//! tickets kept by `socket`), `chat.postEphemeral` and `usergroups.users.list` (run
+//! by `people`). One handler takes every call through the same steps —
+//! record it, inject a fault, check the token, then run the method — so that what a
+//! test sees in [`Call`](super::Call) is what happened.
 //!
 //! Methods that change the channel take POST only (GET answers 405, as a read-only
 //! link or an `<img>` on another site must not post); reads also take GET, as
@@ -19,15 +21,16 @@ use super::auth::bearer_token;
 use super::conn::ConnHandle;
 use super::server::{Inner, Shared};
 use super::state::{names_match, Call, Message};
-use super::validate;
 use super::wire::{bool_param, message_json, read_params, str_param, with_thread_summary, Answer};
+use super::{people, validate};
 use super::{Fault, StandInOptions};
 
 /// The methods that only read, and so may come by GET.
-const READS: [&str; 3] = [
+const READS: [&str; 4] = [
     "auth.test",
     "conversations.history",
     "conversations.replies",
+    "usergroups.users.list",
 ];
 
 /// Whether `method` may be called with the HTTP method `verb`: reads by GET, HEAD or
@@ -80,7 +83,8 @@ async fn handle_call(
     let unreadable = params.as_ref().err().copied();
     let params = params.unwrap_or_default();
     let token = auth_header.or_else(|| str_param(&params, "token").map(str::to_owned));
-    let (index, fault) = record(&shared, &method, &params, token.as_deref(), arrived);
+    let Recorded { index, fault, auth } =
+        record(&shared, &method, &params, token.as_deref(), arrived);
 
     let answer = match fault {
         Some(Fault::Drop) => {
@@ -110,10 +114,8 @@ async fn handle_call(
     let answer = answer.unwrap_or_else(|| {
         if let Some(code) = unreadable {
             Answer::error(code)
-        } else if token.is_none() {
-            Answer::error("not_authed")
-        } else if !inner.calls[index].authorization_ok {
-            Answer::error("invalid_auth")
+        } else if let Err(code) = auth {
+            Answer::error(code)
         } else {
             dispatch(&mut inner, opts, &method, &params)
         }
@@ -132,15 +134,22 @@ async fn handle_call(
     answer
 }
 
-/// Records the call as it arrived and takes the fault it meets; returns its index in
-/// the record.
+/// A call as recorded: where it is in the record, the fault it met, and whether its
+/// token passed (Slack's error code if not).
+struct Recorded {
+    index: usize,
+    fault: Option<Fault>,
+    auth: Result<(), &'static str>,
+}
+
+/// Records the call as it arrived (never its token) and takes the fault it meets.
 fn record(
     shared: &Shared,
     method: &str,
     params: &Map<String, Value>,
     token: Option<&str>,
     arrived: Instant,
-) -> (usize, Option<Fault>) {
+) -> Recorded {
     let opts = &shared.opts;
     let mut inner = shared.lock();
     let channel = str_param(params, "channel").and_then(|c| {
@@ -153,7 +162,7 @@ fn record(
         inner
             .limits
             .inside_retry_after(method, channel.as_deref().unwrap_or_default(), arrived);
-    let authorization_ok = inner.auth.accepts(token);
+    let auth = inner.auth.check(method, token);
     let fault = inner.faults.take(method);
     let mut body = Value::Object(params.clone());
     if let Some(map) = body.as_object_mut() {
@@ -167,12 +176,16 @@ fn record(
         status: 0,
         error: None,
         retry_after: None,
-        authorization_ok,
+        authorization_ok: auth.is_ok(),
         during_retry_after,
         fault: fault.as_ref().map(|f| format!("{f:?}")),
         ts: None,
     });
-    (inner.calls.len() - 1, fault)
+    Recorded {
+        index: inner.calls.len() - 1,
+        fault,
+        auth,
+    }
 }
 
 fn dispatch(
@@ -199,17 +212,19 @@ fn dispatch(
         "pins.add" => pin_message(inner, opts, params),
         "conversations.replies" => replies(inner, opts, params),
         "conversations.history" => history(inner, opts, params),
+        "apps.connections.open" => Answer::ok(json!({"url": inner.sockets.issue_url()})),
+        "chat.postEphemeral" => people::post_ephemeral(inner, opts, params),
+        "usergroups.users.list" => people::usergroup_users(opts, params),
         _ => Answer::error("unknown_method"),
     }
 }
 
-/// The id of the call's channel, once the channel exists, the bot is in it and the
-/// method's rate limit for it allows the call; otherwise the answer to send.
-fn channel_within_limits(
+/// The id of the call's channel, once the channel exists and the bot is in it;
+/// otherwise the answer to send.
+pub(super) fn invited_channel(
     inner: &mut Inner,
     opts: &StandInOptions,
     params: &Map<String, Value>,
-    method: &str,
 ) -> Result<String, Answer> {
     let channel_arg =
         str_param(params, "channel").ok_or_else(|| Answer::error("channel_not_found"))?;
@@ -224,7 +239,18 @@ fn channel_within_limits(
     if uninvited {
         return Err(Answer::error("not_in_channel"));
     }
-    let channel_id = channel.id.clone();
+    Ok(channel.id.clone())
+}
+
+/// The id of the call's channel, once the channel exists, the bot is in it and the
+/// method's rate limit for it allows the call; otherwise the answer to send.
+fn channel_within_limits(
+    inner: &mut Inner,
+    opts: &StandInOptions,
+    params: &Map<String, Value>,
+    method: &str,
+) -> Result<String, Answer> {
+    let channel_id = invited_channel(inner, opts, params)?;
     inner
         .limits
         .take(opts, method, &channel_id, Instant::now())
@@ -446,5 +472,8 @@ mod tests {
         assert!(allowed(&Method::GET, "auth.test"));
         assert!(allowed(&Method::GET, "conversations.history"));
         assert!(allowed(&Method::POST, "conversations.replies"));
+        assert!(allowed(&Method::GET, "usergroups.users.list"));
+        assert!(!allowed(&Method::GET, "apps.connections.open"));
+        assert!(!allowed(&Method::GET, "chat.postEphemeral"));
     }
 }

@@ -1,12 +1,17 @@
 //! Block Kit as the preview page draws it: each block and attachment of a message
 //! turned into plain values for `page.html` — text already HTML (through
-//! [`mrkdwn`](super::mrkdwn), which escapes everything) and the colour bar's CSS
-//! colour checked to be a colour.
+//! [`mrkdwn`](super::mrkdwn), which escapes everything), the colour bar's CSS colour
+//! checked to be a colour, and the buttons of `actions` blocks with what a click
+//! needs (`action_id`, `value`, the `confirm` dialog) as plain strings the template
+//! escapes.
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::mrkdwn::{mrkdwn_to_html, plain_to_html};
+use super::mrkdwn::{decode_slack, mrkdwn_to_html, plain_to_html};
+
+/// The workspace's users, (id, name), for mentions.
+type Users<'a> = &'a [(String, String)];
 
 /// One Block Kit block.
 #[derive(Serialize)]
@@ -29,6 +34,9 @@ pub(super) enum Block {
     Markdown {
         html: String,
     },
+    Actions {
+        elements: Vec<Element>,
+    },
     /// A block the page does not draw, named.
     Other {
         name: String,
@@ -45,6 +53,32 @@ pub(super) struct Attachment {
     text_html: Option<String>,
     fields: Option<Vec<Field>>,
     footer_html: Option<String>,
+}
+
+/// One element of an `actions` block.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum Element {
+    Button {
+        text_html: String,
+        /// `primary` or `danger`; anything else is the default look.
+        style: Option<&'static str>,
+        action_id: String,
+        value: Option<String>,
+        confirm: Option<Confirm>,
+    },
+    /// An element the page does not draw (a menu, a date picker), named.
+    Other { name: String },
+}
+
+/// A button's `confirm` dialog, as plain text (the page shows it as text).
+#[derive(Serialize)]
+pub(super) struct Confirm {
+    title: String,
+    text: String,
+    confirm: String,
+    deny: String,
+    danger: bool,
 }
 
 #[derive(Serialize)]
@@ -73,18 +107,21 @@ fn bar_color(attachment: &Value) -> String {
     }
 }
 
-pub(super) fn attachment(a: &Value) -> Attachment {
+pub(super) fn attachment(a: &Value, users: Users) -> Attachment {
     let text = |key: &str| a.get(key).and_then(Value::as_str);
     Attachment {
         color: bar_color(a),
-        blocks: a.get("blocks").and_then(Value::as_array).map(|b| blocks(b)),
+        blocks: a
+            .get("blocks")
+            .and_then(Value::as_array)
+            .map(|b| blocks(b, users)),
         // A legacy attachment: the few fields worth seeing.
         headers_html: ["pretext", "title"]
             .into_iter()
             .filter_map(text)
             .map(plain_to_html)
             .collect(),
-        text_html: text("text").map(mrkdwn_to_html),
+        text_html: text("text").map(|t| mrkdwn_to_html(t, users)),
         fields: a.get("fields").and_then(Value::as_array).map(|fields| {
             fields
                 .iter()
@@ -92,7 +129,7 @@ pub(super) fn attachment(a: &Value) -> Attachment {
                     let get = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("");
                     Field {
                         title_html: plain_to_html(get("title")),
-                        value_html: mrkdwn_to_html(get("value")),
+                        value_html: mrkdwn_to_html(get("value"), users),
                     }
                 })
                 .collect()
@@ -102,11 +139,47 @@ pub(super) fn attachment(a: &Value) -> Attachment {
 }
 
 /// A text object (`plain_text` or `mrkdwn`) as HTML.
-fn text_html(obj: &Value) -> String {
+fn text_html(obj: &Value, users: Users) -> String {
     let text = obj.get("text").and_then(Value::as_str).unwrap_or("");
     match obj.get("type").and_then(Value::as_str) {
-        Some("mrkdwn") => mrkdwn_to_html(text),
+        Some("mrkdwn") => mrkdwn_to_html(text, users),
         _ => plain_to_html(text),
+    }
+}
+
+/// A text object's text as a reader sees it, not HTML.
+fn plain(obj: Option<&Value>) -> Option<String> {
+    let text = obj?.get("text")?.as_str()?;
+    Some(decode_slack(text))
+}
+
+fn element(e: &Value) -> Element {
+    let str_of = |key: &str| e.get(key).and_then(Value::as_str);
+    if str_of("type") != Some("button") {
+        return Element::Other {
+            name: str_of("type").unwrap_or("element").to_string(),
+        };
+    }
+    Element::Button {
+        text_html: plain_to_html(
+            e.pointer("/text/text")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+        style: match str_of("style") {
+            Some("primary") => Some("primary"),
+            Some("danger") => Some("danger"),
+            _ => None,
+        },
+        action_id: str_of("action_id").unwrap_or("").to_string(),
+        value: str_of("value").map(str::to_owned),
+        confirm: e.get("confirm").map(|c| Confirm {
+            title: plain(c.get("title")).unwrap_or_else(|| "Are you sure?".into()),
+            text: plain(c.get("text")).unwrap_or_default(),
+            confirm: plain(c.get("confirm")).unwrap_or_else(|| "Yes".into()),
+            deny: plain(c.get("deny")).unwrap_or_else(|| "Cancel".into()),
+            danger: c.get("style").and_then(Value::as_str) == Some("danger"),
+        }),
     }
 }
 
@@ -118,11 +191,12 @@ fn alt_html(obj: &Value) -> String {
     )
 }
 
-pub(super) fn blocks(list: &[Value]) -> Vec<Block> {
-    list.iter().map(block).collect()
+pub(super) fn blocks(list: &[Value], users: Users) -> Vec<Block> {
+    list.iter().map(|b| block(b, users)).collect()
 }
 
-fn block(b: &Value) -> Block {
+fn block(b: &Value, users: Users) -> Block {
+    let text_html = |obj: &Value| text_html(obj, users);
     match b.get("type").and_then(Value::as_str).unwrap_or("") {
         "header" => Block::Header {
             html: b.get("text").map(text_html).unwrap_or_default(),
@@ -151,7 +225,16 @@ fn block(b: &Value) -> Block {
             alt_html: alt_html(b),
         },
         "markdown" => Block::Markdown {
-            html: mrkdwn_to_html(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            html: mrkdwn_to_html(b.get("text").and_then(Value::as_str).unwrap_or(""), users),
+        },
+        "actions" => Block::Actions {
+            elements: b
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(element)
+                .collect(),
         },
         other => Block::Other {
             name: other.to_string(),

@@ -42,7 +42,7 @@ fn is_port(s: &str) -> bool {
 
 /// Whether an `Origin` value (`scheme://host[:port]`, or `null`) is a page served from
 /// loopback.
-fn is_loopback_origin(origin: &str) -> bool {
+pub(super) fn is_loopback_origin(origin: &str) -> bool {
     origin
         .split_once("://")
         .is_some_and(|(_, host)| is_loopback_host(host))

@@ -7,12 +7,21 @@
 //! - `guard`: only requests addressed to a loopback `Host` are answered (no DNS
 //!   rebinding), and no foreign `Origin`;
 //! - `api`: the Web API methods (`auth.test`, `chat.postMessage`, `chat.update`,
-//!   `conversations.replies`, `conversations.history`); those that change state take
-//!   POST only;
+//!   `pins.add`, `conversations.replies`, `conversations.history`,
+//!   `apps.connections.open`, `chat.postEphemeral`, `usergroups.users.list`); those
+//!   that change state take POST only;
 //! - `wire`: Slack's shapes — parameters in (JSON, form, query), answers out, the
 //!   `message` object;
 //! - `state`: channels, messages, threads, the `ts` clock, the record of [`Call`]s;
-//! - `auth`: the bearer token and the [`Identity`] `auth.test` reports;
+//! - `auth`: the bearer token (a bot token for the Web API, an app-level `xapp-`
+//!   token for `apps.connections.open`) and the [`Identity`] `auth.test` reports;
+//! - `socket`: Socket Mode — the WebSocket server on a second port, single-use
+//!   tickets, `hello`, acks ([`Ack`]), round-robin delivery, and the socket faults
+//!   (`disconnect` frames, cut connections, a revoked app token);
+//! - `interact`: clicks ([`Click`], [`ClickOutcome`]) turned into `block_actions`
+//!   envelopes, and the buttons a message offers;
+//! - `people`: users' names, user groups, and the [`Ephemeral`] messages
+//!   `chat.postEphemeral` shows one user (never in the channel's history);
 //! - [`Fault`], [`FaultRule`] (`faults`): failures injected on demand — HTTP statuses,
 //!   slowness, dropped connections, API errors;
 //! - `limits`: `chat.postMessage` per channel and `chat.update` rate limits, on the
@@ -22,12 +31,15 @@
 //!   fields beside `blocks`, `no_text`), kept apart from `card::limits` on purpose: the
 //!   stand-in is an independent oracle;
 //! - [`page`] (with `page.html`), `blocks` and [`mrkdwn`]: the channel drawn as Slack
-//!   draws it;
+//!   draws it, with buttons that click through Socket Mode;
 //! - `conn`: connections a [`Fault::Drop`] can cut.
 //!
 //! Routes: `/api/{method}`, `/` (the page; `?channel=NAME`, `?thread=TS` for one thread,
 //! `?collapsed=1` for folded threads), `/api/_calls` and `/api/_channel/{name}` (JSON,
-//! for debugging).
+//! for debugging), `GET /api/_socket` (live connections, handshakes, acks) and
+//! `POST /api/_socket/click` (JSON [`Click`]; the page's buttons use it). Socket Mode
+//! itself is `ws://127.0.0.1:WSPORT/link/?ticket=…` on its own port, the URL
+//! `apps.connections.open` answers.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -44,10 +56,13 @@ mod blocks;
 mod conn;
 mod faults;
 mod guard;
+mod interact;
 mod limits;
 pub mod mrkdwn;
 pub mod page;
+mod people;
 mod server;
+mod socket;
 mod state;
 pub mod validate;
 mod wire;
@@ -55,5 +70,8 @@ mod wire;
 pub use auth::{Identity, BOT_ID, BOT_USER_ID, TEAM_ID};
 pub use faults::{Fault, FaultRule};
 pub use guard::is_loopback_host;
+pub use interact::{Click, ClickOutcome};
+pub use people::Ephemeral;
 pub use server::{StandIn, StandInOptions};
+pub use socket::Ack;
 pub use state::{Call, Message, Thread};

@@ -1,6 +1,6 @@
 //! Slack `mrkdwn` to HTML, for the preview page: enough of Slack's rendering to judge a
 //! card by eye (`*bold*`, `_italic_`, `~strike~`, `` `code` ``, ``` fences, links,
-//! mentions, `<!date^…>`), and safe above all: every piece of text is HTML-escaped, so
+//! mentions (`<@U…>` by the user's name when known), `<!date^…>`), and safe above all: every piece of text is HTML-escaped, so
 //! whatever a process name or log line holds, nothing reaches the page as markup.
 
 use chrono::{DateTime, Local, TimeZone};
@@ -34,8 +34,8 @@ pub fn plain_to_html(text: &str) -> String {
     escape_html(&decode_slack(text)).replace('\n', "<br>")
 }
 
-/// Renders `mrkdwn` as HTML.
-pub fn mrkdwn_to_html(text: &str) -> String {
+/// Renders `mrkdwn` as HTML; `users` (id, name) name the users `<@U…>` mentions.
+pub fn mrkdwn_to_html(text: &str, users: &[(String, String)]) -> String {
     let mut out = String::new();
     // Code fences first: nothing inside them is formatting.
     for (i, part) in text.split("```").enumerate() {
@@ -45,7 +45,7 @@ pub fn mrkdwn_to_html(text: &str) -> String {
             out.push_str(&escape_html(&decode_slack(code)));
             out.push_str("</pre>");
         } else {
-            out.push_str(&inline(part));
+            out.push_str(&inline(part, users));
         }
     }
     out
@@ -53,14 +53,14 @@ pub fn mrkdwn_to_html(text: &str) -> String {
 
 /// Renders a stretch of mrkdwn outside code fences: `<…>` control sequences, inline
 /// code, then emphasis, line by line.
-fn inline(text: &str) -> String {
+fn inline(text: &str, users: &[(String, String)]) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(open) = rest.find('<') {
         out.push_str(&formatted(&rest[..open]));
         match rest[open..].find('>') {
             Some(close) => {
-                out.push_str(&control(&rest[open + 1..open + close]));
+                out.push_str(&control(&rest[open + 1..open + close], users));
                 rest = &rest[open + close + 1..];
             }
             None => {
@@ -74,7 +74,7 @@ fn inline(text: &str) -> String {
 }
 
 /// Renders one `<…>` control sequence (the part between the angle brackets).
-fn control(inner: &str) -> String {
+fn control(inner: &str, users: &[(String, String)]) -> String {
     let (target, label) = match inner.split_once('|') {
         Some((t, l)) => (t, Some(l)),
         None => (inner, None),
@@ -101,7 +101,12 @@ fn control(inner: &str) -> String {
         );
     }
     if let Some(user) = target.strip_prefix('@') {
-        return format!("<span class=\"mention\">@{}</span>", label_html(user));
+        // Slack shows the user's current name, whatever the label says.
+        let name = match users.iter().find(|(id, _)| id == user) {
+            Some((_, name)) => escape_html(name),
+            None => label_html(user),
+        };
+        return format!("<span class=\"mention\">@{name}</span>");
     }
     if let Some(channel) = target.strip_prefix('#') {
         return format!("<span class=\"mention\">#{}</span>", label_html(channel));
@@ -220,46 +225,58 @@ fn emphasis(text: &str, marker: char, tag: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Renders with no users known.
+    fn md(text: &str) -> String {
+        mrkdwn_to_html(text, &[])
+    }
+
+    #[test]
+    fn mentions_show_the_users_name_when_known() {
+        let users = [("U0DEMO".to_string(), "demo <b>".to_string())];
+        assert_eq!(
+            mrkdwn_to_html("hi <@U0DEMO> and <@U0OTHER>", &users),
+            "hi <span class=\"mention\">@demo &lt;b&gt;</span> and <span class=\"mention\">@U0OTHER</span>"
+        );
+        assert_eq!(
+            mrkdwn_to_html("<@U0OTHER|bob>", &users),
+            "<span class=\"mention\">@bob</span>"
+        );
+    }
+
     #[test]
     fn emphasis_and_code_render() {
         assert_eq!(
-            mrkdwn_to_html("*web* is _up_ ~now~"),
+            md("*web* is _up_ ~now~"),
             "<b>web</b> is <i>up</i> <s>now</s>"
         );
-        assert_eq!(
-            mrkdwn_to_html("run `a*b*c` please"),
-            "run <code>a*b*c</code> please"
-        );
-        assert_eq!(mrkdwn_to_html("```\nx < y\n```"), "<pre>x &lt; y\n</pre>");
-        assert_eq!(mrkdwn_to_html("2*3*4"), "2*3*4");
+        assert_eq!(md("run `a*b*c` please"), "run <code>a*b*c</code> please");
+        assert_eq!(md("```\nx < y\n```"), "<pre>x &lt; y\n</pre>");
+        assert_eq!(md("2*3*4"), "2*3*4");
     }
 
     #[test]
     fn slack_escapes_are_decoded_then_html_escaped() {
-        assert_eq!(mrkdwn_to_html("a &lt;b&gt; &amp; c"), "a &lt;b&gt; &amp; c");
+        assert_eq!(md("a &lt;b&gt; &amp; c"), "a &lt;b&gt; &amp; c");
         assert_eq!(
-            mrkdwn_to_html("<script>alert(1)</script>"),
+            md("<script>alert(1)</script>"),
             "&lt;script&gt;alert(1)&lt;/script&gt;"
         );
-        assert!(!mrkdwn_to_html("&lt;img src=x onerror=alert(1)&gt;").contains("<img"));
+        assert!(!md("&lt;img src=x onerror=alert(1)&gt;").contains("<img"));
     }
 
     #[test]
     fn links_only_for_safe_schemes() {
         assert_eq!(
-            mrkdwn_to_html("<https://x.test/?a=1&amp;b=2|logs>"),
+            md("<https://x.test/?a=1&amp;b=2|logs>"),
             "<a href=\"https://x.test/?a=1&amp;b=2\" rel=\"noreferrer noopener\" target=\"_blank\">logs</a>"
         );
-        assert!(!mrkdwn_to_html("<javascript:alert(1)|x>").contains("href"));
-        assert_eq!(
-            mrkdwn_to_html("<!here>"),
-            "<span class=\"mention\">@here</span>"
-        );
+        assert!(!md("<javascript:alert(1)|x>").contains("href"));
+        assert_eq!(md("<!here>"), "<span class=\"mention\">@here</span>");
     }
 
     #[test]
     fn dates_render_in_local_time() {
-        let html = mrkdwn_to_html("<!date^0^{date_num} {time_secs}|fallback>");
+        let html = md("<!date^0^{date_num} {time_secs}|fallback>");
         let expected = Local
             .timestamp_opt(0, 0)
             .unwrap()

@@ -4,6 +4,10 @@
 //! beneath their parent in a `<details>`, broadcast replies also appear in the channel,
 //! edits are marked. `?thread=TS` shows one thread alone; `?collapsed=1` folds every
 //! thread to its "N replies" line, as Slack's channel view does (see [`View`]).
+//! Buttons are drawn and work: a click (after the button's `confirm` dialog, if it
+//! has one) goes to `POST /api/_socket/click` as the page's user, and so to the
+//! listener over Socket Mode; that user's ephemeral messages show where they were
+//! posted, marked "Only visible to you".
 //!
 //! The markup is the minijinja template `page.html`; this file only decides what it
 //! shows (a view of plain values) and turns message text into HTML through
@@ -11,7 +15,8 @@
 //! the template prints is escaped on output, the same way.
 //!
 //! The page refreshes itself every 2 s with a small fetch loop that swaps the message
-//! list and keeps open/closed threads as the reader left them.
+//! list and keeps open/closed threads as the reader left them; clicks are caught on
+//! the document, so buttons keep working after a swap.
 
 use std::sync::LazyLock;
 
@@ -22,7 +27,11 @@ use serde_json::Value;
 
 use super::blocks::{attachment, blocks, Attachment, Block};
 use super::mrkdwn::{escape_html, mrkdwn_to_html, plain_to_html};
+use super::people::Ephemeral;
 use super::{Message, Thread};
+
+/// The workspace's users, (id, name), for mentions.
+type Users<'a> = &'a [(String, String)];
 
 /// One channel as the page needs it.
 #[derive(Debug, Clone)]
@@ -35,6 +44,8 @@ pub struct ChannelView {
     pub threads: Vec<Thread>,
     /// What the channel itself shows: parents and broadcast replies, in order.
     pub flow: Vec<Message>,
+    /// The page user's ephemeral messages in this channel, in order.
+    pub ephemerals: Vec<Ephemeral>,
 }
 
 impl ChannelView {
@@ -58,6 +69,10 @@ pub struct View<'a> {
     /// `?collapsed=1`: threads folded to their "N replies" line, as Slack's channel
     /// view shows them.
     pub collapsed: bool,
+    /// The workspace's users, (id, name): mentions show their names.
+    pub users: &'a [(String, String)],
+    /// The user reading the page: the clicks it sends are theirs.
+    pub page_user: &'a str,
 }
 
 /// The template, parsed once. Strings are escaped with [`escape_html`] (the one
@@ -114,6 +129,7 @@ struct Page<'a> {
     title: String,
     nav: Vec<Nav>,
     api_url: &'a str,
+    page_user: &'a str,
     view: Main,
 }
 
@@ -159,6 +175,8 @@ struct Msg {
     edited: bool,
     pinned: bool,
     broadcast: bool,
+    /// Shown to the page user only (`chat.postEphemeral`).
+    ephemeral: bool,
     /// For a broadcast reply shown in the channel: the thread it belongs to.
     parent_ref: Option<ParentRef>,
     /// Top-level blocks, when there are any (then `text` is only the notification
@@ -184,7 +202,7 @@ struct Replies {
     replies: Vec<Msg>,
 }
 
-fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> Page<'a> {
+fn page_of<'a>(channels: &[ChannelView], view: &View<'a>, api_url: &'a str) -> Page<'a> {
     let holds_thread = |c: &ChannelView| view.thread.is_some_and(|ts| c.thread(ts).is_some());
     let current = view
         .channel
@@ -224,20 +242,29 @@ fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> P
                 channel_label: c.label(),
                 reply_count: thread.map(|t| t.replies.len()).unwrap_or(0),
                 ts: ts.to_string(),
-                parent: thread.map(|t| Box::new(parent_msg(c, &t.parent, false))),
+                parent: thread.map(|t| Box::new(parent_msg(c, &t.parent, false, view.users))),
             }
         }
         (Some(i), None) => {
             let c = &channels[i];
+            let mut flow: Vec<Msg> = c
+                .flow
+                .iter()
+                .map(|m| flow_msg(c, m, view.collapsed, view.users))
+                .collect();
+            let in_thread = |e: &&Ephemeral| {
+                e.thread_ts
+                    .as_deref()
+                    .is_some_and(|ts| c.thread(ts).is_some())
+            };
+            let ephemerals = c.ephemerals.iter().filter(|e| !in_thread(e));
+            flow.extend(ephemerals.map(|e| ephemeral_msg(e, view.users)));
+            flow.sort_by_key(|m| ts_order(&m.ts));
             Main::Channel {
                 id: c.id.clone(),
                 label: c.label(),
                 message_count: c.threads.iter().map(|t| 1 + t.replies.len()).sum(),
-                flow: c
-                    .flow
-                    .iter()
-                    .map(|m| flow_msg(c, m, view.collapsed))
-                    .collect(),
+                flow,
             }
         }
         (None, _) => Main::Empty,
@@ -246,6 +273,7 @@ fn page_of<'a>(channels: &[ChannelView], view: &View<'_>, api_url: &'a str) -> P
         title,
         nav,
         api_url,
+        page_user: view.page_user,
         view: main,
     }
 }
@@ -258,11 +286,17 @@ fn last_ts(c: &ChannelView) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// `ts` in time order: seconds, then microseconds.
+fn ts_order(ts: &str) -> (u64, u64) {
+    let (secs, micros) = ts.split_once('.').unwrap_or((ts, "0"));
+    (secs.parse().unwrap_or(0), micros.parse().unwrap_or(0))
+}
+
 /// A message of the channel's flow: a parent with its thread, or a broadcast reply
 /// with a pointer to its thread.
-fn flow_msg(channel: &ChannelView, m: &Message, collapsed: bool) -> Msg {
+fn flow_msg(channel: &ChannelView, m: &Message, collapsed: bool, users: Users) -> Msg {
     let Some(parent_ts) = &m.thread_ts else {
-        return parent_msg(channel, m, collapsed);
+        return parent_msg(channel, m, collapsed, users);
     };
     let about = channel
         .thread(parent_ts)
@@ -278,25 +312,59 @@ fn flow_msg(channel: &ChannelView, m: &Message, collapsed: bool) -> Msg {
             anchor: anchor(parent_ts),
             about_html: plain_to_html(&truncate(&about, 80)),
         }),
-        ..msg(m)
+        ..msg(m, users)
     }
 }
 
-/// A parent message with its replies (folded when `collapsed`).
-fn parent_msg(channel: &ChannelView, m: &Message, collapsed: bool) -> Msg {
+/// A parent message with its replies and the page user's ephemerals in its thread
+/// (folded when `collapsed`).
+fn parent_msg(channel: &ChannelView, m: &Message, collapsed: bool, users: Users) -> Msg {
     let replies = channel
         .thread(&m.ts)
         .map(|t| t.replies.as_slice())
         .unwrap_or(&[]);
-    let thread = replies.last().map(|last| Replies {
-        open: !collapsed,
-        last: time_of(&last.ts),
-        replies: replies.iter().map(msg).collect(),
-    });
-    Msg { thread, ..msg(m) }
+    let mut shown: Vec<Msg> = replies.iter().map(|r| msg(r, users)).collect();
+    let ephemerals = channel
+        .ephemerals
+        .iter()
+        .filter(|e| e.thread_ts.as_deref() == Some(m.ts.as_str()));
+    shown.extend(ephemerals.map(|e| ephemeral_msg(e, users)));
+    shown.sort_by_key(|r| ts_order(&r.ts));
+    let thread = shown
+        .last()
+        .map(|last| last.time.clone())
+        .map(|last| Replies {
+            open: !collapsed,
+            last,
+            replies: shown,
+        });
+    Msg {
+        thread,
+        ..msg(m, users)
+    }
 }
 
-fn msg(m: &Message) -> Msg {
+/// An ephemeral message, drawn as a message marked "Only visible to you".
+fn ephemeral_msg(e: &Ephemeral, users: Users) -> Msg {
+    let m = Message {
+        ts: e.ts.clone(),
+        thread_ts: e.thread_ts.clone(),
+        text: e.text.clone(),
+        blocks: e.blocks.clone(),
+        attachments: e.attachments.clone(),
+        metadata: None,
+        reply_broadcast: false,
+        edited: None,
+        edits: 0,
+        pinned: false,
+    };
+    Msg {
+        ephemeral: true,
+        ..msg(&m, users)
+    }
+}
+
+fn msg(m: &Message, users: Users) -> Msg {
     let top_blocks = m
         .blocks
         .as_ref()
@@ -309,20 +377,21 @@ fn msg(m: &Message) -> Msg {
         edited: m.edited.is_some(),
         pinned: m.pinned,
         broadcast: m.reply_broadcast,
+        ephemeral: false,
         parent_ref: None,
-        blocks: top_blocks.map(|b| blocks(b)),
+        blocks: top_blocks.map(|b| blocks(b, users)),
         text_html: m
             .text
             .as_deref()
             .filter(|t| top_blocks.is_none() && !t.is_empty())
-            .map(mrkdwn_to_html),
+            .map(|t| mrkdwn_to_html(t, users)),
         attachments: m
             .attachments
             .as_ref()
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .map(attachment)
+            .map(|a| attachment(a, users))
             .collect(),
         thread: None,
     }
@@ -356,182 +425,4 @@ fn time_of(ts: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn message(ts: &str, attachments: Value) -> Message {
-        Message {
-            ts: ts.into(),
-            thread_ts: None,
-            text: Some("fallback".into()),
-            blocks: None,
-            attachments: Some(attachments),
-            metadata: None,
-            reply_broadcast: false,
-            edited: None,
-            edits: 0,
-            pinned: false,
-        }
-    }
-
-    #[test]
-    fn a_parent_with_a_reply_renders_header_fields_and_thread() {
-        let parent = message(
-            "1700000000.000100",
-            json!([{"color": "#2EB67D", "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": "web RUNNING"}},
-                {"type": "section", "fields": [{"type": "mrkdwn", "text": "*host*\nalpha"}]}
-            ]}]),
-        );
-        let mut reply = message("1700000001.000100", json!([]));
-        reply.thread_ts = Some(parent.ts.clone());
-        reply.text = Some("went _STARTING_".into());
-        let view = ChannelView {
-            id: "C0STANDIN1".into(),
-            name: Some("ops".into()),
-            threads: vec![Thread {
-                parent: parent.clone(),
-                replies: vec![reply],
-            }],
-            flow: vec![parent],
-        };
-        let html = render(&[view], None, "http://127.0.0.1:1/api");
-        assert!(html.contains("background:#2EB67D"));
-        assert!(html.contains("<div class=\"hdr\">web RUNNING</div>"));
-        assert!(html.contains("<b>host</b><br>alpha"));
-        assert!(html.contains("1 reply"));
-        assert!(html.contains("went <i>STARTING</i>"));
-    }
-
-    fn two_threads() -> ChannelView {
-        let web = message(
-            "1700000000.000100",
-            json!([{"color": "#2EB67D", "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": "web RUNNING"}}
-            ]}]),
-        );
-        let worker = message(
-            "1700000002.000100",
-            json!([{"color": "#E01E5A", "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": "worker FATAL"}}
-            ]}]),
-        );
-        let reply = |ts: &str, parent: &Message, text: &str| {
-            let mut r = message(ts, json!([]));
-            r.thread_ts = Some(parent.ts.clone());
-            r.text = Some(text.into());
-            r
-        };
-        ChannelView {
-            id: "C0STANDIN1".into(),
-            name: Some("ops".into()),
-            threads: vec![
-                Thread {
-                    parent: web.clone(),
-                    replies: vec![reply("1700000001.000100", &web, "web went up")],
-                },
-                Thread {
-                    parent: worker.clone(),
-                    replies: vec![
-                        reply("1700000003.000100", &worker, "worker BACKOFF"),
-                        reply("1700000004.000100", &worker, "worker FATAL: postgres"),
-                    ],
-                },
-            ],
-            flow: vec![web, worker],
-        }
-    }
-
-    #[test]
-    fn thread_view_shows_that_thread_alone_unfolded() {
-        let view = View {
-            thread: Some("1700000002.000100"),
-            ..View::default()
-        };
-        let html = render_view(&[two_threads()], &view, "http://x/api");
-        assert!(html.contains("worker FATAL"));
-        assert!(html.contains("worker BACKOFF") && html.contains("worker FATAL: postgres"));
-        assert!(html.contains("id=\"t1700000002-000100\" open"));
-        assert!(
-            !html.contains("web RUNNING"),
-            "the other thread is not shown"
-        );
-        assert!(!html.contains("web went up"));
-        assert!(html.contains("href=\"/?channel=C0STANDIN1\"># ops</a> · 2 replies"));
-    }
-
-    #[test]
-    fn an_unknown_thread_says_so_with_the_ts_escaped() {
-        let view = View {
-            thread: Some("<b>1.2</b>"),
-            channel: Some("ops"),
-            ..View::default()
-        };
-        let html = render_view(&[two_threads()], &view, "http://x/api");
-        assert!(html.contains("No thread starts at ts &lt;b&gt;1.2&lt;/b&gt;"));
-        assert!(!html.contains("<b>1.2</b>"));
-        assert!(!html.contains("web RUNNING"));
-    }
-
-    #[test]
-    fn collapsed_folds_every_thread_and_the_default_unfolds_them() {
-        let folded = render_view(
-            &[two_threads()],
-            &View {
-                collapsed: true,
-                ..View::default()
-            },
-            "http://x/api",
-        );
-        assert!(folded.contains("web RUNNING") && folded.contains("worker FATAL"));
-        assert!(folded.contains("2 replies"));
-        assert!(!folded.contains("\" open>"), "no thread unfolded");
-        let open = render(&[two_threads()], None, "http://x/api");
-        assert_eq!(open.matches("\" open>").count(), 2);
-    }
-
-    #[test]
-    fn legacy_attachments_and_unknown_blocks_render_escaped() {
-        let evil = "<script>x</script>";
-        let m = message(
-            "1700000000.000100",
-            json!([
-                {"color": "danger", "title": evil, "text": "*t*",
-                 "fields": [{"title": "a", "value": "_b_"}], "footer": "foot"},
-                {"color": "#abc", "blocks": [
-                    {"type": evil},
-                    {"type": "context", "elements": [{"type": "image", "alt_text": evil}]},
-                    {"type": "divider"}
-                ]}
-            ]),
-        );
-        let view = ChannelView {
-            id: "C1".into(),
-            name: None,
-            threads: vec![Thread {
-                parent: m.clone(),
-                replies: vec![],
-            }],
-            flow: vec![m],
-        };
-        let html = render(&[view], None, "http://x/api");
-        assert!(html.contains("style=\"background:#a30200\""));
-        assert!(html.contains("<div class=\"hdr\">&lt;script&gt;x&lt;/script&gt;</div>"));
-        assert!(html.contains("<div class=\"section\"><b>t</b></div>"));
-        assert!(html.contains("<div><b>a</b><br><i>b</i></div>"));
-        assert!(html.contains("<div class=\"context\">foot</div>"));
-        assert!(html.contains("[&lt;script&gt;x&lt;/script&gt; block]"));
-        assert!(html.contains("<span>[&lt;script&gt;x&lt;/script&gt;]</span>"));
-        assert!(html.contains("<hr>"));
-        assert_eq!(html.matches("<script>").count(), 1, "only the page's own");
-    }
-
-    #[test]
-    fn an_empty_stand_in_says_nothing_was_posted() {
-        let html = render(&[], None, "http://127.0.0.1:9/api");
-        assert!(html.contains("<title>Slack stand-in</title>"));
-        assert!(html.contains("Nothing has been posted to the stand-in yet."));
-        assert!(html.contains("API: http://127.0.0.1:9/api"));
-    }
-}
+mod tests;

@@ -9,19 +9,22 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::auth::{Auth, Identity};
 use super::conn::{ConnHandle, KillableListener};
 use super::faults::{FaultRule, Faults};
 use super::limits::Limits;
+use super::people::Ephemeral;
+use super::socket::Sockets;
 use super::state::{Call, Message, Thread, Workspace};
-use super::{api, guard, page};
+use super::{api, guard, interact, page, socket};
 
 /// How the stand-in behaves. `Default` is Slack-like: one `chat.postMessage` per
-/// second per channel with bursts of 3, `Retry-After: 1`, any `xoxb-` token.
+/// second per channel with bursts of 3, `Retry-After: 1`, any `xoxb-` token, any
+/// `xapp-` token for Socket Mode, one user (`U0DEMO`, `demo`) reading the page.
 #[derive(Debug, Clone)]
 pub struct StandInOptions {
     /// Port to bind on 127.0.0.1; 0 picks a free one.
@@ -46,6 +49,20 @@ pub struct StandInOptions {
     pub uninvited_channels: Vec<String>,
     /// The workspace and bot `auth.test` names, and that messages are posted as.
     pub identity: Identity,
+    /// The app-level token `apps.connections.open` accepts (others: `invalid_auth`);
+    /// `None`: any `xapp-` token.
+    pub app_token: Option<String>,
+    /// User groups (`S…`) and their members (`U…`), for `usergroups.users.list`.
+    pub usergroups: Vec<(String, Vec<String>)>,
+    /// When set, every `usergroups.users.list` answers this error (e.g.
+    /// `plan_upgrade_required` on a free workspace, `missing_scope`).
+    pub usergroups_error: Option<String>,
+    /// The workspace's users, (id, name): `<@U…>` shows as `@name` on the page, and a
+    /// click's payload names its user.
+    pub users: Vec<(String, String)>,
+    /// The user reading the page: the page's clicks are theirs, and it shows their
+    /// ephemeral messages.
+    pub page_user: String,
 }
 
 impl Default for StandInOptions {
@@ -61,18 +78,25 @@ impl Default for StandInOptions {
             channels: None,
             uninvited_channels: Vec::new(),
             identity: Identity::default(),
+            app_token: None,
+            usergroups: Vec::new(),
+            usergroups_error: None,
+            users: vec![("U0DEMO".into(), "demo".into())],
+            page_user: "U0DEMO".into(),
         }
     }
 }
 
 /// Everything that changes while the stand-in runs, behind one lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Inner {
     pub calls: Vec<Call>,
     pub faults: Faults,
     pub auth: Auth,
     pub workspace: Workspace,
     pub limits: Limits,
+    pub ephemerals: Vec<Ephemeral>,
+    pub sockets: Sockets,
 }
 
 #[derive(Debug)]
@@ -94,8 +118,10 @@ impl Shared {
 #[derive(Debug)]
 pub struct StandIn {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Dropped (with the stand-in) to close the Socket Mode server and its sockets.
+    _socket_shutdown: watch::Sender<()>,
 }
 
 fn routes(shared: Arc<Shared>) -> Router {
@@ -103,22 +129,37 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/", get(page_handler))
         .route("/api/_calls", get(calls_handler))
         .route("/api/_channel/{name}", get(channel_handler))
+        .route("/api/_socket", get(socket::figures_handler))
+        .route("/api/_socket/click", post(interact::click_handler))
         .route("/api/{method}", any(api::handler))
         .layer(middleware::from_fn(guard::loopback_only))
         .with_state(shared)
 }
 
 impl StandIn {
-    /// Binds 127.0.0.1:`opts.port` and serves in a background tokio task.
+    /// Binds 127.0.0.1:`opts.port` (and a free port for Socket Mode's WebSockets)
+    /// and serves in background tokio tasks.
     pub async fn start(opts: StandInOptions) -> std::io::Result<StandIn> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let addr = listener.local_addr()?;
+        let socket_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let inner = Inner {
+            calls: Vec::new(),
+            faults: Faults::default(),
+            auth: Auth::new(opts.app_token.clone()),
+            workspace: Workspace::default(),
+            limits: Limits::default(),
+            ephemerals: Vec::new(),
+            sockets: Sockets::new(socket_listener.local_addr()?),
+        };
         let shared = Arc::new(Shared {
             opts,
             started: Instant::now(),
             api_url: format!("http://{addr}/api"),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
         });
+        let (socket_shutdown, socket_stop) = watch::channel(());
+        tokio::spawn(socket::serve(socket_listener, shared.clone(), socket_stop));
         let (tx, rx) = oneshot::channel::<()>();
         let server = axum::serve(
             KillableListener::new(listener),
@@ -137,6 +178,7 @@ impl StandIn {
             addr,
             shared,
             shutdown: Some(tx),
+            _socket_shutdown: socket_shutdown,
         })
     }
 
@@ -237,7 +279,7 @@ impl StandIn {
         }
     }
 
-    /// Stops accepting connections and closes idle ones.
+    /// Stops accepting connections, closes idle ones and every Socket Mode socket.
     pub fn stop(mut self) {
         self.shutdown_now();
     }
@@ -280,6 +322,7 @@ async fn page_handler(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Html<String> {
+    let opts = &shared.opts;
     let snapshot: Vec<page::ChannelView> = {
         let inner = shared.lock();
         inner
@@ -291,6 +334,12 @@ async fn page_handler(
                 name: c.name.clone(),
                 threads: c.threads(),
                 flow: c.flow().cloned().collect(),
+                ephemerals: inner
+                    .ephemerals
+                    .iter()
+                    .filter(|e| e.channel == c.id && e.user == opts.page_user)
+                    .cloned()
+                    .collect(),
             })
             .collect()
     };
@@ -300,6 +349,8 @@ async fn page_handler(
         collapsed: query
             .get("collapsed")
             .is_some_and(|v| v == "1" || v == "true"),
+        users: &opts.users,
+        page_user: &opts.page_user,
     };
     Html(page::render_view(&snapshot, &view, &shared.api_url))
 }

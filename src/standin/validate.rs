@@ -1,10 +1,13 @@
-//! The payload checks Slack applies to `chat.postMessage` and `chat.update`, reduced to
-//! the ones this project can trip over: Block Kit size limits, blocks next to legacy
+//! The payload checks Slack applies to `chat.postMessage`, `chat.update` and
+//! `chat.postEphemeral`, reduced to the ones this project can trip over: Block Kit
+//! size limits (buttons and their `confirm` dialogs included), blocks next to legacy
 //! attachment fields, and messages with nothing to show.
 //!
 //! Pure functions over the request body, so the limits can be read (and tested) apart
 //! from the server. A refusal carries Slack's error code and, like Slack, a short
 //! human-readable reason that names the offending JSON pointer.
+
+use std::collections::HashSet;
 
 use serde_json::Value;
 
@@ -26,6 +29,20 @@ pub const MAX_MESSAGE_TEXT: usize = 40_000;
 pub const MAX_ATTACHMENTS: usize = 100;
 /// Longest `block_id`.
 pub const MAX_BLOCK_ID: usize = 255;
+/// Most elements in an `actions` block.
+pub const MAX_ACTIONS_ELEMENTS: usize = 25;
+/// Longest `action_id`.
+pub const MAX_ACTION_ID: usize = 255;
+/// Longest button text (`plain_text`).
+pub const MAX_BUTTON_TEXT: usize = 75;
+/// Longest button `value`.
+pub const MAX_BUTTON_VALUE: usize = 2000;
+/// Longest `confirm` dialog title.
+pub const MAX_CONFIRM_TITLE: usize = 100;
+/// Longest `confirm` dialog text.
+pub const MAX_CONFIRM_TEXT: usize = 300;
+/// Longest label of a `confirm` dialog's confirm and deny buttons.
+pub const MAX_CONFIRM_BUTTON: usize = 30;
 
 /// Keys an attachment may hold beside `blocks`. Anything else there (`text`, `title`,
 /// `fields`, `callback_id`, ...) is a legacy field, and Slack refuses the mix with
@@ -256,8 +273,88 @@ fn check_block(block: &Value, at: &str) -> Result<usize, Refusal> {
             }
             Ok(total)
         }
+        "actions" => {
+            let elements = block
+                .get("elements")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("missing required field: elements", at))?;
+            if elements.is_empty() || elements.len() > MAX_ACTIONS_ELEMENTS {
+                return Err(invalid(
+                    format!("must have between 1 and {MAX_ACTIONS_ELEMENTS} items"),
+                    &format!("{at}/elements"),
+                ));
+            }
+            let mut action_ids = HashSet::new();
+            for (i, element) in elements.iter().enumerate() {
+                let at = format!("{at}/elements/{i}");
+                if let Some(id) = element.get("action_id").and_then(Value::as_str) {
+                    let at = format!("{at}/action_id");
+                    at_most(id, MAX_ACTION_ID, &at)?;
+                    if !action_ids.insert(id) {
+                        return Err(invalid("action_id must be unique in its block", &at));
+                    }
+                }
+                if element.get("type").and_then(Value::as_str) == Some("button") {
+                    check_button(element, &at)?;
+                }
+            }
+            // Button labels are not counted toward `msg_blocks_too_long`: whether Slack
+            // counts them is unverified.
+            Ok(0)
+        }
         _ => Ok(0),
     }
+}
+
+/// Checks a button: `plain_text` text, `value`, and its `confirm` dialog if any.
+fn check_button(button: &Value, at: &str) -> Result<(), Refusal> {
+    let text = button
+        .get("text")
+        .ok_or_else(|| invalid("missing required field: text", at))?;
+    plain_text(text, MAX_BUTTON_TEXT, &format!("{at}/text"))?;
+    if let Some(value) = button.get("value").and_then(Value::as_str) {
+        at_most(value, MAX_BUTTON_VALUE, &format!("{at}/value"))?;
+    }
+    let Some(confirm) = button.get("confirm") else {
+        return Ok(());
+    };
+    let at = format!("{at}/confirm");
+    for (key, max, plain_only) in [
+        ("title", MAX_CONFIRM_TITLE, true),
+        ("text", MAX_CONFIRM_TEXT, false),
+        ("confirm", MAX_CONFIRM_BUTTON, true),
+        ("deny", MAX_CONFIRM_BUTTON, true),
+    ] {
+        let obj = confirm
+            .get(key)
+            .ok_or_else(|| invalid(format!("missing required field: {key}"), &at))?;
+        let at = format!("{at}/{key}");
+        if plain_only {
+            plain_text(obj, max, &at)?;
+        } else {
+            text_object(obj, max, &at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `plain_text` text object of 1..=`max` characters.
+fn plain_text(obj: &Value, max: usize, at: &str) -> Result<usize, Refusal> {
+    if obj.get("type").and_then(Value::as_str) != Some("plain_text") {
+        return Err(invalid("must be a plain_text text object", at));
+    }
+    text_object(obj, max, at)
+}
+
+/// Refuses a string longer than `max` characters.
+fn at_most(s: &str, max: usize, at: &str) -> Result<(), Refusal> {
+    if s.chars().count() > max {
+        return Err(invalid(
+            format!("must be less than {} characters", max + 1),
+            at,
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a `plain_text` / `mrkdwn` text object: 1..=`max` characters.
@@ -367,6 +464,77 @@ mod tests {
         assert_eq!(
             check_message(&body, 12_000).unwrap_err().code,
             "invalid_blocks"
+        );
+    }
+
+    fn actions(elements: Value) -> Value {
+        card(json!([{"type": "actions", "block_id": "act", "elements": elements}]))
+    }
+
+    fn button(action_id: &str, text: &str) -> Value {
+        json!({"type": "button", "action_id": action_id, "value": "v",
+               "text": {"type": "plain_text", "text": text}})
+    }
+
+    #[test]
+    fn buttons_within_limits_pass_and_overlong_ones_are_invalid_blocks() {
+        let mut ok = button("restart", &"r".repeat(75));
+        ok["style"] = json!("danger");
+        ok["confirm"] = json!({
+            "title": {"type": "plain_text", "text": "t".repeat(100)},
+            "text": {"type": "mrkdwn", "text": "x".repeat(300)},
+            "confirm": {"type": "plain_text", "text": "y".repeat(30)},
+            "deny": {"type": "plain_text", "text": "n".repeat(30)}
+        });
+        assert_eq!(check_message(&actions(json!([ok.clone()])), 12_000), Ok(()));
+        let too_long = |pointer: &str, len: usize| {
+            let mut b = ok.clone();
+            *b.pointer_mut(pointer).unwrap() = json!("z".repeat(len));
+            check_message(&actions(json!([b])), 12_000).unwrap_err()
+        };
+        for (pointer, len) in [
+            ("/text/text", 76),
+            ("/value", 2001),
+            ("/action_id", 256),
+            ("/confirm/title/text", 101),
+            ("/confirm/text/text", 301),
+            ("/confirm/confirm/text", 31),
+            ("/confirm/deny/text", 31),
+        ] {
+            let refusal = too_long(pointer, len);
+            assert_eq!(refusal.code, "invalid_blocks", "{pointer}");
+            assert!(
+                refusal
+                    .reason
+                    .contains(&format!("/elements/0{}", pointer.trim_end_matches("/text"))),
+                "{pointer}: {}",
+                refusal.reason
+            );
+        }
+    }
+
+    #[test]
+    fn actions_blocks_hold_1_to_25_elements_with_unique_action_ids() {
+        let many: Vec<Value> = (0..26).map(|i| button(&format!("b{i}"), "x")).collect();
+        assert_eq!(check_message(&actions(json!(many[..25])), 12_000), Ok(()));
+        for elements in [
+            json!(many),
+            json!([]),
+            json!([button("a", "x"), button("a", "y")]),
+        ] {
+            assert_eq!(
+                check_message(&actions(elements), 12_000).unwrap_err().code,
+                "invalid_blocks"
+            );
+        }
+        let markdown_label = json!([{"type": "button", "action_id": "a",
+                                     "text": {"type": "mrkdwn", "text": "*x*"}}]);
+        assert_eq!(
+            check_message(&actions(markdown_label), 12_000)
+                .unwrap_err()
+                .code,
+            "invalid_blocks",
+            "a button's text is plain_text"
         );
     }
 

@@ -61,13 +61,15 @@ impl Answer {
             .and_then(Value::as_str)
             .map(str::to_owned)
     }
-    /// The `ts` of the message a successful answer names.
+    /// The `ts` of the message a successful answer names (`message_ts` for an
+    /// ephemeral one).
     pub fn ts(&self) -> Option<String> {
         if self.body.get("ok") != Some(&Value::Bool(true)) {
             return None;
         }
         self.body
             .get("ts")
+            .or_else(|| self.body.get("message_ts"))
             .and_then(Value::as_str)
             .map(str::to_owned)
     }

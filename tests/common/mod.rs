@@ -11,6 +11,10 @@
 //!   the listener settings that match them, and reading threads back (serials,
 //!   which process a parent is about, waiting for a channel to hold something).
 //! - [`outbox`]: the outbox rows on disk, read with the test's own connection.
+//! - [`cdp`]: headless Chromium found (or the test skipped) and driven through the
+//!   DevTools protocol: evaluate, wait for, click.
+//! - [`socket`]: a Socket Mode app on slack-morphism's own listener, pointed at the
+//!   stand-in, recording the clicks it receives.
 //! - [`events`]: an event builder, `ev("web", State::Running).from(State::Starting)
 //!   .pid(42)`, for every test that needs a [`ProcessState`] value.
 //! - Here: processes and time (`secs`, `wait_until`, signals, `/proc`).
@@ -24,10 +28,12 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod events;
 pub mod outbox;
 pub mod pipe;
 pub mod slack;
+pub mod socket;
 pub mod supervisord;
 
 use std::fs;

@@ -1,0 +1,98 @@
+//! People: the workspace's users (their names, for mentions on the page and for the
+//! clicker in a click's payload), user groups (`usergroups.users.list`) and the
+//! ephemeral messages `chat.postEphemeral` shows one user. Ephemerals are kept apart
+//! from the channels: `conversations.history` and `conversations.replies` never list
+//! them, as on Slack.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::api::invited_channel;
+use super::server::Inner;
+use super::validate;
+use super::wire::{str_param, Answer};
+use super::{StandIn, StandInOptions};
+
+/// A message `chat.postEphemeral` showed one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ephemeral {
+    /// The channel's id.
+    pub channel: String,
+    /// The one user who sees it.
+    pub user: String,
+    /// Top-level `text`.
+    pub text: Option<String>,
+    /// The thread it shows in, if any.
+    pub thread_ts: Option<String>,
+    /// Top-level `blocks`, as sent.
+    pub blocks: Option<Value>,
+    /// `attachments`, as sent.
+    pub attachments: Option<Value>,
+    /// The `message_ts` answered.
+    pub ts: String,
+}
+
+/// The name of user `id`, if the stand-in knows it.
+pub(super) fn user_name<'a>(users: &'a [(String, String)], id: &str) -> Option<&'a str> {
+    users
+        .iter()
+        .find(|(uid, _)| uid == id)
+        .map(|(_, name)| name.as_str())
+}
+
+/// `chat.postEphemeral`: the channel must exist and hold the bot, `user` is
+/// required (`invalid_arguments`), the content is checked as `chat.postMessage`'s.
+/// Every user counts as a member of every channel.
+pub(super) fn post_ephemeral(
+    inner: &mut Inner,
+    opts: &StandInOptions,
+    params: &Map<String, Value>,
+) -> Answer {
+    let channel = match invited_channel(inner, opts, params) {
+        Ok(id) => id,
+        Err(answer) => return answer,
+    };
+    let Some(user) = str_param(params, "user").map(str::to_owned) else {
+        return Answer::error("invalid_arguments");
+    };
+    if let Err(refusal) =
+        validate::check_message(&Value::Object(params.clone()), opts.blocks_text_limit)
+    {
+        return Answer::refusal(refusal.code, &refusal.reason);
+    }
+    let ts = inner.workspace.next_ts();
+    let content = |key: &str| params.get(key).filter(|v| !v.is_null()).cloned();
+    inner.ephemerals.push(Ephemeral {
+        channel,
+        user,
+        text: str_param(params, "text").map(str::to_owned),
+        thread_ts: str_param(params, "thread_ts").map(str::to_owned),
+        blocks: content("blocks"),
+        attachments: content("attachments"),
+        ts: ts.clone(),
+    });
+    Answer::ok(json!({"message_ts": ts}))
+}
+
+/// `usergroups.users.list`: the members of `usergroup` from
+/// [`StandInOptions::usergroups`]; `no_such_subteam` for others, and
+/// [`StandInOptions::usergroups_error`] for every call when set.
+pub(super) fn usergroup_users(opts: &StandInOptions, params: &Map<String, Value>) -> Answer {
+    if let Some(code) = &opts.usergroups_error {
+        return Answer::error(code);
+    }
+    let Some(group) = str_param(params, "usergroup") else {
+        return Answer::error("invalid_arguments");
+    };
+    match opts.usergroups.iter().find(|(id, _)| id == group) {
+        Some((_, users)) => Answer::ok(json!({"users": users})),
+        None => Answer::error("no_such_subteam"),
+    }
+}
+
+impl StandIn {
+    /// Every ephemeral message posted so far, in order.
+    pub fn ephemerals(&self) -> Vec<Ephemeral> {
+        self.shared.lock().ephemerals.clone()
+    }
+}
