@@ -52,6 +52,20 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// The error code Slack answered, when it answered one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Failure::Setup { code, .. }
+            | Failure::BadPayload(code)
+            | Failure::EditRefused(code)
+            | Failure::ThreadGone(code)
+            | Failure::Unknown(code) => Some(code),
+            Failure::RateLimited(_) | Failure::Transient(_) => None,
+        }
+    }
+}
+
 /// What to tell the operator for each setup error.
 pub fn setup_hint(code: &str, channel: &str) -> Option<String> {
     let hint = match code {

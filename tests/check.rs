@@ -263,3 +263,74 @@ async fn check_says_where_the_board_goes_and_what_it_needs() {
     let shown = check::run(&settings(pinned, &env), &Options::default()).await.to_string();
     assert!(shown.contains("board: one message for web-1 in #ops, pinned (the app needs the pins:write scope)"), "{shown}");
 }
+
+/// `check` with an app-level token: it opens one Socket Mode connection and reads
+/// the hello; a revoked, mistyped or bot token is a problem with the fix, and the
+/// token itself is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_opens_socket_mode_once_and_reports_a_bad_app_token_with_the_fix() {
+    let good = "xapp-1-A0TEST-1-goodgoodgoodgood";
+    let slack = StandIn::start(StandInOptions {
+        app_token: Some(good.into()),
+        ..StandInOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let api = slack.api_url();
+    let run = |app: &str| {
+        let env = [
+            ("SLACK_TOKEN", "xoxb-test-token"),
+            ("SLACK_CHANNEL", "#ops"),
+            ("SLACK_API_URL", api.as_str()),
+            ("SLACK_APP_TOKEN", app),
+            ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+        ];
+        let s = settings("[actions]\nallow_users = [\"U0ADMIN\"]\n", &env);
+        async move { check::run(&s, &Options::default()).await }
+    };
+    let ok = run(good).await;
+    let shown = ok.to_string();
+    assert!(shown.contains("Socket Mode: connected and greeted by Slack"), "{shown}");
+    assert!(shown.contains("actions from Slack: restart, start, stop, stderr, mute for 1 user(s)"), "{shown}");
+    assert!(slack.sockets_opened() >= 1, "a real connection was opened");
+    let socket_findings = |r: &Report| r.problems().filter(|p| p.what.contains("Socket Mode")).count();
+    assert_eq!(socket_findings(&ok), 0, "{shown}");
+
+    let bad = "xapp-1-A0TEST-1-revokedrevokedrevoked";
+    let report = run(bad).await;
+    let shown = report.to_string();
+    assert_eq!(report.exit_code(), 1, "{shown}");
+    let p = report.problems().find(|p| p.what.contains("apps.connections.open")).expect("a Socket Mode problem");
+    assert!(p.what.contains("invalid_auth"), "{shown}");
+    assert!(p.fix.as_deref().unwrap().contains("App-Level Tokens"), "{shown}");
+    assert!(!shown.contains(bad) && !shown.contains("revokedrevoked"), "the token is not printed: {shown}");
+
+    slack.revoke_app_token();
+    let shown = run(good).await.to_string();
+    assert!(shown.contains("token_revoked") && shown.contains("was revoked"), "{shown}");
+}
+
+#[tokio::test]
+async fn actions_without_an_app_token_or_without_anyone_allowed_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let env = [("SUPERVISOR_SLACK_STATE", state.to_str().unwrap())];
+    let s = settings("[actions]\nallow_users = [\"U0ADMIN\"]\n", &env);
+    let r = check::run(&s, &Options::default()).await;
+    assert!(
+        r.findings.iter().any(|f| f.level == Level::Warning && f.what.contains("no app-level token")),
+        "{r}"
+    );
+    let env = [
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+        ("SLACK_APP_TOKEN", "xapp-1-A-1-x"),
+    ];
+    let s = settings("", &env);
+    let r = check::run(&s, &Options::default()).await;
+    assert!(
+        r.findings.iter().any(|f| f.level == Level::Warning && f.what.contains("allows nobody")),
+        "{r}"
+    );
+}

@@ -24,6 +24,7 @@ fn demo(dir: &Path, args: &[&str]) -> Output {
         .env("SUPERVISOR_SLACK_HOST", "demo-host")
         .env_remove("SLACK_TOKEN")
         .env_remove("SLACK_TOKEN_FILE")
+        .env_remove("SLACK_APP_TOKEN")
         .env_remove("SLACK_CHANNEL")
         .env_remove("SLACK_API_URL")
         .env_remove("SUPERVISOR_SLACK_CONFIG")
@@ -54,6 +55,19 @@ fn get(port: u16, path: &str) -> Option<String> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn post(port: u16, path: &str, json: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
     )
     .ok()?;
     let mut out = String::new();
@@ -139,6 +153,43 @@ fn the_demo_shows_its_programs_restarts_cleanly_and_stops_everything() {
         threads.contains("KeyError"),
         "the reports crash shows its traceback"
     );
+
+    // Restart pressed on web's card, as the page sends it (the page's user U0DEMO is
+    // the demo's allowed user): supervisord restarts web, its thread says who asked.
+    let web_pid = || {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(root.join(".venv/bin/supervisorctl"))
+            .args(["-c", dir.join("supervisord.conf").to_str().unwrap(), "pid", "web"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = web_pid();
+    let parsed: serde_json::Value = serde_json::from_str(&threads).unwrap();
+    let web = parsed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["parent"].to_string().contains("web RUNNING on demo-host"))
+        .expect("web's thread");
+    let ts = web["parent"]["ts"].as_str().unwrap();
+    let body = serde_json::json!({"user": "U0DEMO", "channel": "#ops", "message_ts": ts, "action_id": "restart"});
+    let answer = post(port, "/api/_socket/click", &body.to_string()).expect("the click is answered");
+    assert!(answer.contains("\"acked\":[true]"), "the listener acked the click: {answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = get(port, "/api/_channel/ops").unwrap_or_default();
+        if body.contains("requested by <@U0DEMO>") && body.contains("RUNNING* again") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restart is not audited in web's thread: {body}\nlistener log:\n{}",
+            std::fs::read_to_string(dir.join("listener.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(web_pid(), before, "supervisord restarted web");
 
     let out = demo(&dir, &["stop"]);
     assert!(out.status.success());

@@ -70,10 +70,7 @@ pub async fn check(settings: &Settings, api: Option<&SlackApi>) -> Vec<Finding> 
 }
 
 fn socket_problem(f: &Failure) -> Finding {
-    let code = match f {
-        Failure::Setup { code, .. } | Failure::Unknown(code) => code.as_str(),
-        _ => "",
-    };
+    let code = f.code().unwrap_or("");
     let fix = match code {
         "not_allowed_token_type" => format!("the token is not an app-level token (xapp-…): {}", app_token_fix()),
         "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" | "token_expired" => {
@@ -82,7 +79,9 @@ fn socket_problem(f: &Failure) -> Finding {
         "" => "Slack could not be reached: check the network path and api_url / SLACK_API_URL".to_string(),
         _ => format!("unexpected answer; {}", app_token_fix()),
     };
-    Finding::problem(format!("Socket Mode: apps.connections.open failed: {f}"), fix)
+    // The code alone: the hint a Failure carries is about the bot token.
+    let what = if code.is_empty() { f.to_string() } else { format!("Slack answered {code}") };
+    Finding::problem(format!("Socket Mode: apps.connections.open failed: {what}"), fix)
 }
 
 /// Opens the Socket Mode URL, reads Slack's hello and closes: the app id it names.

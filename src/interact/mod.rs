@@ -120,7 +120,8 @@ pub async fn serve(api: &SlackApi, app_token: Secret, connections: u32, runner: 
     match api.open_socket_url(&app_token).await {
         Ok(_) => tracing::info!(connections, "actions from Slack are on: opening Socket Mode"),
         Err(f) => tracing::error!(
-            "Socket Mode cannot open with this app-level token ({f}); buttons do nothing until it can. {}",
+            "Socket Mode cannot open with this app-level token (Slack answered {}); buttons do nothing until it can: {}",
+            f.code().map(str::to_string).unwrap_or_else(|| f.to_string()),
             crate::check::app_token_fix()
         ),
     }

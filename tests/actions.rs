@@ -1,0 +1,355 @@
+//! Acting from Slack, with a real supervisord and the stand-in's Socket Mode: a click
+//! on a card's button reaches the listener over a WebSocket, is acked, and — for the
+//! people `[actions]` allows — restarts, stops or starts the process, shows its
+//! stderr or mutes its thread; every action is audited in the thread, the log and
+//! the state database. Everyone else is refused and told why (ephemeral).
+//!
+//! Needs `scripts/test-env`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::slack::{options, parent_process, slack_listener};
+use common::supervisord::*;
+use common::{secs, wait_until};
+use supervisor_slack::standin::{Click, StandIn, StandInOptions, Thread};
+
+const ADMIN: &str = "U0ADMIN";
+const STRANGER: &str = "U0STRANGER";
+const APP_TOKEN: &str = "xapp-1-A0TEST-1234-appsecretappsecret";
+
+struct Env {
+    standin: StandIn,
+    sv: Supervisord,
+    dir: tempfile::TempDir,
+}
+
+fn worker() -> Program {
+    Program::new(
+        "worker",
+        "/bin/sh -c 'for i in 1 2 3; do echo \"worker stderr line $i <!channel>\" >&2; done; exec sleep 1000'",
+    )
+    .startsecs(1)
+    .autorestart("true")
+}
+
+/// supervisord running `worker` and the listener with actions on for [`ADMIN`]
+/// (`extra`: more settings, at the top level), the socket open and worker's card
+/// posted with its buttons.
+async fn start(extra: &str, opts: StandInOptions) -> Env {
+    let standin = StandIn::start(opts).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("{extra}\n[actions]\nallow_users = [\"{ADMIN}\"]\nmute_for = \"1h\"\n");
+    let listener = slack_listener(dir.path(), &standin.api_url(), &settings).env("SLACK_APP_TOKEN", APP_TOKEN);
+    let sv = Supervisord::start(SupervisordConfig::new().program(worker()).listener(listener));
+    sv.wait_for_state("worker", "RUNNING", secs(10));
+    assert!(
+        standin.wait_for_sockets(1, secs(20)).await,
+        "the listener opened Socket Mode: {}",
+        sv.listener_stderr()
+    );
+    let env = Env { standin, sv, dir };
+    env.wait_parent("worker's parent with its buttons", |t| {
+        parent_state_is(t, "RUNNING") && has_button(&env, t, "restart")
+    })
+    .await;
+    env
+}
+
+fn parent_state_is(t: &Thread, state: &str) -> bool {
+    common::slack::parent_state(t) == state
+}
+
+fn has_button(env: &Env, t: &Thread, action: &str) -> bool {
+    env.standin
+        .buttons("#ops", &t.parent.ts)
+        .iter()
+        .any(|(id, _, _)| id == action)
+}
+
+impl Env {
+    fn thread(&self) -> Option<Thread> {
+        self.standin
+            .channel("#ops")
+            .into_iter()
+            .find(|t| parent_process(t) == "worker")
+    }
+
+    async fn wait_parent(&self, what: &str, done: impl Fn(&Thread) -> bool) -> Thread {
+        let mut last = None;
+        for _ in 0..400 {
+            last = self.thread();
+            if last.as_ref().is_some_and(&done) {
+                return last.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: {last:#?}\n{}", self.sv.diagnostics());
+    }
+
+    /// Every reply's visible text in worker's thread.
+    fn replies(&self) -> Vec<String> {
+        self.thread()
+            .map(|t| t.replies.iter().map(|m| m.visible_text()).collect())
+            .unwrap_or_default()
+    }
+
+    async fn wait_reply(&self, what: &str, needle: &str) -> String {
+        for _ in 0..600 {
+            if let Some(r) = self.replies().into_iter().find(|r| r.contains(needle)) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: no reply with {needle:?} in {:#?}\n{}", self.replies(), self.sv.diagnostics());
+    }
+
+    /// `user` clicks `action` on worker's parent; the envelope is acked.
+    async fn click(&self, user: &str, action: &str) {
+        let ts = self.thread().expect("worker's thread").parent.ts;
+        let out = self.standin.click(Click::new(user, "#ops", ts, action)).await.unwrap();
+        assert_eq!(out.acked, [true], "acked within Slack's 3 s: {out:?}");
+    }
+
+    fn audit(&self) -> Vec<(String, String, Option<String>)> {
+        audit(&self.dir.path().join("state.db"))
+    }
+}
+
+/// The audit on disk: (user, action, outcome), oldest first.
+fn audit(db: &Path) -> Vec<(String, String, Option<String>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn.prepare("SELECT user, action, outcome FROM actions ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_user_restarts_a_process_and_the_thread_says_who() {
+    let env = start("", options()).await;
+    let before = env.sv.process_pid("worker").unwrap();
+    env.click(ADMIN, "restart").await;
+    let asked = env.wait_reply("the request is audited", "requested by").await;
+    assert!(asked.contains("Restart") && asked.contains(&format!("<@{ADMIN}>")), "{asked}");
+    let done = env.wait_reply("the outcome is audited", "RUNNING* again").await;
+    let after = env.sv.process_pid("worker").unwrap();
+    assert_ne!(before, after, "supervisord restarted worker");
+    assert!(done.contains(&format!("pid {after}")), "the outcome names the new pid {after}: {done}");
+    assert_eq!(env.sv.state("worker").as_deref(), Some("RUNNING"));
+    // On disk and in the log, with the user id.
+    let rows = env.audit();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), (ADMIN, "restart"));
+    assert_eq!(rows[0].2.as_deref(), Some(format!("RUNNING, pid {after}").as_str()));
+    let log = env.sv.listener_stderr();
+    assert!(log.contains("action done") && log.contains(ADMIN), "{log}");
+    assert!(!log.contains(APP_TOKEN) && !log.contains(common::slack::TOKEN), "no token in the log");
+    // The parent shows the process's state again, with its buttons.
+    env.wait_parent("the parent is RUNNING with Restart", |t| parent_state_is(t, "RUNNING") && has_button(&env, t, "restart")).await;
+    env.sv.assert_no_protocol_trouble();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_not_allowed_changes_nothing_and_is_told_why() {
+    let env = start("", options()).await;
+    let before = env.sv.process_pid("worker").unwrap();
+    let replies = env.replies().len();
+    env.click(STRANGER, "restart").await;
+    assert!(
+        wait_until(secs(10), || env.standin.ephemerals().iter().any(|e| e.user == STRANGER)),
+        "the stranger is told: {:?}",
+        env.standin.ephemerals()
+    );
+    let told = env.standin.ephemerals().into_iter().find(|e| e.user == STRANGER).unwrap();
+    let text = told.text.unwrap_or_default();
+    assert!(text.contains("not allowed") && text.contains(STRANGER), "{text}");
+    std::thread::sleep(secs(2));
+    assert_eq!(env.sv.process_pid("worker"), Some(before), "worker was not restarted");
+    assert_eq!(env.replies().len(), replies, "nothing in the thread: {:?}", env.replies());
+    assert!(env.standin.ephemerals().iter().all(|e| e.user == STRANGER), "only the stranger was told");
+    let log = env.sv.listener_stderr();
+    assert!(log.contains("refused") && log.contains(STRANGER), "{log}");
+    let rows = env.audit();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].2.as_deref().unwrap_or_default().starts_with("refused"), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_value_or_another_hosts_card_is_refused_and_nothing_runs() {
+    let env = start("", options()).await;
+    let before = env.sv.process_pid("worker").unwrap();
+    let ts = env.thread().unwrap().parent.ts;
+    let (_, _, value) = env
+        .standin
+        .buttons("#ops", &ts)
+        .into_iter()
+        .find(|(id, _, _)| id == "restart")
+        .unwrap();
+    let send = |value: String, action: &str| {
+        let mut c = Click::new(ADMIN, "#ops", ts.clone(), action);
+        c.value = Some(value);
+        env.standin.click(c)
+    };
+    // Another process of the same host, with worker's signature.
+    send(value.replace("\"worker\"", "\"slack\""), "restart").await.unwrap();
+    // Restart's value on the Stop button.
+    send(value.clone(), "stop").await.unwrap();
+    // Not a value this program writes.
+    send("restart everything".into(), "restart").await.unwrap();
+    // Another host's card (its own key): the answer names the owner.
+    send(value.replace("\"web-1\"", "\"web-2\""), "restart").await.unwrap();
+    assert!(
+        wait_until(secs(10), || env.standin.ephemerals().len() == 4),
+        "each click was answered: {:#?}",
+        env.standin.ephemerals()
+    );
+    let told: Vec<String> = env.standin.ephemerals().into_iter().map(|e| e.text.unwrap_or_default()).collect();
+    assert_eq!(told.iter().filter(|t| t.contains("not signed by this listener")).count(), 2, "{told:#?}");
+    assert!(told.iter().any(|t| t.contains("not one supervisor-slack made")), "{told:#?}");
+    let owner = told.iter().find(|t| t.contains("belongs to the host")).expect("the owner is named");
+    assert!(owner.contains("*web-2*") && owner.contains("*web-1*") && owner.contains("own Slack app"), "{owner}");
+    std::thread::sleep(secs(2));
+    assert_eq!(env.sv.process_pid("worker"), Some(before), "nothing was restarted");
+    assert_eq!(env.sv.state("slack").as_deref(), Some("RUNNING"), "nor the listener");
+    assert!(env.replies().iter().all(|r| !r.contains("requested by")), "{:?}", env.replies());
+    assert!(env.audit().is_empty(), "refused before anything is recorded: {:?}", env.audit());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_delivered_twice_runs_once() {
+    let env = start("", options()).await;
+    let before = env.sv.process_pid("worker").unwrap();
+    let ts = env.thread().unwrap().parent.ts;
+    let mut c = Click::new(ADMIN, "#ops", ts, "restart");
+    c.repeat = 2;
+    let out = env.standin.click(c).await.unwrap();
+    assert_eq!(out.acked, [true, true], "both envelopes acked: {out:?}");
+    env.wait_reply("the restart is done", "RUNNING* again").await;
+    std::thread::sleep(secs(3));
+    let asked = env.replies().iter().filter(|r| r.contains("requested by")).count();
+    assert_eq!(asked, 1, "one request in the thread: {:#?}", env.replies());
+    assert_eq!(env.audit().len(), 1, "{:?}", env.audit());
+    let stops = env.sv.main_log().matches("stopped: worker").count();
+    assert_eq!(stops, 1, "supervisord stopped worker once:\n{}", env.sv.main_log());
+    assert_ne!(env.sv.process_pid("worker"), Some(before));
+    assert!(env.sv.listener_stderr().contains("delivered again"), "{}", env.sv.listener_stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_then_start_from_the_card() {
+    let env = start("", options()).await;
+    env.click(ADMIN, "stop").await;
+    env.wait_reply("the stop is audited", "is *STOPPED*").await;
+    assert_eq!(env.sv.state("worker").as_deref(), Some("STOPPED"));
+    // The parent now offers Start (and no longer Restart or Stop).
+    let t = env
+        .wait_parent("the parent is STOPPED with Start", |t| parent_state_is(t, "STOPPED") && has_button(&env, t, "start"))
+        .await;
+    assert!(!has_button(&env, &t, "restart") && !has_button(&env, &t, "stop"));
+    env.click(ADMIN, "start").await;
+    let done = env.wait_reply("the start is audited", "is *RUNNING*").await;
+    let pid = env.sv.process_pid("worker").unwrap();
+    assert!(done.contains(&format!("pid {pid}")), "{done}");
+    env.wait_parent("the parent is RUNNING again", |t| parent_state_is(t, "RUNNING")).await;
+    // Start of a running process: supervisord's fault, said in the thread.
+    let ts = env.thread().unwrap().parent.ts;
+    let value = env.standin.buttons("#ops", &ts).into_iter().find(|(id, _, _)| id == "restart").map(|b| b.2);
+    assert!(value.is_some());
+    let rows = env.audit();
+    let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(actions, ["stop", "start"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stderr_posts_its_last_lines_escaped_in_a_code_block() {
+    let env = start("", options()).await;
+    env.click(ADMIN, "stderr").await;
+    let shown = env.wait_reply("stderr is shown", "worker stderr line 3").await;
+    assert!(shown.contains("Last 3 lines of stderr"), "{shown}");
+    assert!(shown.contains("```"), "in a code block: {shown}");
+    let t = env.thread().unwrap();
+    let raw = serde_json::to_string(&t.replies.last().unwrap().attachments).unwrap();
+    assert!(!raw.contains("<!channel>"), "the log cannot ping the channel: {raw}");
+    assert!(raw.contains("&lt;!channel&gt;"), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_then_unmute_silences_and_restores_broadcasts_and_mentions() {
+    let env = start("mentions = [\"<!here>\"]", options()).await;
+    env.click(ADMIN, "mute").await;
+    env.wait_reply("the mute is audited", "muted by").await;
+    env.wait_parent("the parent says who muted it and offers Unmute", |t| {
+        t.parent.visible_text().contains(&format!("Muted by <@{ADMIN}>")) && has_button(&env, t, "unmute")
+    })
+    .await;
+    // A crash while muted: in the thread, not broadcast, no mention.
+    let crash = |env: &Env| {
+        let pid = env.sv.process_pid("worker").unwrap();
+        common::signal(pid, "KILL");
+        pid
+    };
+    let pid = crash(&env);
+    let reply = env.wait_reply("the muted crash is in the thread", "EXITED").await;
+    let posted = |needle: &str| {
+        env.standin
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["text"].as_str().unwrap_or_default().contains(needle))
+            .collect::<Vec<_>>()
+    };
+    let muted_posts = posted("→ EXITED");
+    assert_eq!(muted_posts.len(), 1, "{reply}");
+    assert_ne!(muted_posts[0].body["reply_broadcast"], serde_json::json!(true), "not broadcast while muted");
+    assert!(!muted_posts[0].body.to_string().contains("<!here>"), "no mention while muted");
+    env.sv.wait_for_state("worker", "RUNNING", secs(10));
+    assert_ne!(env.sv.process_pid("worker"), Some(pid));
+
+    env.click(ADMIN, "unmute").await;
+    env.wait_reply("the unmute is audited", "unmuted by").await;
+    env.wait_parent("the parent lost the mute line", |t| {
+        !t.parent.visible_text().contains("Muted by") && has_button(&env, t, "mute")
+    })
+    .await;
+    // A new episode (settle_after, 5 s, without a failure): its first failure is shown.
+    std::thread::sleep(secs(6));
+    crash(&env);
+    assert!(
+        wait_until(secs(15), || posted("→ EXITED").len() == 2),
+        "{:#?}",
+        env.replies()
+    );
+    let loud = &posted("→ EXITED")[1];
+    assert!(loud.body.to_string().contains("<!here>"), "mentions are back: {}", loud.body);
+    assert_eq!(loud.body["reply_broadcast"], serde_json::json!(true), "broadcast again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_still_arrive_after_the_socket_is_dropped_or_refreshed() {
+    let env = start("", options()).await;
+    let opened = env.standin.sockets_opened();
+    env.standin.socket_drop();
+    assert!(
+        wait_until(secs(30), || env.standin.sockets_opened() > opened && env.standin.socket_connections() >= 1),
+        "reconnected after a drop: {}",
+        env.sv.listener_stderr()
+    );
+    env.click(ADMIN, "stderr").await;
+    env.wait_reply("a click after the drop runs", "worker stderr line 3").await;
+    let opened = env.standin.sockets_opened();
+    env.standin.socket_disconnect("refresh_requested").await;
+    assert!(
+        wait_until(secs(30), || env.standin.sockets_opened() > opened && env.standin.socket_connections() >= 1),
+        "reconnected after a refresh"
+    );
+    let before = env.sv.process_pid("worker").unwrap();
+    env.click(ADMIN, "restart").await;
+    env.wait_reply("a click after the refresh runs", "RUNNING* again").await;
+    assert_ne!(env.sv.process_pid("worker"), Some(before));
+    let log = env.sv.listener_stderr();
+    assert!(!log.contains(APP_TOKEN), "no app token in the log");
+    env.sv.assert_no_protocol_trouble();
+}
