@@ -353,3 +353,47 @@ async fn clicks_still_arrive_after_the_socket_is_dropped_or_refreshed() {
     assert!(!log.contains(APP_TOKEN), "no app token in the log");
     env.sv.assert_no_protocol_trouble();
 }
+
+/// The preview page in Chromium, as a newcomer uses it: Restart on worker's card, the
+/// confirmation, and supervisord restarts worker; the page (acting as an allowed
+/// user) shows who asked and the outcome in the thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_the_page_in_chromium_an_allowed_user_restarts_a_process() {
+    let Some(chromium) = common::cdp::chromium_or_skip("from_the_page_in_chromium_an_allowed_user_restarts_a_process") else {
+        return;
+    };
+    let env = start(
+        "",
+        StandInOptions {
+            page_user: ADMIN.into(),
+            users: vec![(ADMIN.into(), "admin".into())],
+            ..options()
+        },
+    )
+    .await;
+    let before = env.sv.process_pid("worker").unwrap();
+    let ts = env.thread().unwrap().parent.ts;
+    let url = format!("{}?channel=ops&thread={ts}", env.standin.page_url());
+    let mut page = common::cdp::Browser::open(&chromium, &url).await;
+    let wait = secs(30);
+    let restart = r#"document.querySelector('button[data-action-id="restart"]')"#;
+    assert!(page.wait_for(restart, wait).await, "worker's card has a Restart button");
+    page.eval(&format!("{restart}.click()")).await;
+    assert!(page.wait_for("document.getElementById('confirm').open", wait).await, "Restart asks first");
+    let title = page.eval("document.getElementById('confirm-title').textContent").await;
+    assert_eq!(title, serde_json::json!("Restart worker?"));
+    page.eval("document.getElementById('confirm-yes').click()").await;
+    let flow_has = |text: &str| format!("document.getElementById('flow').textContent.includes({text:?})");
+    assert!(
+        page.wait_for(&flow_has("requested by @admin"), wait).await,
+        "the page shows who asked: {}",
+        page.eval("document.getElementById('flow').textContent").await
+    );
+    assert!(page.wait_for(&flow_has("again, pid"), wait).await, "and the outcome");
+    let after = env.sv.process_pid("worker").unwrap();
+    assert_ne!(before, after, "supervisord restarted worker");
+    assert!(
+        page.wait_for(&flow_has(&format!("pid {after}")), wait).await,
+        "the outcome names the new pid"
+    );
+}
