@@ -140,6 +140,13 @@ async fn an_allowed_user_restarts_a_process_and_the_thread_says_who() {
     assert_ne!(before, after, "supervisord restarted worker");
     assert!(done.contains(&format!("pid {after}")), "the outcome names the new pid {after}: {done}");
     assert_eq!(env.sv.state("worker").as_deref(), Some("RUNNING"));
+    // In the order it happened: the request, the changes it caused, then the outcome.
+    let replies = env.replies();
+    let asked_at = replies.iter().position(|r| r.contains("requested by")).unwrap();
+    let stopping_at = replies.iter().position(|r| r.contains("→ STOPPING")).expect("the stop's event");
+    let running_at = replies.iter().rposition(|r| r.contains("→ RUNNING")).unwrap();
+    let done_at = replies.iter().position(|r| r.contains("RUNNING* again")).unwrap();
+    assert!(asked_at < stopping_at && running_at < done_at, "{replies:#?}");
     // On disk and in the log, with the user id.
     let rows = env.audit();
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -272,7 +279,7 @@ async fn show_stderr_posts_its_last_lines_escaped_in_a_code_block() {
     assert!(shown.contains("Last 3 lines of stderr"), "{shown}");
     assert!(shown.contains("```"), "in a code block: {shown}");
     let t = env.thread().unwrap();
-    let raw = serde_json::to_string(&t.replies.last().unwrap().attachments).unwrap();
+    let raw = serde_json::to_string(&t.replies.last().unwrap()).unwrap();
     assert!(!raw.contains("<!channel>"), "the log cannot ping the channel: {raw}");
     assert!(raw.contains("&lt;!channel&gt;"), "{raw}");
 }

@@ -2,7 +2,11 @@
 //! delivery code will see (answers, error variants) and what a reader would see (the
 //! channel view, the preview page).
 
+mod common;
+
 use std::time::Duration;
+
+use common::socket::{api_error_code, client};
 
 use serde_json::{json, Value};
 use slack_morphism::errors::SlackClientError;
@@ -10,25 +14,15 @@ use slack_morphism::prelude::*;
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-type Client = SlackClient<
-    SlackClientHyperConnector<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+type Client = std::sync::Arc<
+    SlackClient<
+        SlackClientHyperConnector<
+            hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        >,
     >,
 >;
 
 const TOKEN: &str = "xoxb-test-token";
-
-fn client(standin: &StandIn) -> Client {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    SlackClient::new(
-        SlackClientHyperConnector::with_connector(https).with_slack_api_url(&standin.api_url()),
-    )
-}
 
 fn token() -> SlackApiToken {
     SlackApiToken::new(TOKEN.into())
@@ -93,13 +87,6 @@ async fn http_raw(standin: &StandIn, request: &str) -> (String, String) {
     stream.read_to_string(&mut raw).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     (head.to_string(), body.to_string())
-}
-
-fn api_error_code(err: SlackClientError) -> String {
-    match err {
-        SlackClientError::ApiError(e) => e.code,
-        other => panic!("expected an ApiError, got {other:?}"),
-    }
 }
 
 #[tokio::test]

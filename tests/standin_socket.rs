@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::slack::TOKEN as BOT_TOKEN;
 use common::socket::{
+    api_error_code,
     client, http, next_json, open, post_card, restart_button, SocketApp, APP_TOKEN,
 };
 use futures_util::StreamExt;
@@ -31,13 +32,6 @@ async fn start(opts: StandInOptions) -> StandIn {
 
 fn bot() -> SlackApiToken {
     SlackApiToken::new(BOT_TOKEN.into())
-}
-
-fn api_error_code(err: SlackClientError) -> String {
-    match err {
-        SlackClientError::ApiError(e) => e.code,
-        other => panic!("expected an ApiError, got {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -117,11 +117,13 @@ fn name_of(key: &ThreadKey) -> String {
     escape_mrkdwn(&sanitize_line(&name))
 }
 
+/// An audit line: plain text (no attachment), so the thread reads it once.
 fn note(state: State, emoji: &str, text: String) -> Card {
+    let text = format!("{emoji} {text}");
     Card {
         fallback: text.clone(),
         color: color(state, Some(true)).to_string(),
-        blocks: json!([{"type": "section", "text": {"type": "mrkdwn", "text": format!("{emoji} {text}")}}]),
+        blocks: Value::Null,
         text,
     }
 }
@@ -164,16 +166,8 @@ pub fn log_lines(key: &ThreadKey, log: &str, text: Option<&str>, user: &str) -> 
     };
     let body = fit_escaped_tail(&text, STDERR_MAX);
     let lines = body.lines().count();
-    let text = format!("Last {lines} line{} of {log} of {} (asked by {who})", if lines == 1 { "" } else { "s" }, name_of(key));
-    Card {
-        fallback: text.clone(),
-        color: color(State::Unknown, None).to_string(),
-        blocks: json!([
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("📄 {text}")}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("```\n{body}\n```")}}
-        ]),
-        text,
-    }
+    let title = format!("Last {lines} line{} of {log} of {} (asked by {who})", if lines == 1 { "" } else { "s" }, name_of(key));
+    note(State::Unknown, "📄", format!("{title}\n```\n{body}\n```"))
 }
 
 /// Mute set or ended.
@@ -236,7 +230,8 @@ mod tests {
     fn stderr_is_escaped_in_a_code_block() {
         let key = ThreadKey { host: "h".into(), group: "g".into(), process: "p".into() };
         let card = log_lines(&key, "stderr", Some("boom <!channel>\n```\nend"), "U1");
-        let body = card.blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(card.blocks.is_null(), "a plain message");
+        let body = card.text.split_once('\n').unwrap().1;
         assert!(body.starts_with("```\n") && body.ends_with("\n```"), "{body}");
         assert!(body.contains("&lt;!channel&gt;"), "{body}");
         assert!(!body[4..body.len() - 4].contains("```"), "no fence inside: {body}");

@@ -75,6 +75,13 @@ impl Dispatcher {
             .find(|t| t.channel_id.as_deref() == Some(channel_id) && t.parent_ts.is_some())
     }
 
+    /// Whether `thread` still has events waiting to be posted (a store error: no).
+    pub fn events_waiting(&self, thread: &ThreadRecord) -> bool {
+        self.with_store(|s| s.pending(&thread.key, &thread.channel, 1))
+            .map(|p| !p.is_empty())
+            .unwrap_or(false)
+    }
+
     /// Posts `card` into `thread` (an action's audit, Show stderr), paced and retried
     /// like every reply; never broadcast, never a mention.
     pub async fn post_note(&self, thread: &ThreadRecord, card: Card) -> Result<Posted, Failure> {

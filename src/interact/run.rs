@@ -200,6 +200,15 @@ impl Runner {
             }
         };
         tracing::info!(user, thread = %key, %action, outcome, "action done");
+        if action.controls_process() {
+            // The outcome after the changes it caused: their events reach the outbox
+            // a moment after supervisord answers, and are posted at the channel's pace.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.dispatcher.events_waiting(thread) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         self.note(thread, card).await;
         outcome
     }

@@ -25,6 +25,14 @@ pub type Connector = SlackClientHyperConnector<
 /// The app-level token the test app connects with.
 pub const APP_TOKEN: &str = "xapp-1-A0STANDIN-1-secretappsecret";
 
+/// The Slack error code of a failed call (panics on any other failure).
+pub fn api_error_code(err: slack_morphism::errors::SlackClientError) -> String {
+    match err {
+        slack_morphism::errors::SlackClientError::ApiError(e) => e.code,
+        other => panic!("expected an ApiError, got {other:?}"),
+    }
+}
+
 /// A Web API client whose base URL is the stand-in's.
 pub fn client(standin: &StandIn) -> Arc<SlackClient<Connector>> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
