@@ -39,9 +39,14 @@ fn worker() -> Program {
 /// (`extra`: more settings, at the top level), the socket open and worker's card
 /// posted with its buttons.
 async fn start(extra: &str, opts: StandInOptions) -> Env {
+    start_with(extra, &format!("allow_users = [\"{ADMIN}\"]\nmute_for = \"1h\"\n"), opts).await
+}
+
+/// [`start`] with `actions` as the `[actions]` table.
+async fn start_with(extra: &str, actions: &str, opts: StandInOptions) -> Env {
     let standin = StandIn::start(opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let settings = format!("{extra}\n[actions]\nallow_users = [\"{ADMIN}\"]\nmute_for = \"1h\"\n");
+    let settings = format!("{extra}\n[actions]\n{actions}");
     let listener = slack_listener(dir.path(), &standin.api_url(), &settings).env("SLACK_APP_TOKEN", APP_TOKEN);
     let sv = Supervisord::start(SupervisordConfig::new().program(worker()).listener(listener));
     sv.wait_for_state("worker", "RUNNING", secs(10));
@@ -403,4 +408,96 @@ async fn from_the_page_in_chromium_an_allowed_user_restarts_a_process() {
         page.wait_for(&flow_has(&format!("pid {after}")), wait).await,
         "the outcome names the new pid"
     );
+}
+
+/// `allow_groups`: a member of the group may act (its members asked once and
+/// cached); when the group cannot be read (no scope, a free plan), nobody is let in
+/// through it and the clicker is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_an_allowed_group_may_act_and_an_unreadable_group_lets_nobody_in() {
+    let opts = StandInOptions {
+        usergroups: vec![("S0OPS".into(), vec!["U0GROUPIE".into()])],
+        ..options()
+    };
+    let env = start_with("", "allow_groups = [\"S0OPS\"]\n", opts).await;
+    env.click("U0GROUPIE", "stderr").await;
+    env.wait_reply("a member's click runs", "worker stderr line 3").await;
+    env.click("U0GROUPIE", "stderr").await;
+    assert!(
+        wait_until(secs(10), || env.replies().iter().filter(|r| r.contains("worker stderr line 3")).count() == 2),
+        "{:#?}",
+        env.replies()
+    );
+    assert_eq!(env.standin.calls_to("usergroups.users.list").len(), 1, "the members are cached");
+    env.click(STRANGER, "stderr").await;
+    assert!(wait_until(secs(10), || env.standin.ephemerals().iter().any(|e| e.user == STRANGER)));
+
+    let opts = StandInOptions {
+        usergroups_error: Some("plan_upgrade_required".into()),
+        ..options()
+    };
+    let env = start_with("", "allow_groups = [\"S0OPS\"]\n", opts).await;
+    env.click("U0GROUPIE", "stderr").await;
+    assert!(
+        wait_until(secs(10), || env.standin.ephemerals().iter().any(|e| e.user == "U0GROUPIE")),
+        "told: {:?}",
+        env.standin.ephemerals()
+    );
+    assert!(env.replies().iter().all(|r| !r.contains("stderr line")), "{:#?}", env.replies());
+    let log = env.sv.listener_stderr();
+    assert!(log.contains("cannot read the members of an allowed user group") && log.contains("usergroups:read"), "{log}");
+}
+
+/// Two hosts share one Slack app (two listeners, each with its own state and key,
+/// both connected to the same app): Slack gives a click to either connection. The
+/// click that reaches the owner runs; the one that reaches the other host runs
+/// nothing there and tells the user which host owns the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_that_reaches_another_hosts_listener_names_the_owner_and_runs_once() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let actions = format!("[actions]\nallow_users = [\"{ADMIN}\"]\n");
+    let one = slack_listener(d1.path(), &standin.api_url(), &actions).env("SLACK_APP_TOKEN", APP_TOKEN);
+    let two = slack_listener(d2.path(), &standin.api_url(), &actions)
+        .env("SLACK_APP_TOKEN", APP_TOKEN)
+        .env("SUPERVISOR_SLACK_HOST", "web-2");
+    // Two servers, each with its supervisord, its worker and its listener.
+    let sv = Supervisord::start(SupervisordConfig::new().program(worker()).listener(one));
+    let other = Supervisord::start(SupervisordConfig::new().program(worker()).listener(two));
+    sv.wait_for_state("worker", "RUNNING", secs(10));
+    other.wait_for_state("worker", "RUNNING", secs(10));
+    assert!(standin.wait_for_sockets(2, secs(20)).await, "both listeners connected: {}", other.diagnostics());
+    let other_before = other.process_pid("worker").unwrap();
+    let mut ts = None;
+    assert!(
+        wait_until(secs(30), || {
+            ts = standin
+                .channel("#ops")
+                .into_iter()
+                .find(|t| common::slack::header(t).contains("worker RUNNING on web-1") && !standin.buttons("#ops", &t.parent.ts).is_empty())
+                .map(|t| t.parent.ts);
+            ts.is_some()
+        }),
+        "web-1's card with its buttons: {:#?}",
+        standin.channel("#ops")
+    );
+    let before = sv.process_pid("worker").unwrap();
+    // The same click twice, round-robin: one envelope to each listener.
+    let mut c = Click::new(ADMIN, "#ops", ts.unwrap(), "restart");
+    c.repeat = 2;
+    let out = standin.click(c).await.unwrap();
+    assert_eq!(out.acked, [true, true], "{out:?}");
+    assert!(
+        wait_until(secs(20), || standin.ephemerals().iter().any(|e| e.text.as_deref().unwrap_or_default().contains("belongs to the host *web-1*"))),
+        "web-2 named the owner: {:#?}",
+        standin.ephemerals()
+    );
+    let told = standin.ephemerals().into_iter().next().unwrap().text.unwrap();
+    assert!(told.contains("listener on *web-2*") && told.contains("own Slack app"), "{told}");
+    assert!(wait_until(secs(20), || sv.process_pid("worker").is_some_and(|p| p != before)), "web-1 restarted worker");
+    std::thread::sleep(secs(2));
+    assert_eq!(sv.main_log().matches("stopped: worker").count(), 1, "once:\n{}", sv.main_log());
+    assert_eq!(audit(&d1.path().join("state.db")).len(), 1, "audited by the owner");
+    assert!(audit(&d2.path().join("state.db")).is_empty(), "nothing run by the other host");
+    assert_eq!(other.process_pid("worker"), Some(other_before), "web-2's worker was not touched");
 }
