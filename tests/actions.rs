@@ -116,6 +116,7 @@ impl Env {
         let ts = self.thread().expect("worker's thread").parent.ts;
         let out = self.standin.click(Click::new(user, "#ops", ts, action)).await.unwrap();
         assert_eq!(out.acked, [true], "acked within Slack's 3 s: {out:?}");
+        eprintln!("figure: {action} clicked by {user}, acked in {} ms", out.ack_ms[0]);
     }
 
     fn audit(&self) -> Vec<(String, String, Option<String>)> {
@@ -267,10 +268,6 @@ async fn stop_then_start_from_the_card() {
     let pid = env.sv.process_pid("worker").unwrap();
     assert!(done.contains(&format!("pid {pid}")), "{done}");
     env.wait_parent("the parent is RUNNING again", |t| parent_state_is(t, "RUNNING")).await;
-    // Start of a running process: supervisord's fault, said in the thread.
-    let ts = env.thread().unwrap().parent.ts;
-    let value = env.standin.buttons("#ops", &ts).into_iter().find(|(id, _, _)| id == "restart").map(|b| b.2);
-    assert!(value.is_some());
     let rows = env.audit();
     let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(actions, ["stop", "start"]);
@@ -500,4 +497,57 @@ async fn a_click_that_reaches_another_hosts_listener_names_the_owner_and_runs_on
     assert_eq!(audit(&d1.path().join("state.db")).len(), 1, "audited by the owner");
     assert!(audit(&d2.path().join("state.db")).is_empty(), "nothing run by the other host");
     assert_eq!(other.process_pid("worker"), Some(other_before), "web-2's worker was not touched");
+}
+
+/// A process that cannot start: its FATAL reply carries Start, and Start answers
+/// with supervisord's SPAWN_ERROR, in the thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_of_a_process_that_cannot_spawn_says_supervisords_fault() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let actions = format!("[actions]\nallow_users = [\"{ADMIN}\"]\n");
+    let listener = slack_listener(dir.path(), &standin.api_url(), &actions).env("SLACK_APP_TOKEN", APP_TOKEN);
+    // Dies 2.5 s into every start (before startsecs): supervisord gives up (FATAL),
+    // and a Start, which waits for the outcome over 5 s, is supervisord's SPAWN_ERROR
+    // (longer than any one call's default time-out: the action's own applies).
+    let broken = Program::new("broken", "/bin/sh -c 'echo database down >&2; sleep 2.5; exit 1'")
+        .startsecs(5)
+        .startretries(1);
+    let sv = Supervisord::start(SupervisordConfig::new().program(broken).listener(listener));
+    sv.wait_for_state("broken", "FATAL", secs(30));
+    let mut fatal = None;
+    assert!(
+        wait_until(secs(30), || {
+            fatal = standin.channel("#ops").into_iter().find(|t| parent_process(t) == "broken").and_then(|t| {
+                t.replies
+                    .iter()
+                    .rev()
+                    .find(|r| r.visible_text().contains("FATAL") && !standin.buttons("#ops", &r.ts).is_empty())
+                    .map(|r| r.ts.clone())
+            });
+            fatal.is_some()
+        }),
+        "the FATAL reply with its buttons: {:#?}",
+        standin.channel("#ops")
+    );
+    let ts = fatal.unwrap();
+    let offered: Vec<String> = standin.buttons("#ops", &ts).into_iter().map(|b| b.0).collect();
+    assert_eq!(offered, ["start", "stderr", "mute"], "what a FATAL reply offers");
+    let out = standin.click(Click::new(ADMIN, "#ops", ts, "start")).await.unwrap();
+    assert_eq!(out.acked, [true]);
+    let mut said = String::new();
+    assert!(
+        wait_until(secs(30), || {
+            said = standin
+                .channel("#ops")
+                .into_iter()
+                .find(|t| parent_process(t) == "broken")
+                .map(|t| t.replies.iter().map(|r| r.visible_text()).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default();
+            said.contains("failed: SPAWN_ERROR")
+        }),
+        "{said}\n{}",
+        sv.diagnostics()
+    );
+    assert!(said.contains(&format!("({ADMIN} asked)")) || said.contains(&format!("(<@{ADMIN}> asked)")), "{said}");
 }

@@ -53,11 +53,14 @@ impl Dispatcher {
         })
     }
 
-    /// Controls on a reply: only on failures (FATAL, an unexpected exit), where the
-    /// next step is to act.
+    /// Controls on a reply: only on one that reports a failure (FATAL, an unexpected
+    /// exit), where the next step is to act; the buttons are those of the state the
+    /// reply ends in (a crash already restarted by supervisord offers Stop, not Start).
     pub(super) fn reply_controls(&self, key: &ThreadKey, events: &[ProcessState], mute: Option<&Mute>) -> Option<Controls> {
         let last = events.last()?;
-        (last.to == State::Fatal || (last.to == State::Exited && last.is_failure()))
+        events
+            .iter()
+            .any(|e| e.to == State::Fatal || (e.to == State::Exited && e.is_failure()))
             .then(|| self.controls(key, last.to, mute))
             .flatten()
     }

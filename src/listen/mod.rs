@@ -279,9 +279,14 @@ fn spawn_interact(
     };
     let a = settings.actions.clone();
     let supervisor = match supervisor_client(settings) {
+        // Every call may take the whole action's time: startProcess waits for
+        // startsecs and the retries.
         Ok(c) => Some(ContextSource::with_client(
-            c.with_timeout(a.timeout),
-            ContextOptions::default(),
+            c,
+            ContextOptions {
+                timeout: a.timeout,
+                ..ContextOptions::default()
+            },
         )),
         Err(e) => {
             tracing::warn!("buttons can mute, but not act on processes or show stderr: {e}");
