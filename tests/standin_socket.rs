@@ -14,7 +14,6 @@ use common::socket::{
 };
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use supervisor_slack::standin::{Click, Fault, StandIn, StandInOptions};
 use tokio_tungstenite::tungstenite::Message as Frame;

@@ -63,7 +63,8 @@ impl ActionSettings {
     /// Someone may act at all: an allow list and at least one action. Without that,
     /// cards carry no buttons.
     pub fn anyone_allowed(&self) -> bool {
-        !self.allowed.is_empty() && !(self.allow_users.is_empty() && self.allow_groups.is_empty())
+        let nobody = self.allow_users.is_empty() && self.allow_groups.is_empty();
+        !self.allowed.is_empty() && !nobody
     }
 }
 

@@ -12,10 +12,13 @@ use crate::slack::SlackApi;
 const FRESH: Duration = Duration::from_secs(300);
 const FAILED: Duration = Duration::from_secs(60);
 
+/// When a group was asked, and its members or why they could not be read.
+type Asked = (Instant, Result<Vec<String>, String>);
+
 /// The members of each allowed group, as last asked.
 #[derive(Default)]
 pub struct Members {
-    groups: Mutex<HashMap<String, (Instant, Result<Vec<String>, String>)>>,
+    groups: Mutex<HashMap<String, Asked>>,
 }
 
 impl Members {

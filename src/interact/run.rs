@@ -143,7 +143,7 @@ impl Runner {
     /// thread is, and that nothing else runs on the process. Marks it busy.
     async fn admit(&self, click: &Click, key: &ThreadKey, action: Action) -> Result<ThreadRecord, Refused> {
         let name = display(key);
-        let allowed_user = self.settings.allow_users.iter().any(|u| *u == click.user)
+        let allowed_user = self.settings.allow_users.contains(&click.user)
             || self.members.any_has(&self.api, &self.settings.allow_groups, &click.user).await;
         if !allowed_user {
             return Err(Refused {
