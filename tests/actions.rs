@@ -267,7 +267,7 @@ async fn stop_then_start_from_the_card() {
     let done = env.wait_reply("the start is audited", "is *RUNNING*").await;
     let pid = env.sv.process_pid("worker").unwrap();
     assert!(done.contains(&format!("pid {pid}")), "{done}");
-    env.wait_parent("the parent is RUNNING again", |t| parent_state_is(t, "RUNNING")).await;
+    env.wait_parent("the parent is RUNNING again, with Restart", |t| parent_state_is(t, "RUNNING") && has_button(&env, t, "restart")).await;
     let rows = env.audit();
     let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(actions, ["stop", "start"]);

@@ -108,11 +108,7 @@ impl Signer {
     }
 
     fn sig(&self, key: &ThreadKey, action: &str) -> String {
-        let tag = hmac::sign(&self.key, &Self::message(key, action));
-        tag.as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(hmac::sign(&self.key, &Self::message(key, action)))
     }
 
     /// The value of `action`'s button on `key`'s cards.
@@ -131,10 +127,8 @@ impl Signer {
     /// Checks that `value` was signed with this key for the action `clicked` (the
     /// button's `action_id`), and returns the action.
     pub fn verify(&self, value: &ButtonValue, clicked: &str) -> Result<Action, ValueError> {
-        let bytes = (0..value.sig.len())
-            .step_by(2)
-            .map(|i| value.sig.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect::<Option<Vec<u8>>>()
+        let bytes = hex::decode(&value.sig)
+            .ok()
             .filter(|b| b.len() == SIG_BYTES)
             .ok_or(ValueError::BadSignature)?;
         // In constant time.

@@ -45,14 +45,23 @@ pub fn user_ref(id: &str) -> String {
     }
 }
 
+/// What an action is called on its button and in the audit.
+fn title(action: Action) -> &'static str {
+    match action {
+        Action::Restart => "Restart",
+        Action::Start => "Start",
+        Action::Stop => "Stop",
+        Action::Stderr => "Show stderr",
+        Action::Mute => "Mute",
+        Action::Unmute => "Unmute",
+    }
+}
+
+/// The button's text: Mute says for how long.
 fn label(action: Action, mute_for: &str) -> String {
     match action {
-        Action::Restart => "Restart".into(),
-        Action::Start => "Start".into(),
-        Action::Stop => "Stop".into(),
-        Action::Stderr => "Show stderr".into(),
         Action::Mute => format!("Mute {mute_for}"),
-        Action::Unmute => "Unmute".into(),
+        a => title(a).to_string(),
     }
 }
 
@@ -109,12 +118,7 @@ impl Card {
 }
 
 fn name_of(key: &ThreadKey) -> String {
-    let name = if key.group == key.process || key.group.is_empty() {
-        key.process.clone()
-    } else {
-        format!("{}:{}", key.group, key.process)
-    };
-    escape_mrkdwn(&sanitize_line(&name))
+    escape_mrkdwn(&sanitize_line(&key.display_name()))
 }
 
 /// An audit line: plain text (no attachment), so the thread reads it once.
@@ -130,14 +134,7 @@ fn note(state: State, emoji: &str, text: String) -> Card {
 
 /// "Restart requested by @user": posted before the action runs.
 pub fn requested(action: Action, key: &ThreadKey, user: &str) -> Card {
-    let what = match action {
-        Action::Restart => "Restart",
-        Action::Start => "Start",
-        Action::Stop => "Stop",
-        Action::Stderr => "Show stderr",
-        Action::Mute => "Mute",
-        Action::Unmute => "Unmute",
-    };
+    let what = title(action);
     note(State::Unknown, "🙋", format!("*{what}* of {} on {} requested by {}", name_of(key), escape_mrkdwn(&sanitize_line(&key.host)), user_ref(user)))
 }
 

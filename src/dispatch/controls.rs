@@ -26,8 +26,10 @@ pub struct Offer {
 }
 
 impl Dispatcher {
-    /// The mute on `key` now, if any (a store error counts as none: delivery goes on).
+    /// The mute on `key` now, if any: none when actions are off (nothing is read),
+    /// and a store error counts as none (delivery goes on).
     pub(super) fn mute_of(&self, key: &ThreadKey) -> Option<Mute> {
+        self.offer.as_ref()?;
         self.with_store(|s| s.mute_of(key)).ok().flatten()
     }
 
@@ -49,7 +51,7 @@ impl Dispatcher {
             buttons,
             muted: mute.map(|m| (m.by.clone(), m.until)),
             mute_for: humantime::format_duration(offer.mute_for).to_string(),
-            name: if key.group == key.process { key.process.clone() } else { format!("{}:{}", key.group, key.process) },
+            name: key.display_name(),
         })
     }
 

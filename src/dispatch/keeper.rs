@@ -58,7 +58,7 @@ impl Dispatcher {
             };
             let mut history = thread.history.clone();
             history.extend(waiting.states);
-            let mute = self.offer.as_ref().and_then(|_| self.mute_of(&key));
+            let mute = self.mute_of(&key);
             let card = self
                 .renderer
                 .parent(&ParentInput {

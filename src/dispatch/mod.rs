@@ -100,7 +100,7 @@ pub struct Dispatcher {
     /// How many parents owe an edit now (they share the edit budget).
     owing: AtomicUsize,
     in_flight: Arc<InFlight>,
-    /// Buttons on cards (actions from Slack are on).
+    /// What cards offer when actions from Slack are on (`None`: no buttons).
     offer: Option<Offer>,
 }
 
@@ -112,6 +112,7 @@ impl Dispatcher {
         renderer: Renderer,
         settings: Settings,
         in_flight: Arc<InFlight>,
+        offer: Option<Offer>,
     ) -> Arc<Self> {
         // Pacing saves its state (on every call) in a file of its own: the reader's
         // commits never wait for it.
@@ -132,15 +133,8 @@ impl Dispatcher {
             settings,
             owing: AtomicUsize::new(0),
             in_flight,
-            offer: None,
+            offer,
         })
-    }
-
-    /// Cards carry buttons for `offer` (set before [`Dispatcher::run`]).
-    pub fn with_offer(self: Arc<Self>, offer: Offer) -> Arc<Self> {
-        let mut me = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_offer before the dispatcher is shared"));
-        me.offer = Some(offer);
-        Arc::new(me)
     }
 
     /// Records what Slack already accepted: retried (with backoff) until the disk takes

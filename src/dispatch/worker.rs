@@ -198,7 +198,7 @@ impl Dispatcher {
         let mut history = thread.history.clone();
         history.extend(events.iter().map(|e| e.to));
         // A muted thread: replies stay in it, without mentions.
-        let mute = self.offer.as_ref().and_then(|_| self.mute_of(key));
+        let mute = self.mute_of(key);
 
         // A new parent first when there is none; otherwise the keeper edits it.
         if thread.parent_ts.is_none() {

@@ -17,7 +17,7 @@ use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::config::Secret;
-use crate::slack::{Connector, SlackApi};
+use crate::slack::Connector;
 
 pub use run::Runner;
 
@@ -112,9 +112,11 @@ async fn on_interaction(
     Ok(())
 }
 
-/// Keeps the Socket Mode connection(s) open for the life of the process and runs
-/// every click with `runner`. Returns when the connection cannot be set up at all.
-pub async fn serve(api: &SlackApi, app_token: Secret, connections: u32, runner: Arc<Runner>) {
+/// Keeps the Socket Mode connection(s) open for the life of the process (through
+/// the runner's Slack client) and runs every click with `runner`. Returns when the
+/// connection cannot be set up at all.
+pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>) {
+    let api = &runner.api;
     // slack-morphism only logs a bad token and retries every 30 s: ask once here so
     // the operator reads what is wrong and how to fix it.
     match api.open_socket_url(&app_token).await {

@@ -142,7 +142,7 @@ impl Runner {
     /// Whether the click may run: who asks, whether the action is on, where its
     /// thread is, and that nothing else runs on the process. Marks it busy.
     async fn admit(&self, click: &Click, key: &ThreadKey, action: Action) -> Result<ThreadRecord, Refused> {
-        let name = display(key);
+        let name = key.display_name();
         let allowed_user = self.settings.allow_users.contains(&click.user)
             || self.members.any_has(&self.api, &self.settings.allow_groups, &click.user).await;
         if !allowed_user {
@@ -214,7 +214,7 @@ impl Runner {
     }
 
     async fn perform(&self, action: Action, key: &ThreadKey, thread: &ThreadRecord, user: &str) -> (Card, String) {
-        let name = format!("{}:{}", key.group, key.process);
+        let name = key.xmlrpc_name();
         match action {
             Action::Mute | Action::Unmute => {
                 let until = (action == Action::Mute).then(|| {
@@ -293,14 +293,6 @@ impl Runner {
 
     fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, crate::store::StoreError>) -> Result<T, crate::store::StoreError> {
         f(&mut self.store.lock().unwrap())
-    }
-}
-
-fn display(key: &ThreadKey) -> String {
-    if key.group == key.process {
-        key.process.clone()
-    } else {
-        format!("{}:{}", key.group, key.process)
     }
 }
 

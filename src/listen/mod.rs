@@ -157,9 +157,9 @@ pub fn run(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Resul
         };
         let mut store = store;
         let actions = actions_setup(&settings, &mut store);
-        let mut dispatcher = Dispatcher::new(api, context, store, renderer, settings.clone(), flights);
+        let offer = actions.as_ref().map(|(offer, _)| offer.clone());
+        let dispatcher = Dispatcher::new(api, context, store, renderer, settings.clone(), flights, offer);
         if let Some((offer, app_token)) = actions {
-            dispatcher = dispatcher.with_offer(offer.clone());
             spawn_interact(&settings, &path, app_token, offer.signer, dispatcher.clone(), wake_for_actions);
         }
         if let Some(source) = board {
@@ -293,18 +293,17 @@ fn spawn_interact(
             None
         }
     };
-    let api = SlackApi::new(&settings.api_url, token, settings.call_timeout);
     let connections = a.connections;
     let runner = Arc::new(crate::interact::Runner::new(
         settings.host.clone(),
         a,
         signer,
-        SlackApi::new(&settings.api_url, settings.token.clone().expect("checked"), settings.call_timeout),
+        SlackApi::new(&settings.api_url, token, settings.call_timeout),
         dispatcher,
         store,
         supervisor,
         wakeup,
     ));
-    tokio::spawn(async move { crate::interact::serve(&api, app_token, connections, runner).await });
+    tokio::spawn(crate::interact::serve(app_token, connections, runner));
 }
 

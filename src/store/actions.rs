@@ -33,7 +33,6 @@ impl Store {
     /// The key that signs button values: made once (32 random bytes) and kept in the
     /// state database, so cards posted before a restart still work after it.
     pub fn signing_key(&mut self) -> Result<Vec<u8>, StoreError> {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         if self.meta(KEY_META)?.is_none() {
             let key = crate::actions::Signer::generate_key().map_err(|_| StoreError::Other {
                 path: self.path.clone(),
@@ -43,17 +42,13 @@ impl Store {
             self.conn
                 .execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
-                    params![KEY_META, hex(&key)],
+                    params![KEY_META, hex::encode(key)],
                 )
                 .map_err(|e| self.err(e))?;
         }
         let text = self.meta(KEY_META)?.unwrap_or_default();
-        let bytes: Option<Vec<u8>> = (0..text.len())
-            .step_by(2)
-            .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect();
-        match bytes {
-            Some(b) if b.len() >= 32 => Ok(b),
+        match hex::decode(text) {
+            Ok(b) if b.len() >= 32 => Ok(b),
             _ => Err(StoreError::Other {
                 path: self.path.clone(),
                 message: format!("the signing key in meta.{KEY_META} is damaged; delete that row to make a new one (buttons on older cards stop working)"),

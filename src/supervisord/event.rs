@@ -362,6 +362,23 @@ pub struct ThreadKey {
     pub process: String,
 }
 
+impl ThreadKey {
+    /// The process as cards name it: `process` alone when the group has its name
+    /// (or for supervisord itself), else `group:process`.
+    pub fn display_name(&self) -> String {
+        if self.group == self.process || self.group.is_empty() {
+            self.process.clone()
+        } else {
+            format!("{}:{}", self.group, self.process)
+        }
+    }
+
+    /// The process as supervisord's XML-RPC names it: `group:process`.
+    pub fn xmlrpc_name(&self) -> String {
+        format!("{}:{}", self.group, self.process)
+    }
+}
+
 impl ProcessState {
     pub fn thread_key(&self) -> ThreadKey {
         ThreadKey {
