@@ -376,7 +376,7 @@ pub fn check_set_aside(path: &Path) -> Option<Finding> {
     if !path.is_file() {
         return None;
     }
-    let store = crate::store::Store::open(path).ok()?;
+    let store = crate::store::Outbox::open(path).ok()?;
     let (count, newest) = store.set_aside_entries(5).ok()?;
     if count == 0 {
         return None;

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use supervisor_slack::card::{ParentInput, Renderer, ReplyInput};
 use supervisor_slack::config::{self, ProcessEnv, Settings};
-use supervisor_slack::listen;
 use supervisor_slack::slack::{self, Outgoing};
 use supervisor_slack::supervisord::event::{self, Event};
 use supervisor_slack::supervisord::protocol::{EventReader, Read};
@@ -156,7 +155,7 @@ fn listen(config: Option<&Path>, state: Option<PathBuf>) -> Result<()> {
     let state_path = state
         .or_else(|| settings.state.clone())
         .unwrap_or_else(|| config::default_state_path(&ProcessEnv));
-    listen::run(settings, renderer, state_path)
+    supervisor_slack::app::listen(settings, renderer, state_path)
 }
 
 fn render(config: Option<&Path>, host: Option<String>, variant: VariantArg) -> Result<()> {
@@ -275,7 +274,8 @@ fn preview(port: u16) -> Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(async {
-            let stop = preview::interrupted()?;
+            let stop = supervisor_slack::shutdown::Shutdown::new();
+            stop.on_signals()?;
             preview::run(port, |a| println!("{}", a.announcement()), stop).await
         })
         .with_context(|| format!("serving the preview on 127.0.0.1:{port}"))

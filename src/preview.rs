@@ -9,8 +9,7 @@
 //! only requests addressed to a loopback name (no DNS rebinding) and changes state
 //! only on POST.
 
-use std::future::Future;
-
+use crate::shutdown::Shutdown;
 use crate::standin::{StandIn, StandInOptions};
 
 /// Where a running preview can be reached.
@@ -34,11 +33,11 @@ impl Addresses {
 }
 
 /// Starts the stand-in on 127.0.0.1:`port` (0: a free port) with Slack's own pacing,
-/// calls `started` with its addresses, then serves until `shutdown` completes.
+/// calls `started` with its addresses, then serves until `shutdown` is triggered.
 pub async fn run(
     port: u16,
     started: impl FnOnce(&Addresses),
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let standin = StandIn::start(StandInOptions {
         port,
@@ -51,7 +50,7 @@ pub async fn run(
     };
     tracing::info!(page = %addresses.page, api = %addresses.api, "Slack preview is serving");
     started(&addresses);
-    shutdown.await;
+    shutdown.triggered().await;
     tracing::info!(
         calls = standin.calls().len(),
         "Slack preview stopping; its messages are gone"
@@ -60,36 +59,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Installs handlers for Ctrl-C (SIGINT) and SIGTERM now (call it inside the runtime,
-/// before announcing anything), and returns a future that completes on either.
-pub fn interrupted() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("Ctrl-C: stopping"),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn serves_until_shutdown_and_announces_both_addresses() {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = Shutdown::new();
         let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Addresses>();
         let task = tokio::spawn(run(
             0,
             move |a| {
                 let _ = seen_tx.send(a.clone());
             },
-            async move {
-                let _ = rx.await;
-            },
+            stop.clone(),
         ));
         let a = seen_rx.await.unwrap();
         assert!(a.page.starts_with("http://127.0.0.1:") && a.page.ends_with('/'));
@@ -103,7 +86,7 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok());
-        tx.send(()).unwrap();
+        stop.trigger();
         task.await.unwrap().unwrap();
     }
 }

@@ -13,7 +13,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
 use crate::card::Card;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 pub type Connector = SlackClientHyperConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
 

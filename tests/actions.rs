@@ -551,3 +551,84 @@ async fn start_of_a_process_that_cannot_spawn_says_supervisords_fault() {
     );
     assert!(said.contains(&format!("({ADMIN} asked)")) || said.contains(&format!("(<@{ADMIN}> asked)")), "{said}");
 }
+
+/// An action never waits for Slack. With Slack answering 429 (Retry-After 20 s) and
+/// then `not_in_channel` to every post — the audit lines cannot go out — a Restart
+/// still runs at once, bounded by `timeout`, is recorded on disk, releases its mark
+/// (a second Restart runs too), and its audit lines reach the thread once Slack
+/// takes posts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_runs_within_its_timeout_while_slack_refuses_its_audit_lines() {
+    let env = start_with(
+        "",
+        &format!("allow_users = [\"{ADMIN}\"]\ntimeout = \"5s\"\n"),
+        StandInOptions {
+            retry_after_secs: 20,
+            ..options()
+        },
+    )
+    .await;
+    let before = env.sv.process_pid("worker").unwrap();
+    env.standin
+        .set_fault(supervisor_slack::standin::Fault::Status(429).on("chat.postMessage").times(1));
+    env.standin.add_fault(
+        supervisor_slack::standin::Fault::api_error("not_in_channel").on("chat.postMessage"),
+    );
+    env.click(ADMIN, "restart").await;
+    // Within the action's timeout (5 s) and a margin no wait on Slack could meet.
+    let mut after = before;
+    assert!(
+        wait_until(secs(8), || {
+            after = env.sv.process_pid("worker").unwrap_or(before);
+            after != before && env.audit().first().is_some_and(|r| r.2.is_some())
+        }),
+        "the restart ran and its outcome is on disk while Slack refuses posts: {:?}\n{}",
+        env.audit(),
+        env.sv.diagnostics()
+    );
+    assert_eq!(env.audit()[0].2.as_deref(), Some(format!("RUNNING, pid {after}").as_str()));
+    // The mark is released: a second Restart runs as well.
+    env.click(ADMIN, "restart").await;
+    assert!(
+        wait_until(secs(8), || env.audit().len() == 2 && env.audit()[1].2.as_deref().is_some_and(|o| o.starts_with("RUNNING"))),
+        "the second restart ran: {:?}",
+        env.audit()
+    );
+    assert!(env.standin.ephemerals().is_empty(), "nobody was told another action is under way");
+    // Slack takes posts again: the audit lines follow, in the thread.
+    env.standin.set_fault(supervisor_slack::standin::Fault::None);
+    let asked = env.wait_reply("the first request, once Slack takes posts", "requested by").await;
+    assert!(asked.contains("Restart"), "{asked}");
+    env.wait_reply("an outcome", "RUNNING* again").await;
+    assert!(env.standin.calls_during_retry_after().is_empty(), "the 429's Retry-After was honoured");
+}
+
+/// A click whose turn comes long after it was made is refused rather than run at a
+/// moment nobody expects any more; the clicker is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_that_arrives_too_late_is_refused_and_nothing_runs() {
+    let env = start("", options()).await;
+    let before = env.sv.process_pid("worker").unwrap();
+    let ts = env.thread().unwrap().parent.ts;
+    let mut c = Click::new(ADMIN, "#ops", ts, "restart");
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 120;
+    c.action_ts = Some(format!("{long_ago}.000100"));
+    let out = env.standin.click(c).await.unwrap();
+    assert_eq!(out.acked, [true]);
+    assert!(
+        wait_until(secs(10), || env.standin.ephemerals().iter().any(|e| e.user == ADMIN)),
+        "the clicker is told: {:?}",
+        env.standin.ephemerals()
+    );
+    let told = env.standin.ephemerals()[0].text.clone().unwrap_or_default();
+    assert!(told.contains("late") && told.contains("nothing was done"), "{told}");
+    std::thread::sleep(secs(2));
+    assert_eq!(env.sv.process_pid("worker"), Some(before), "nothing was restarted");
+    let rows = env.audit();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].2.as_deref().unwrap_or_default().starts_with("refused: 1"), "{rows:?}");
+}

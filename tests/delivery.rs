@@ -442,3 +442,51 @@ async fn a_churning_process_broadcasts_its_first_failure_and_fatal_only() {
     assert!(broadcast[1].contains("FATAL"), "{broadcast:#?}");
     l.close();
 }
+
+/// Someone deletes a process's card. The next event wakes both of its tasks: the
+/// keeper's edit finds `message_not_found`, the worker's reply `thread_not_found`.
+/// Exactly one new card appears, showing the current state, with the new reply in
+/// its thread — and no older card is left in the channel with working buttons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_card_is_replaced_exactly_once_with_the_current_state() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = PipeListener::start(
+        dir.path(),
+        &standin.api_url(),
+        &format!("{FAST}{FAST_UPDATES}"),
+    );
+    l.state("alpha", "STOPPED", "STARTING");
+    wait(&standin, 10, "the first card and its reply", |s| {
+        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
+    })
+    .await;
+    let first = standin.channel("#ops")[0].parent.ts.clone();
+    assert!(standin.delete_message("#ops", &first));
+    assert!(standin.channel("#ops").is_empty());
+    l.state("alpha", "STARTING", "RUNNING");
+    let running = l.serial();
+    wait(&standin, 15, "a new card with the new reply", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| thread_serials(t).contains(&running))
+    })
+    .await;
+    // Time for a second card, were one coming.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let threads = standin.channel("#ops");
+    assert_eq!(threads.len(), 1, "exactly one new card: {threads:#?}");
+    assert!(
+        threads[0].parent.header().unwrap().contains("RUNNING"),
+        "it shows the current state: {:?}",
+        threads[0].parent.header()
+    );
+    assert_eq!(thread_serials(&threads[0]), [running]);
+    let parents_posted = standin
+        .calls_to("chat.postMessage")
+        .iter()
+        .filter(|c| c.error.is_none() && c.status == 200 && c.body.get("thread_ts").is_none())
+        .count();
+    assert_eq!(parents_posted, 2, "the first card and its one replacement");
+    l.close();
+}

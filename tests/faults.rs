@@ -109,7 +109,7 @@ fn listener_with_a_refusing_disk(dir: &std::path::Path) -> Listener {
 }
 
 fn waiting_serials(dir: &std::path::Path) -> Vec<u64> {
-    let store = supervisor_slack::store::Store::open(&dir.join("state.db")).unwrap();
+    let store = supervisor_slack::store::Outbox::open(&dir.join("state.db")).unwrap();
     let key = supervisor_slack::supervisord::event::ThreadKey {
         host: "web-1".into(),
         group: "alpha".into(),
@@ -251,7 +251,7 @@ async fn an_unknown_slack_error_sets_the_entry_aside_and_the_thread_goes_on() {
         .filter(|c| c.error.as_deref() == Some("brand_new_error"))
         .count();
     assert_eq!(refused as u32, UNKNOWN_TRIES, "bounded tries");
-    let store = supervisor_slack::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = supervisor_slack::store::Outbox::open(&dir.path().join("state.db")).unwrap();
     let (count, aside) = store.set_aside_entries(10).unwrap();
     assert_eq!(count, 1, "{aside:?}");
     assert_eq!(aside[0].serial, 2);
@@ -292,7 +292,7 @@ async fn an_undecodable_row_is_set_aside_alone() {
     .await;
     let threads = standin.channel("#ops");
     assert!(!common::slack::thread_serials(&threads[0]).contains(&2));
-    let store = supervisor_slack::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let store = supervisor_slack::store::Outbox::open(&dir.path().join("state.db")).unwrap();
     let (count, aside) = store.set_aside_entries(10).unwrap();
     assert_eq!(count, 1);
     assert_eq!(aside[0].serial, 2);
@@ -308,25 +308,32 @@ async fn a_full_outbox_never_folds_into_an_entry_in_flight() {
     let standin = StandIn::start(options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut l = Listener::start(dir.path(), &standin.api_url(), &format!("{FAST}outbox_cap = 1\n"));
+    l.state("alpha", "STOPPED", "STARTING");
+    wait(&standin, 10, "the card and its first reply", |s| {
+        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
+    })
+    .await;
+    // The next reply is in flight for a while.
     standin.set_fault(
         Fault::Slow(std::time::Duration::from_millis(1500))
             .on("chat.postMessage")
             .times(1),
     );
+    let posts = standin.calls_to("chat.postMessage").len();
     l.state("alpha", "STARTING", "RUNNING");
-    wait(&standin, 10, "the parent's post", |s| {
-        !s.calls_to("chat.postMessage").is_empty()
+    wait(&standin, 10, "the RUNNING reply's post", |s| {
+        s.calls_to("chat.postMessage").len() > posts
     })
     .await;
     l.state("alpha", "RUNNING", "FATAL");
     wait(&standin, 20, "the FATAL reply", |s| {
         s.channel("#ops")
             .iter()
-            .any(|t| common::slack::thread_serials(t).contains(&2))
+            .any(|t| common::slack::thread_serials(t).contains(&3))
     })
     .await;
     let threads = standin.channel("#ops");
-    assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2]);
+    assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2, 3]);
     l.close();
 }
 

@@ -12,6 +12,7 @@ use supervisor_slack::supervisord::protocol::frame;
 
 const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
 const OK: &str = "RESULT 2\nOKREADY\n";
+const FAIL: &str = "RESULT 4\nFAILREADY\n";
 
 struct Run {
     stdout: Vec<u8>,
@@ -61,6 +62,12 @@ fn listen(input: &[u8]) -> Run {
 
 fn expected(answers: usize) -> String {
     format!("READY\n{}", OK.repeat(answers))
+}
+
+/// What the listener must write when it refuses the first input (supervisord would
+/// send that event again) and then accepts `answers` events.
+fn refused_then(answers: usize) -> String {
+    format!("READY\n{FAIL}{}", OK.repeat(answers))
 }
 
 /// One event from server `sv`.
@@ -154,7 +161,7 @@ fn poolserial_gap_is_recorded_for_the_next_card() {
 }
 
 #[test]
-fn header_without_len_is_answered_once_and_serving_goes_on() {
+fn header_without_len_is_refused_once_and_serving_goes_on() {
     let run = listen(
         &[
             b"ver:3.0 server:sv serial:1 eventname:TICK_5\n".to_vec(),
@@ -162,7 +169,7 @@ fn header_without_len_is_answered_once_and_serving_goes_on() {
         ]
         .concat(),
     );
-    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), refused_then(1));
     assert!(
         run.stderr.contains(
             "event header has no `len` token: \"ver:3.0 server:sv serial:1 eventname:TICK_5\""
@@ -173,7 +180,7 @@ fn header_without_len_is_answered_once_and_serving_goes_on() {
 }
 
 #[test]
-fn non_numeric_len_is_answered_once_and_its_payload_not_taken_for_an_event() {
+fn non_numeric_len_is_refused_once_and_its_payload_not_taken_for_an_event() {
     let run = listen(
         &[
             b"ver:3.0 eventname:TICK_5 len:ten\nwhen:1".to_vec(),
@@ -181,7 +188,7 @@ fn non_numeric_len_is_answered_once_and_its_payload_not_taken_for_an_event() {
         ]
         .concat(),
     );
-    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), refused_then(1));
     assert!(
         run.stderr
             .contains("`len` that is not a whole number (\"ten\")"),
@@ -199,7 +206,7 @@ fn absurd_len_is_answered_once() {
         ]
         .concat(),
     );
-    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), refused_then(1));
     assert!(
         run.stderr.contains("not a whole number") || run.stderr.contains("absurd"),
         "{}",
@@ -221,13 +228,14 @@ fn absurd_len_is_answered_once() {
     );
 }
 
-/// A line that is no header is nothing supervisord sent as an event: answering it
-/// would be a stray RESULT (UNKNOWN for good). It is reported and not answered; the
-/// event after it is. (Before issue 14 it was answered.)
+/// A line that is no header is still something supervisord wrote as an event, and
+/// waits for an answer to: it is reported and refused once (supervisord sends the
+/// event again); the event after it is answered. (Unanswered, both sides would wait
+/// for each other for good.)
 #[test]
-fn garbage_line_is_reported_and_not_answered() {
+fn garbage_line_is_reported_and_refused_once() {
     let run = listen(&[b"\x1b[2Jrm -rf /\n".to_vec(), tick(2)].concat());
-    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(1));
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), refused_then(1));
     assert!(
         run.stderr.contains(r#"not an event header"#),
         "{}",
@@ -248,7 +256,7 @@ fn payload_cut_off_by_eof_is_not_answered_and_the_listener_exits_0() {
 }
 
 #[test]
-fn payload_that_is_not_utf8_is_answered_once() {
+fn payload_that_is_not_utf8_is_refused_once() {
     let run = listen(
         &[
             b"ver:3.0 serial:1 eventname:PROCESS_LOG_STDERR len:3\na\xffb".to_vec(),
@@ -256,7 +264,7 @@ fn payload_that_is_not_utf8_is_answered_once() {
         ]
         .concat(),
     );
-    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(2));
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), refused_then(1));
     assert!(
         run.stderr.contains(r#"is not valid UTF-8: "a\xffb""#),
         "{}",

@@ -242,12 +242,15 @@ fn header_that_is_not_utf8() {
 
 #[test]
 fn endless_header_line_is_refused() {
-    let input = vec![b'x'; 100_000];
+    let input = [vec![b'x'; 100_000], b"\n".to_vec()].concat();
     let got = read_all(&input);
     assert!(matches!(
         &got[0],
         Read::Bad(ProtocolError::HeaderTooLong { .. })
     ));
+    // Without its end, it is input cut off: supervisord is gone.
+    let got = read_all(&vec![b'x'; 100_000]);
+    assert!(matches!(&got[0], Read::Bad(e @ ProtocolError::HeaderCutOff { .. }) if e.at_end_of_input()));
 }
 
 #[test]

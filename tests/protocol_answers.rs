@@ -1,7 +1,11 @@
-//! Every header supervisord sends gets exactly one `RESULT 2\nOK`, whatever its size or
-//! content, and bytes that are not a header get none (issue 14, item 6). A stray
-//! `RESULT` puts the listener in supervisord's UNKNOWN state for good; a missing one
-//! leaves supervisord waiting for ever.
+//! Everything supervisord writes is one event it waits for an answer to, and gets
+//! exactly one: `RESULT 2\nOK` once it is taken (a payload over the cap too: sent
+//! again it would be the same), `RESULT 4\nFAIL` for input the reader cannot use (a
+//! line that is not a header, a broken header, a payload that is not UTF-8), so that
+//! supervisord sends the event again — and if what comes right after a FAIL cannot
+//! be used either, OK, so that it never loops. A stray `RESULT` puts the listener in
+//! supervisord's UNKNOWN state for good; a missing one leaves supervisord waiting for
+//! ever.
 //!
 //! The protocol loop ([`serve`]) runs over in-memory input and output; the reader is
 //! checked beside it for resynchronisation; the real binary runs over pipes, in step
@@ -13,10 +17,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use supervisor_slack::listen::{serve, Handler, Lifecycle};
+use supervisor_slack::listen::{serve, Handler, InHand};
+use supervisor_slack::shutdown::Shutdown;
 use supervisor_slack::routing::OneChannel;
 use supervisor_slack::supervisord::protocol::{
-    frame, EventReader, ProtocolError, Read, MAX_PAYLOAD_CHARS, READY, RESULT_OK,
+    frame, EventReader, ProtocolError, Read, MAX_PAYLOAD_CHARS, READY, RESULT_FAIL, RESULT_OK,
 };
 
 const ANSWER: &str = "RESULT 2\nOKREADY\n";
@@ -32,11 +37,11 @@ fn serve_bytes(input: &[u8]) -> Vec<u8> {
         None,
     );
     let mut out = Vec::new();
-    serve(input, &mut out, &mut handler, &Lifecycle::default()).unwrap();
+    serve(input, &mut out, &mut handler, &Shutdown::new(), &InHand::default()).unwrap();
     out
 }
 
-/// The output as `READY` / `OK` tokens; panics on any other byte.
+/// The output as `READY` / `OK` / `FAIL` tokens; panics on any other byte.
 fn tokens(out: &[u8]) -> Vec<&'static str> {
     let mut rest = out;
     let mut got = Vec::new();
@@ -46,6 +51,9 @@ fn tokens(out: &[u8]) -> Vec<&'static str> {
             rest = r;
         } else if let Some(r) = rest.strip_prefix(RESULT_OK) {
             got.push("OK");
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix(RESULT_FAIL) {
+            got.push("FAIL");
             rest = r;
         } else {
             panic!(
@@ -61,6 +69,19 @@ fn tokens(out: &[u8]) -> Vec<&'static str> {
 /// What `serve` must write when it answers `n` events and then meets EOF.
 fn answered(n: usize) -> String {
     format!("READY\n{}", ANSWER.repeat(n))
+}
+
+/// The answers `serve` wrote, in order, checking that READY came first and after
+/// each answer.
+fn answers(out: &[u8]) -> Vec<&'static str> {
+    let toks = tokens(out);
+    assert_eq!(toks.first(), Some(&"READY"), "{toks:?}");
+    let answers: Vec<&str> = toks.iter().skip(1).step_by(2).copied().collect();
+    let readies = toks.iter().skip(2).step_by(2).copied();
+    assert!(readies.clone().all(|t| t == "READY"), "{toks:?}");
+    assert_eq!(readies.count(), answers.len(), "READY after each answer: {toks:?}");
+    assert!(answers.iter().all(|t| *t != "READY"), "{toks:?}");
+    answers
 }
 
 fn read_all(bytes: &[u8]) -> Vec<Read> {
@@ -214,7 +235,7 @@ fn oversized_payload_streamed_in_is_skipped_and_answered_once() {
         None,
     );
     let mut out = Vec::new();
-    serve(input, &mut out, &mut handler, &Lifecycle::default()).unwrap();
+    serve(input, &mut out, &mut handler, &Shutdown::new(), &InHand::default()).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), answered(2));
 }
 
@@ -256,7 +277,7 @@ fn payload_that_holds_headers_and_results_is_one_event() {
 }
 
 #[test]
-fn each_bad_header_is_answered_once_and_the_next_event_read() {
+fn each_bad_header_is_refused_once_and_the_next_event_read() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("missing len", b"ver:3.0 server:sv serial:1 eventname:TICK_5\n".to_vec(), "no `len` token"),
         ("non-numeric len", b"ver:3.0 serial:1 eventname:TICK_5 len:ten\nwhen:1".to_vec(), "not a whole number (\"ten\")"),
@@ -269,16 +290,13 @@ fn each_bad_header_is_answered_once_and_the_next_event_read() {
     ];
     for (what, bad, message) in cases {
         let input = [bad, tick(2)].concat();
-        assert_eq!(
-            String::from_utf8(serve_bytes(&input)).unwrap(),
-            answered(2),
-            "{what}"
-        );
+        assert_eq!(answers(&serve_bytes(&input)), ["FAIL", "OK"], "{what}");
         let got = read_all(&input);
         assert_eq!(got.len(), 2, "{what}: {got:?}");
         match &got[0] {
             Read::Bad(e) => {
                 assert!(e.needs_answer(), "{what}: {e}");
+                assert!(!e.read_whole(), "{what}: {e}");
                 assert!(e.to_string().contains(message), "{what}: {e}");
             }
             other => panic!("{what}: {other:?}"),
@@ -291,30 +309,31 @@ fn each_bad_header_is_answered_once_and_the_next_event_read() {
 }
 
 #[test]
-fn bytes_that_are_not_a_header_get_no_answer() {
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("garbage line", b"\x1b[2Jrm -rf /\n".to_vec()),
-        ("payload line", b"processname:a groupname:a from_state:STARTING pid:7\n".to_vec()),
-        ("empty lines", b"\n\n\r\n".to_vec()),
-        ("bytes glued to the header", b"when:1".to_vec()),
-        ("binary", (0u8..=255).filter(|&b| b != b'\n').collect()),
-        ("a long line", vec![b'z'; 100_000]),
-        ("a long line, then a newline", [vec![b'z'; 100_000], b"\n".to_vec()].concat()),
-        ("a stray answer", b"RESULT 2\nOKREADY\n".to_vec()),
+fn input_that_is_not_a_header_is_refused_once_and_the_events_after_it_are_acked() {
+    // (what, answers to [junk, tick 2, junk, tick 3]): junk on a line of its own is
+    // refused once, with whatever was written with it; junk glued to a header is
+    // dropped in front of the header, which is answered.
+    let refused = ["FAIL", "OK", "FAIL", "OK"];
+    let glued = ["OK", "OK"];
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        ("garbage line", b"\x1b[2Jrm -rf /\n".to_vec(), &refused),
+        ("payload line", b"processname:a groupname:a from_state:STARTING pid:7\n".to_vec(), &refused),
+        ("empty lines", b"\n\n\r\n".to_vec(), &refused),
+        ("bytes glued to the header", b"when:1".to_vec(), &glued),
+        ("binary", (0u8..=255).filter(|&b| b != b'\n').collect(), &glued),
+        ("a long line", vec![b'z'; 100_000], &glued),
+        ("a long line, then a newline", [vec![b'z'; 100_000], b"\n".to_vec()].concat(), &refused),
+        ("a stray answer", b"RESULT 2\nOKREADY\n".to_vec(), &refused),
     ];
-    for (what, junk) in cases {
+    for (what, junk, expected) in cases {
         let input = [junk.clone(), tick(2), junk, tick(3)].concat();
-        assert_eq!(
-            String::from_utf8(serve_bytes(&input)).unwrap(),
-            answered(2),
-            "{what}"
-        );
+        assert_eq!(answers(&serve_bytes(&input)), expected, "{what}");
         let events: Vec<_> = read_all(&input)
             .into_iter()
             .filter_map(|r| match r {
                 Read::Event(ev) => Some(ev.header.number("serial")),
                 Read::Bad(e) => {
-                    assert!(!e.needs_answer(), "{what}: {e}");
+                    assert!(e.needs_answer(), "{what}: {e}");
                     None
                 }
                 Read::Eof => unreachable!(),
@@ -322,6 +341,15 @@ fn bytes_that_are_not_a_header_get_no_answer() {
             .collect();
         assert_eq!(events, [Some(2), Some(3)], "{what}");
     }
+}
+
+#[test]
+fn what_comes_right_after_a_refusal_and_is_unusable_too_is_acked_not_refused_again() {
+    // supervisord resends a refused event at once: if that cannot be read either,
+    // a second FAIL would start a loop with no end.
+    let bad = b"ver:3.0 serial:1 eventname:TICK_5 len:ten\nwhen:1".to_vec();
+    let input = [bad.clone(), bad.clone(), bad, tick(2)].concat();
+    assert_eq!(answers(&serve_bytes(&input)), ["FAIL", "OK", "FAIL", "OK"]);
 }
 
 #[test]
@@ -483,13 +511,15 @@ proptest! {
         let (bytes, headers, valid) = build(&segs, cut);
 
         // The protocol loop: only READY and RESULT tokens, one READY first and one
-        // after each answer, and exactly one answer per complete header.
+        // after each answer; at most one answer per write (junk on its own line is a
+        // write too), every complete header answered, never two FAILs in a row.
         let out = serve_bytes(&bytes);
-        let toks = tokens(&out);
-        let answers = toks.iter().filter(|t| **t == "OK").count();
-        prop_assert!(answers <= headers, "{} answers for {} headers", answers, headers);
-        prop_assert_eq!(answers, headers - usize::from(truncated));
-        prop_assert_eq!(String::from_utf8(out).unwrap(), answered(answers));
+        let given = answers(&out);
+        let writes = segs.len();
+        prop_assert!(given.len() <= writes, "{} answers for {} writes", given.len(), writes);
+        prop_assert!(given.len() >= headers - usize::from(truncated), "{} answers for {} headers", given.len(), headers);
+        prop_assert!(!given.windows(2).any(|w| w == ["FAIL", "FAIL"]), "{:?}", given);
+        let answers = given.len();
 
         // The reader with the same answer rule: every well-framed event, garbage or
         // broken headers before it or not, is read whole and in order.
@@ -667,4 +697,74 @@ fn binary_stdout_is_exact_for_an_oversized_event_then_a_valid_one_written_at_onc
         "READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n"
     );
     assert!(stderr.contains("absurd `len` of"), "{stderr}");
+}
+
+/// Input the reader cannot use in the middle of a real supervisord capture — a line
+/// that is not a header, a header with a bad `len`, a payload that is not UTF-8 —
+/// gets one `RESULT 4\nFAIL` each (supervisord would send the event again), and
+/// every real event after them is still acked and committed.
+#[test]
+fn binary_refuses_garbled_input_in_a_real_capture_once_and_acks_every_event_after_it() {
+    let capture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/supervisord-4.2.5-events.bin"
+    ))
+    .unwrap();
+    let events: Vec<Vec<u8>> = read_all(&capture)
+        .into_iter()
+        .map(|r| match r {
+            Read::Event(ev) => {
+                let tokens: Vec<(&str, &str)> = ev
+                    .header
+                    .tokens
+                    .iter()
+                    .filter(|(k, _)| k != "len")
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                frame(&tokens, &ev.payload)
+            }
+            other => panic!("the capture is clean: {other:?}"),
+        })
+        .collect();
+    assert!(events.len() > 40, "{}", events.len());
+    let garbled: [&[u8]; 3] = [
+        b"this is not a header at all\n",
+        b"ver:3.0 server:supervisor serial:9999 pool:slack poolserial:9999 eventname:PROCESS_STATE_RUNNING len:many\nprocessname:x groupname:x from_state:STARTING pid:1",
+        b"ver:3.0 server:supervisor serial:9998 pool:slack poolserial:9998 eventname:PROCESS_STATE_RUNNING len:4\n\xff\xfe\xfd\xfc",
+    ];
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_listener(state.path());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = Stdout::drain(&mut child);
+    let mut want = String::from("READY\n");
+    stdout.expect(&want, &mut child);
+    let mut garbage = garbled.iter();
+    for (i, ev) in events.iter().enumerate() {
+        if i % 15 == 7 {
+            if let Some(g) = garbage.next() {
+                stdin.write_all(g).unwrap();
+                stdin.flush().unwrap();
+                want.push_str("RESULT 4\nFAILREADY\n");
+                stdout.expect(&want, &mut child);
+            }
+        }
+        stdin.write_all(ev).unwrap();
+        stdin.flush().unwrap();
+        want.push_str(ANSWER);
+        stdout.expect(&want, &mut child);
+    }
+    assert!(garbage.next().is_none(), "all three were played");
+    drop(stdin);
+    assert!(wait_exit(&mut child).success());
+    let stderr = std::fs::read_to_string(state.path().join("stderr.log")).unwrap();
+    assert_eq!(stderr.matches("answered FAIL").count(), 3, "{stderr}");
+    let db = rusqlite::Connection::open(state.path().join("s.db")).unwrap();
+    let committed: i64 = db
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    let process_states = read_all(&capture)
+        .iter()
+        .filter(|r| matches!(r, Read::Event(ev) if ev.header.event_name().starts_with("PROCESS_STATE_")))
+        .count();
+    assert_eq!(committed as usize, process_states, "every real process-state event is on disk");
 }

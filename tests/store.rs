@@ -1,6 +1,8 @@
-//! The outbox and thread map against a real SQLite file: rows on disk, duplicates,
-//! the full-outbox fold, a corrupt file, a newer schema, and a disk that refuses
-//! writes for a while.
+//! The outbox and the one-host shared state against a real SQLite file: rows on
+//! disk, duplicates, the full-outbox fold, a corrupt file, a newer schema, a disk
+//! that refuses writes for a while; the thread map (parents replaced only from the
+//! parent they replace), mutes, clicks and their audit, the signing key, the budget's
+//! gate across a restart.
 
 mod common;
 
@@ -9,7 +11,10 @@ use common::events::{self, EventBuilder};
 use common::pipe::event_frame;
 use supervisor_slack::listen::Handler;
 use supervisor_slack::routing::OneChannel;
-use supervisor_slack::store::{Appended, Store, ThreadRecord, WaitingView};
+use supervisor_slack::pacing::Call;
+use supervisor_slack::store::{
+    AuditKeep, Appended, Budget, Outbox, Posted, SharedState, SqliteShared, WaitingView,
+};
 use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
 use supervisor_slack::supervisord::protocol::{EventReader, Read};
 
@@ -37,7 +42,7 @@ fn appended_events_come_back_in_order_per_thread_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     {
-        let mut s = Store::open(&path).unwrap();
+        let mut s = Outbox::open(&path).unwrap();
         s.append(
             "sv/1",
             "#ops",
@@ -60,7 +65,7 @@ fn appended_events_come_back_in_order_per_thread_and_survive_reopening() {
         )
         .unwrap();
     }
-    let s = Store::open(&path).unwrap();
+    let s = Outbox::open(&path).unwrap();
     let keys = s.pending_keys().unwrap();
     assert_eq!(
         keys,
@@ -91,7 +96,7 @@ fn appended_events_come_back_in_order_per_thread_and_survive_reopening() {
 #[test]
 fn same_instance_and_serial_is_a_duplicate_but_a_new_supervisord_is_not() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut s = Outbox::open(&dir.path().join("state.db")).unwrap();
     let e = ev("a", 7, State::Starting, State::Running);
     assert!(matches!(
         s.append("sv/100", "#ops", &e, 0).unwrap(),
@@ -108,10 +113,12 @@ fn same_instance_and_serial_is_a_duplicate_but_a_new_supervisord_is_not() {
     assert_eq!(s.pending_count().unwrap(), 2);
 }
 
-#[test]
-fn delivery_marks_entries_and_saves_the_thread_in_one_go() {
+#[tokio::test]
+async fn delivery_marks_entries_and_records_the_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let path = dir.path().join("state.db");
+    let mut s = Outbox::open(&path).unwrap();
+    let shared = shared(&path);
     s.append(
         "sv/1",
         "#ops",
@@ -127,21 +134,26 @@ fn delivery_marks_entries_and_saves_the_thread_in_one_go() {
     )
     .unwrap();
     let batch = s.pending(&key("a"), "#ops", 10).unwrap();
-    let mut t = ThreadRecord::new(key("a"), "#ops");
-    t.parent_ts = Some("1.000100".into());
-    t.channel_id = Some("C1".into());
-    t.push_history([State::Starting, State::Running]);
-    t.latest = Some(batch[1].event.clone());
-    s.commit_delivery(&t, &[batch[0].id, batch[1].id]).unwrap();
+    let parent = posted("1.000100");
+    assert!(shared.set_parent(&key("a"), "#ops", None, &parent, false).await.unwrap());
+    shared
+        .record_delivery(&key("a"), "#ops", &[State::Starting, State::Running], &batch[1].event)
+        .await
+        .unwrap();
+    s.mark_delivered(&[batch[0].id, batch[1].id]).unwrap();
     assert!(s.pending_keys().unwrap().is_empty());
-    assert_eq!(s.thread(&key("a"), "#ops").unwrap().unwrap(), t);
+    let t = shared.thread(&key("a"), "#ops").await.unwrap().unwrap();
+    assert_eq!(t.parent_ts.as_deref(), Some("1.000100"));
+    assert_eq!(t.channel_id.as_deref(), Some("C1"));
+    assert_eq!(t.history, vec![State::Starting, State::Running]);
+    assert_eq!(t.latest, Some(batch[1].event.clone()));
     assert_eq!(s.prune(chrono::Duration::zero()).unwrap(), 2);
 }
 
 #[test]
 fn the_parents_view_of_the_outbox_is_the_newest_waiting_event_and_the_newest_states() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut s = Outbox::open(&dir.path().join("state.db")).unwrap();
     assert_eq!(
         s.waiting_view(&key("a"), "#ops", 3).unwrap(),
         WaitingView::default()
@@ -161,8 +173,7 @@ fn the_parents_view_of_the_outbox_is_the_newest_waiting_event_and_the_newest_sta
     s.append("sv/1", "#ops", &ev("b", 9, State::Stopped, State::Fatal), 0)
         .unwrap();
     let first = s.pending(&key("a"), "#ops", 1).unwrap();
-    s.commit_delivery(&ThreadRecord::new(key("a"), "#ops"), &[first[0].id])
-        .unwrap();
+    s.mark_delivered(&[first[0].id]).unwrap();
     let view = s.waiting_view(&key("a"), "#ops", 2).unwrap();
     assert_eq!(
         view.newest,
@@ -181,7 +192,7 @@ fn the_parents_view_of_the_outbox_is_the_newest_waiting_event_and_the_newest_sta
 #[test]
 fn full_outbox_folds_new_events_into_the_newest_waiting_one_of_their_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut s = Outbox::open(&dir.path().join("state.db")).unwrap();
     s.append(
         "sv/1",
         "#ops",
@@ -229,7 +240,7 @@ fn a_corrupt_file_is_moved_aside_and_a_fresh_store_started() {
         b"this is not a database, it is a text file that got here somehow ".repeat(100),
     )
     .unwrap();
-    let mut s = Store::open(&path).unwrap();
+    let mut s = Outbox::open(&path).unwrap();
     s.append(
         "sv/1",
         "#ops",
@@ -256,7 +267,7 @@ fn a_database_from_a_newer_release_is_refused_not_clobbered() {
         .unwrap()
         .pragma_update(None, "user_version", 99)
         .unwrap();
-    let err = Store::open(&path).err().expect("refused").to_string();
+    let err = Outbox::open(&path).err().expect("refused").to_string();
     assert!(err.contains("newer supervisor-slack (schema 99"), "{err}");
 }
 
@@ -302,7 +313,7 @@ fn events_are_held_in_memory_while_the_disk_refuses_and_written_when_it_recovers
     std::thread::sleep(std::time::Duration::from_millis(1100)); // reopen is tried at most once a second
     h.retry_held();
     assert_eq!(h.held_count(), 0);
-    let s = Store::open(&path).unwrap();
+    let s = Outbox::open(&path).unwrap();
     let rows = s.pending(&key("a"), "#ops", 10).unwrap();
     assert_eq!(
         rows.iter().map(|e| e.event.serial).collect::<Vec<_>>(),
@@ -315,7 +326,7 @@ fn events_are_held_in_memory_while_the_disk_refuses_and_written_when_it_recovers
 fn a_full_outbox_folds_the_listeners_new_events_and_the_card_can_count_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let store = Store::open(&path).unwrap();
+    let store = Outbox::for_reader(&path).unwrap();
     let mut h = Handler::new(
         "web-1".into(),
         Some(store),
@@ -333,7 +344,7 @@ fn a_full_outbox_folds_the_listeners_new_events_and_the_card_can_count_them() {
         h.handle(&raw(serial, "a", to, from));
         h.after_answer();
     }
-    let rows = Store::open(&path)
+    let rows = Outbox::open(&path)
         .unwrap()
         .pending(&key("a"), "#ops", 10)
         .unwrap();
@@ -346,44 +357,154 @@ fn a_full_outbox_folds_the_listeners_new_events_and_the_card_can_count_them() {
     );
 }
 
-#[test]
-fn the_signing_key_mutes_and_the_click_audit_survive_reopening() {
+fn shared(path: &std::path::Path) -> SqliteShared {
+    SqliteShared::open(
+        path,
+        Budget {
+            post_burst: 2,
+            post_interval: std::time::Duration::from_secs(1),
+            updates_per_minute: 50,
+        },
+    )
+    .unwrap()
+}
+
+fn posted(ts: &str) -> Posted {
+    Posted {
+        channel_id: "C1".into(),
+        ts: ts.into(),
+        at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn the_signing_key_mutes_and_the_click_audit_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let k = key("worker");
-    let mut s = Store::open(&path).unwrap();
-    let signing = s.signing_key().unwrap();
+    let s = shared(&path);
+    let signing = s.signing_key().await.unwrap();
     assert_eq!(signing.len(), 32);
-    // A second connection (the dispatcher's, the runner's) reads the same key.
-    assert_eq!(Store::open(&path).unwrap().signing_key().unwrap(), signing);
+    // A second connection reads the same key.
+    assert_eq!(shared(&path).signing_key().await.unwrap(), signing);
 
     let until = Utc::now() + chrono::Duration::hours(1);
-    s.mute(&k, "U0ADMIN", until).unwrap();
-    let mute = s.mute_of(&k).unwrap().expect("muted");
+    s.mute(&k, "U0ADMIN", until).await.unwrap();
+    let mute = s.mute_of(&k).await.unwrap().expect("muted");
     assert_eq!(mute.by, "U0ADMIN");
     assert_eq!(mute.until.timestamp(), until.timestamp());
-    assert_eq!(s.mute_of(&key("other")).unwrap(), None);
+    assert_eq!(s.mute_of(&key("other")).await.unwrap(), None);
     // An expired mute is none.
-    s.mute(&key("old"), "U0ADMIN", Utc::now() - chrono::Duration::seconds(1)).unwrap();
-    assert_eq!(s.mute_of(&key("old")).unwrap(), None);
+    s.mute(&key("old"), "U0ADMIN", Utc::now() - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(s.mute_of(&key("old")).await.unwrap(), None);
 
-    let id = s.record_click("U0ADMIN", "1700000000.000100", &k, "restart").unwrap();
+    let id = s.record_click("U0ADMIN", "1700000000.000100", &k, "restart").await.unwrap();
     assert!(id.is_some());
     // The same click again (Slack redelivered it): not recorded, not run.
-    assert_eq!(s.record_click("U0ADMIN", "1700000000.000100", &k, "restart").unwrap(), None);
+    assert_eq!(
+        s.record_click("U0ADMIN", "1700000000.000100", &k, "restart").await.unwrap(),
+        None
+    );
     // Another user's click at the same instant is another click.
-    assert!(s.record_click("U0OTHER", "1700000000.000100", &k, "restart").unwrap().is_some());
-    s.click_outcome(id.unwrap(), "RUNNING, pid 42").unwrap();
+    assert!(s
+        .record_click("U0OTHER", "1700000000.000100", &k, "restart")
+        .await
+        .unwrap()
+        .is_some());
+    s.click_outcome(id.unwrap(), "RUNNING, pid 42").await.unwrap();
     drop(s);
 
-    let mut s = Store::open(&path).unwrap();
-    assert_eq!(s.signing_key().unwrap(), signing, "the key outlives a restart");
-    assert!(s.mute_of(&k).unwrap().is_some(), "so does the mute");
-    assert!(s.unmute(&k).unwrap());
-    assert!(!s.unmute(&k).unwrap(), "nothing left to unmute");
-    let audit = s.audit(10).unwrap();
+    let s = shared(&path);
+    assert_eq!(s.signing_key().await.unwrap(), signing, "the key outlives a restart");
+    assert!(s.mute_of(&k).await.unwrap().is_some(), "so does the mute");
+    assert!(s.unmute(&k).await.unwrap());
+    assert!(!s.unmute(&k).await.unwrap(), "nothing left to unmute");
+    let audit = s.audit(10).await.unwrap();
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[1].user, "U0ADMIN");
     assert_eq!(audit[1].outcome.as_deref(), Some("RUNNING, pid 42"));
     assert_eq!(audit[0].outcome, None);
+}
+
+/// The click audit keeps a bounded history: the newest rows, none too old.
+#[tokio::test]
+async fn the_click_audit_keeps_a_bounded_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = shared(&path);
+    for i in 0..12 {
+        s.record_click("U0ADMIN", &format!("1700000000.{i:06}"), &key("a"), "restart")
+            .await
+            .unwrap();
+    }
+    // One row from long ago.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE actions SET at = '2020-01-01T00:00:00+00:00' WHERE id = 1", [])
+        .unwrap();
+    let gone = s.prune_audit(AuditKeep { days: 90, rows: 10 }).await.unwrap();
+    assert_eq!(gone, 2, "the old row, and one over the ten kept");
+    let audit = s.audit(100).await.unwrap();
+    assert_eq!(audit.len(), 10);
+    assert_eq!(audit.last().unwrap().id, 3, "the oldest kept is the third");
+}
+
+/// A thread's parent is replaced only from the parent it replaces: a task holding a
+/// stale copy of the thread cannot undo a newer parent.
+#[tokio::test]
+async fn a_parent_is_replaced_only_from_the_one_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = shared(&path);
+    let k = key("a");
+    assert!(s.set_parent(&k, "#ops", None, &posted("1.1"), false).await.unwrap());
+    assert!(
+        !s.set_parent(&k, "#ops", None, &posted("1.2"), false).await.unwrap(),
+        "it has a parent now"
+    );
+    s.record_delivery(&k, "#ops", &[State::Starting, State::Running], &ev("a", 2, State::Starting, State::Running))
+        .await
+        .unwrap();
+    assert!(s.set_parent(&k, "#ops", Some("1.1"), &posted("2.1"), false).await.unwrap());
+    assert!(
+        !s.set_parent(&k, "#ops", Some("1.1"), &posted("2.2"), false).await.unwrap(),
+        "from a stale copy: refused"
+    );
+    let t = s.thread(&k, "#ops").await.unwrap().unwrap();
+    assert_eq!(t.parent_ts.as_deref(), Some("2.1"));
+    assert_eq!(t.history, vec![State::Starting, State::Running], "history kept");
+    // A thread older than thread_ttl starts over.
+    assert!(s.set_parent(&k, "#ops", Some("2.1"), &posted("3.1"), true).await.unwrap());
+    let t = s.thread(&k, "#ops").await.unwrap().unwrap();
+    assert!(t.history.is_empty());
+    assert_eq!(t.latest.map(|e| e.serial), Some(2), "the latest event stays known");
+    let threads = s.threads_of(&k).await.unwrap();
+    assert_eq!(threads.len(), 1);
+    let latest = s.latest_states("web-1").await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].1, "#ops");
+}
+
+/// A 429 closes the budget's gate, and a listener started right after the one that
+/// was told honours it too.
+#[tokio::test]
+async fn the_gate_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = shared(&path);
+        s.acquire(Call::Post("#ops")).await;
+        s.rate_limited(Call::Post("#ops"), std::time::Duration::from_secs(2))
+            .await;
+    }
+    let s = shared(&path);
+    let started = std::time::Instant::now();
+    s.acquire(Call::Update).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "waited for the gate an earlier run was told about: {:?}",
+        started.elapsed()
+    );
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::limits::HEADER_MAX;
-use super::model::When;
+use super::when::When;
 use super::text::{fit_escaped, fit_plain, sanitize_line};
 use super::{color, emoji, Card};
 use crate::supervisord::event::State;
@@ -23,11 +23,7 @@ pub struct BoardLine {
 
 impl BoardLine {
     fn failing(&self) -> bool {
-        match self.state {
-            State::Fatal | State::Backoff | State::Unknown => true,
-            State::Exited => self.expected != Some(true),
-            _ => false,
-        }
+        crate::supervisord::event::failing(self.state, self.expected)
     }
 
     /// Failing first, then running, starting, stopping, stopped, done.

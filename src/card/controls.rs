@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::model::When;
+use super::when::When;
 use super::text::{escape_mrkdwn, fit_escaped_tail, fit_plain, sanitize_line, sanitize_log};
 use super::{color, Card};
 use crate::actions::Action;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::model::When;
+use super::when::When;
 use super::text::ELLIPSIS;
 use crate::supervisord::event::{ProcessState, State};
 

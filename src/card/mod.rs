@@ -22,6 +22,7 @@ pub mod limits;
 pub mod model;
 pub mod notes;
 pub mod text;
+pub mod when;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -199,6 +200,7 @@ fn builtin_env() -> &'static Environment<'static> {
 }
 
 /// Renders cards from templates (built-in, or a user's `templates_dir`).
+#[derive(Clone)]
 pub struct Renderer {
     /// The user's templates, when any were found; `None` means built-in only.
     user: Option<Environment<'static>>,

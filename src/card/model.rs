@@ -32,32 +32,7 @@ const NOTE_MAX: usize = 300;
 const NOTES_MAX: usize = 1000;
 const MENTIONS_MAX: usize = 500;
 
-/// A point in time, three ways.
-#[derive(Debug, Clone, Serialize)]
-pub struct When {
-    /// Seconds since the Unix epoch.
-    pub epoch: i64,
-    /// `2026-11-26 14:03:05 UTC`
-    pub utc: String,
-    /// Slack's date token: shows in each reader's own time zone, `utc` as fallback.
-    pub slack: String,
-    /// Slack's date token for the time of day only (with seconds).
-    pub slack_time: String,
-}
-
-impl When {
-    pub fn new(at: DateTime<Utc>) -> When {
-        let epoch = at.timestamp();
-        let utc = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
-        let time = at.format("%H:%M:%S UTC").to_string();
-        When {
-            epoch,
-            slack: format!("<!date^{epoch}^{{date_short_pretty}} {{time}}|{utc}>"),
-            slack_time: format!("<!date^{epoch}^{{time_secs}}|{time}>"),
-            utc,
-        }
-    }
-}
+pub use super::when::When;
 
 /// Raw (unescaped, but sanitised and cut) text, for `plain_text` objects only.
 #[derive(Debug, Clone, Serialize)]

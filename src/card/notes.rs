@@ -80,7 +80,7 @@ fn raw_notes(events: &[ProcessState], counts: NoteCounts, history: &[State]) -> 
             if let Some(bad) = last_bad.take() {
                 notes.push(format!("Recovered: RUNNING again after {bad}"));
             }
-        } else if e.is_crash() {
+        } else if e.is_failing() {
             last_bad = Some(e.to);
         } else if e.to == State::Stopped {
             // Stopped on purpose: a later start is not a recovery.

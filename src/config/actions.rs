@@ -5,33 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::file::duration_message;
 use super::paths::read_secret_file;
+use super::schema::ActionsTable;
 use super::{invalid, ConfigError, Env, Secret, SettingsFile, Warning};
 use crate::actions::Action;
 
-/// `[actions]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionsTable {
-    /// Slack user ids (`U…`, `W…`) that may act.
-    pub allow_users: Option<Spanned<Vec<Spanned<String>>>>,
-    /// User groups (`S…`) whose members may act (`usergroups.users.list`).
-    pub allow_groups: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Which actions exist at all (default: every one).
-    pub allowed: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Socket Mode connections this listener opens (1–10, default 1).
-    pub connections: Option<Spanned<u32>>,
-    /// Longest an action may take with supervisord (default 30s).
-    pub timeout: Option<Spanned<String>>,
-    /// How long Mute silences a process (default 1h).
-    pub mute_for: Option<Spanned<String>>,
-    /// Lines Show stderr posts (1–100, default 20).
-    pub stderr_lines: Option<Spanned<usize>>,
-}
 
 /// What may be done from Slack, resolved.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,72 +6,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
 
-use super::routes::RouteTable;
-
-/// The settings file, as written by the operator. Unknown keys are errors. Values
-/// that are checked after parsing keep their position in the file ([`Spanned`]) so an
-/// error can name the line.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    pub token_file: Option<Spanned<PathBuf>>,
-    /// The app-level token (`xapp-…`) for Socket Mode, in a file.
-    pub app_token_file: Option<Spanned<PathBuf>>,
-    pub channel: Option<Spanned<String>>,
-    pub api_url: Option<Spanned<String>>,
-    pub host: Option<Spanned<String>>,
-    pub environment: Option<Spanned<String>>,
-    pub state: Option<Spanned<PathBuf>>,
-    pub templates_dir: Option<Spanned<PathBuf>>,
-    pub thread_ttl: Option<Spanned<String>>,
-    pub broadcast_failures: Option<bool>,
-    /// Cards for the listener's own process too (default false).
-    pub own_card: Option<bool>,
-    /// One board message per host in the default channel (default false).
-    pub board: Option<bool>,
-    /// Pin the board to the channel (needs the pins:write scope; default false).
-    pub board_pin: Option<bool>,
-    pub call_timeout: Option<Spanned<String>>,
-    pub post_interval: Option<Spanned<String>>,
-    pub post_burst: Option<Spanned<u32>>,
-    pub updates_per_minute: Option<Spanned<u32>>,
-    pub coalesce_max: Option<Spanned<usize>>,
-    /// Waiting events beyond which new events of a thread are folded into its newest
-    /// waiting one (default 100000).
-    pub outbox_cap: Option<Spanned<u64>>,
-    pub setup_retry: Option<Spanned<String>>,
-    /// Longest wait between retries of a transient failure (default 30s).
-    pub retry_max: Option<Spanned<String>>,
-    /// A process with more than this many transitions within `flap_window` is
-    /// flapping (default 10).
-    pub flap_threshold: Option<Spanned<u32>>,
-    pub flap_window: Option<Spanned<String>>,
-    /// While a process flaps, its replies go out at most this often (default 60s).
-    pub digest_interval: Option<Spanned<String>>,
-    /// A flapping process that stays in one state this long has settled (default 60s).
-    pub settle_after: Option<Spanned<String>>,
-    /// Reconcile compares every card with supervisord at least this often (default
-    /// 60s).
-    pub reconcile_interval: Option<Spanned<String>>,
-    pub supervisor_server_url: Option<Spanned<String>>,
-    pub supervisor_username: Option<Spanned<String>>,
-    pub supervisor_password: Option<Spanned<String>>,
-    pub supervisor_password_file: Option<Spanned<PathBuf>>,
-    /// States never reported when no `[[route]]` matches.
-    pub skip: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `"always"` or `"after_failure"`, when no `[[route]]` matches.
-    pub running: Option<Spanned<String>>,
-    /// Mentions for FATAL / unexpected EXITED when no `[[route]]` matches.
-    pub mentions: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Acting from Slack: who may, and what.
-    pub actions: Option<super::actions::ActionsTable>,
-    /// Routing rules, in order; the first that matches an event decides.
-    #[serde(default)]
-    pub route: Vec<RouteTable>,
-}
+pub use super::schema::FileSettings;
 
 /// A settings file: where it came from, its text, and what it says.
 #[derive(Debug, Default)]

@@ -18,57 +18,23 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::routing::Routes;
+pub use crate::secret::Secret;
 
 pub mod actions;
 pub mod file;
 pub mod paths;
 pub mod routes;
+pub mod schema;
 
 pub use file::{
     invalid, line_of, parse_duration, parse_str, read_file, ConfigError, Env, FileSettings,
     Location, ProcessEnv, SettingsFile,
 };
 pub use paths::{default_state_path, dir_writable, readable_by_others};
-pub use actions::{ActionSettings, ActionsTable};
-pub use routes::RouteTable;
+pub use actions::ActionSettings;
+pub use schema::{ActionsTable, RouteTable};
 use file::duration_message;
 use paths::read_secret_file;
-
-/// The bot token. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The token itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// Replaces every occurrence of the token in `text` (for error messages that might
-    /// quote a request).
-    pub fn redact(&self, text: &str) -> String {
-        if self.0.len() < 8 {
-            return text.to_string();
-        }
-        // The kind stays readable (`xoxb-`, `xapp-`), the rest does not.
-        let kind = self.0.split_inclusive('-').next().filter(|k| k.len() <= 5).unwrap_or("");
-        text.replace(&self.0, &format!("{kind}[redacted]"))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Everything the program needs, resolved.
 #[derive(Debug, Clone)]

@@ -1,87 +1,61 @@
 //! The `[[route]]` tables and the top-level `skip` / `running` / `mentions` keys:
-//! their schema, and their checking into [`crate::routing`]'s rules. Every error
+//! their checking (the tables themselves are in [`super::schema`]) into [`crate::routing`]'s rules. Every error
 //! names the key (`route[2].process`, 1-based as in the file) and its line.
 
 use globset::{Glob, GlobMatcher};
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, SettingsFile};
 use crate::routing::{is_mention, Routes, Rule, Running};
 use crate::supervisord::event::State;
 
-/// One `[[route]]` table as written in the settings file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteTable {
-    /// Glob on the group name (`*`, `?`, `[abc]`, `{a,b}`); default `*`.
-    pub group: Option<Spanned<String>>,
-    /// Glob on the process name; default `*`.
-    pub process: Option<Spanned<String>>,
-    /// Where matching events go; default: the default channel; `""` drops them.
-    pub channel: Option<Spanned<String>>,
-    /// `true`: matching events are not reported.
-    pub drop: Option<Spanned<bool>>,
-    /// States not reported, e.g. `["STARTING", "STOPPING"]`.
-    pub skip: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `"always"` (default) or `"after_failure"`: RUNNING only when the process was
-    /// failing before this start (BACKOFF, EXITED, FATAL, UNKNOWN).
-    pub running: Option<Spanned<String>>,
-    /// Added to FATAL and unexpected EXITED cards: `<!subteam^S…>`, `<@U…>`,
-    /// `<!here>`, `<!channel>`.
-    pub mentions: Option<Spanned<Vec<Spanned<String>>>>,
-}
-
 /// Builds the routes from a settings file's `[[route]]` tables and top-level
-    /// `skip`/`running`/`mentions`. Every error names the key (`route[2].process`,
-    /// 1-based as in the file) and its line.
-    pub fn routes(
-        file: &SettingsFile,
-        default_channel: Option<String>,
-    ) -> Result<Routes, ConfigError> {
-        let f = &file.parsed;
-        let fallback = Rule {
-            group: None,
-            process: None,
-            channel: Some(default_channel.unwrap_or_default()),
-            skip: states(file, "skip", &f.skip)?,
-            running: running(file, "running", &f.running)?,
-            mentions: mentions(file, "mentions", &f.mentions)?,
+/// `skip`/`running`/`mentions`. Every error names the key (`route[2].process`,
+/// 1-based as in the file) and its line.
+pub fn routes(file: &SettingsFile, default_channel: Option<String>) -> Result<Routes, ConfigError> {
+    let f = &file.parsed;
+    let fallback = Rule {
+        group: None,
+        process: None,
+        channel: Some(default_channel.unwrap_or_default()),
+        skip: states(file, "skip", &f.skip)?,
+        running: running(file, "running", &f.running)?,
+        mentions: mentions(file, "mentions", &f.mentions)?,
+    };
+    let mut rules = Vec::with_capacity(f.route.len());
+    for (i, t) in f.route.iter().enumerate() {
+        let key = |k: &str| format!("route[{}].{k}", i + 1);
+        let channel = match (&t.channel, &t.drop) {
+            (Some(c), Some(d)) if *d.get_ref() && !c.get_ref().is_empty() => {
+                return Err(file.invalid(
+                    &key("drop"),
+                    d.span(),
+                    format!(
+                        "drop = true and channel = {:?} contradict each other; keep one",
+                        c.get_ref()
+                    ),
+                ))
+            }
+            (_, Some(d)) if *d.get_ref() => Some(String::new()),
+            (Some(c), _) if c.get_ref().is_empty() => Some(String::new()),
+            (Some(c), _) => Some(super::check_channel(
+                &key("channel"),
+                Some(file.at(c.span())),
+                c.get_ref(),
+            )?),
+            (None, _) => None,
         };
-        let mut rules = Vec::with_capacity(f.route.len());
-        for (i, t) in f.route.iter().enumerate() {
-            let key = |k: &str| format!("route[{}].{k}", i + 1);
-            let channel = match (&t.channel, &t.drop) {
-                (Some(c), Some(d)) if *d.get_ref() && !c.get_ref().is_empty() => {
-                    return Err(file.invalid(
-                        &key("drop"),
-                        d.span(),
-                        format!(
-                            "drop = true and channel = {:?} contradict each other; keep one",
-                            c.get_ref()
-                        ),
-                    ))
-                }
-                (_, Some(d)) if *d.get_ref() => Some(String::new()),
-                (Some(c), _) if c.get_ref().is_empty() => Some(String::new()),
-                (Some(c), _) => Some(super::check_channel(
-                    &key("channel"),
-                    Some(file.at(c.span())),
-                    c.get_ref(),
-                )?),
-                (None, _) => None,
-            };
-            rules.push(Rule {
-                group: glob(file, &key("group"), &t.group)?,
-                process: glob(file, &key("process"), &t.process)?,
-                channel,
-                skip: states(file, &key("skip"), &t.skip)?,
-                running: running(file, &key("running"), &t.running)?,
-                mentions: mentions(file, &key("mentions"), &t.mentions)?,
-            });
-        }
-        Ok(Routes::new(rules, fallback))
+        rules.push(Rule {
+            group: glob(file, &key("group"), &t.group)?,
+            process: glob(file, &key("process"), &t.process)?,
+            channel,
+            skip: states(file, &key("skip"), &t.skip)?,
+            running: running(file, &key("running"), &t.running)?,
+            mentions: mentions(file, &key("mentions"), &t.mentions)?,
+        });
     }
+    Ok(Routes::new(rules, fallback))
+}
 
 fn glob(
     file: &SettingsFile,
@@ -169,4 +143,3 @@ fn mentions(
         })
         .collect()
 }
-

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::pacing::Call;
-use super::Dispatcher;
+use super::delivery::Delivery;
+use super::retry::Edited;
 use crate::card::board::{board, BoardLine};
 use crate::card::Card;
 use crate::reconcile::Trigger;
-use crate::slack::{Failure, Outgoing};
+use crate::slack::Outgoing;
+use crate::store::Posted;
 use crate::supervisord::event::State;
 use crate::supervisord::xmlrpc::Client;
 
@@ -29,111 +30,108 @@ pub const BOARD_QUIET: Duration = Duration::from_secs(1);
 /// Redrawn at least this often (what it shows changes without events: since when).
 pub const BOARD_REFRESH: Duration = Duration::from_secs(60);
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Saved {
-    ts: String,
-    channel_id: String,
+/// The host's board.
+pub struct Board {
+    core: Arc<Delivery>,
+    /// supervisord's XML-RPC; `None`: the board shows what the events showed.
+    source: Option<Client>,
+    trigger: Arc<Trigger>,
+    channel: String,
+    host: String,
+    /// Where it is, as the shared state keeps it under this name.
+    name: String,
+    at: Option<Posted>,
+    shown: Option<Card>,
 }
 
-impl Dispatcher {
-    /// Keeps the host's board current, for the life of the process.
-    pub async fn board(self: Arc<Self>, source: Option<Client>, trigger: Arc<Trigger>) {
-        let Some(channel) = self.settings.channel.clone() else {
+impl Board {
+    /// The host's board in the default channel; `None` without one.
+    pub fn new(core: Arc<Delivery>, source: Option<Client>, trigger: Arc<Trigger>) -> Option<Board> {
+        let Some(channel) = core.settings.channel.clone() else {
             tracing::warn!("board = true needs a default channel: no board");
-            return;
+            return None;
         };
-        let host = self.settings.host.clone();
-        let meta_key = format!("board {host} {channel}");
-        let mut saved: Option<Saved> = self
-            .with_store(|s| s.meta(&meta_key))
-            .ok()
-            .flatten()
-            .and_then(|j| serde_json::from_str(&j).ok());
-        let mut shown: Option<Card> = None;
+        let host = core.settings.host.clone();
+        Some(Board {
+            name: format!("{host} {channel}"),
+            core,
+            source,
+            trigger,
+            channel,
+            host,
+            at: None,
+            shown: None,
+        })
+    }
+
+    /// Keeps the board current, for the life of the process.
+    pub async fn run(mut self) {
+        self.at = self.core.shared.board(&self.name).await.ok().flatten();
         let mut drawn_at_seen = u64::MAX;
         let mut drawn = Instant::now() - BOARD_REFRESH;
         loop {
             // Something new, or time for a refresh?
-            let seen = trigger.seen();
+            let seen = self.trigger.seen();
             if seen == drawn_at_seen && drawn.elapsed() < BOARD_REFRESH {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
-            let first_change = Instant::now();
-            while trigger.quiet_for() < BOARD_QUIET && first_change.elapsed() < BOARD_MAX_WAIT {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            drawn_at_seen = trigger.seen();
+            self.trigger.wait_quiet(BOARD_QUIET, BOARD_MAX_WAIT).await;
+            drawn_at_seen = self.trigger.seen();
             drawn = Instant::now();
-            let (lines, from_supervisord) = self.board_lines(source.as_ref(), &host).await;
-            let card = board(&host, &lines, from_supervisord, Utc::now());
+            let (lines, from_supervisord) = self.lines().await;
+            let card = board(&self.host, &lines, from_supervisord, Utc::now());
             // "updated …" alone is no reason to edit.
-            if shown.as_ref().is_some_and(|s| same_but_time(s, &card)) {
+            if self.shown.as_ref().is_some_and(|s| same_but_time(s, &card)) {
                 continue;
             }
-            if let Some(s) = &saved {
-                let r = self
-                    .retrier
-                    .run(Call::Update, &channel, || {
-                        self.retrier.api.update(&s.channel_id, &s.ts, &card)
-                    })
-                    .await;
-                match r {
-                    Ok(()) => {
-                        shown = Some(card);
-                        continue;
-                    }
-                    Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
-                        tracing::info!(
-                            code,
-                            "the board can no longer be edited: posting a new one"
-                        );
-                    }
-                    Err(f) => {
-                        tracing::warn!("cannot edit the board: {f}");
-                        continue;
-                    }
-                }
-            }
-            let out = Outgoing::top_level(&channel, card.clone());
-            match self
-                .retrier
-                .run(Call::Post(&channel), &channel, || {
-                    self.retrier.api.post(&out)
-                })
-                .await
-            {
-                Ok(posted) => {
-                    let s = Saved {
-                        ts: posted.ts,
-                        channel_id: posted.channel_id,
-                    };
-                    let json = serde_json::to_string(&s).expect("serializes");
-                    if let Err(e) = self.with_store(|st| st.set_meta(&meta_key, &json)) {
-                        tracing::warn!("cannot save where the board is: {e}");
-                    }
-                    if self.settings.board_pin {
-                        self.pin_board(&channel, &s).await;
-                    }
-                    saved = Some(s);
-                    shown = Some(out.card);
-                }
-                Err(f) => tracing::warn!("cannot post the board: {f}"),
-            }
+            self.show(card).await;
         }
     }
 
-    /// Pins a newly posted board: once, best effort, paced like an edit.
-    async fn pin_board(&self, channel: &str, s: &Saved) {
-        self.retrier.pacing.acquire(Call::Update).await;
-        match self.retrier.api.pin(&s.channel_id, &s.ts).await {
-            Ok(()) => tracing::info!(channel, "pinned the board"),
-            Err(Failure::RateLimited(d)) => {
-                self.retrier.pacing.close_for(d);
-                tracing::warn!(channel, "could not pin the board: rate limited");
+    /// Edits the board to show `card` (posting it anew when it cannot be edited), or
+    /// posts it the first time.
+    async fn show(&mut self, card: Card) {
+        let retrier = &self.core.retrier;
+        let posted = match &self.at {
+            Some(at) => match retrier.edit_or_replace(&self.channel, at, &card, None).await {
+                Ok(Edited::InPlace) => {
+                    self.shown = Some(card);
+                    return;
+                }
+                Ok(Edited::Replaced(posted)) => posted,
+                Err(f) => {
+                    tracing::warn!("cannot edit the board: {f}");
+                    return;
+                }
+            },
+            None => {
+                let out = Outgoing::top_level(&self.channel, card.clone());
+                match retrier.post_note(&out).await {
+                    Ok(posted) => posted,
+                    Err(f) => {
+                        tracing::warn!("cannot post the board: {f}");
+                        return;
+                    }
+                }
             }
+        };
+        if let Err(e) = self.core.shared.save_board(&self.name, &posted).await {
+            tracing::warn!("cannot save where the board is: {e}");
+        }
+        if self.core.settings.board_pin {
+            self.pin(&posted).await;
+        }
+        self.at = Some(posted);
+        self.shown = Some(card);
+    }
+
+    /// Pins a newly posted board: once, best effort, paced like an edit.
+    async fn pin(&self, at: &Posted) {
+        match self.core.retrier.pin(&self.channel, at).await {
+            Ok(()) => tracing::info!(channel = %self.channel, "pinned the board"),
             Err(f) => tracing::warn!(
-                channel,
+                channel = %self.channel,
                 "could not pin the board: {f} (pinning needs the pins:write scope; board_pin = false turns it off)"
             ),
         }
@@ -141,8 +139,8 @@ impl Dispatcher {
 
     /// Every process supervisord reports; without its XML-RPC, every process of this
     /// host the events showed.
-    async fn board_lines(&self, source: Option<&Client>, host: &str) -> (Vec<BoardLine>, bool) {
-        if let Some(client) = source {
+    async fn lines(&self) -> (Vec<BoardLine>, bool) {
+        if let Some(client) = &self.source {
             match client.get_all_process_info().await {
                 Ok(infos) => {
                     let lines = infos
@@ -166,9 +164,7 @@ impl Dispatcher {
                 Err(e) => tracing::debug!("board: supervisord's XML-RPC did not answer: {e}"),
             }
         }
-        let known = self
-            .with_store(|s| s.known_states(host))
-            .unwrap_or_default();
+        let known = super::known_states(&self.core, &self.host).await.unwrap_or_default();
         let lines = known
             .into_iter()
             .filter(|k| !k.event.is_supervisord() && k.event.to != State::Removed)

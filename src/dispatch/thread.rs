@@ -1,6 +1,7 @@
 //! The one in-memory state of a thread while the listener runs: what its worker
 //! (replies) and its keeper (the parent) share. What must outlive the process is in
-//! the store's `ThreadRecord`; this holds what is derived from the events seen.
+//! the shared state's [`ThreadRecord`](crate::store::ThreadRecord); this holds what
+//! is derived from the events seen, and what one task asks of the other.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,14 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::card::Card;
+use crate::slack::Failure;
 use crate::store::OutboxEntry;
 
 /// A thread's live state.
 #[derive(Default)]
 pub struct ThreadState {
-    /// New entries for the worker.
+    /// For the worker: new entries, a note, a new parent.
     pub work: Notify,
-    /// The parent may need an edit.
+    /// For the keeper: the parent may need an edit, or a new parent is asked for.
     pub parent: Notify,
     flapping: AtomicBool,
     last_event: Mutex<Option<Instant>>,
@@ -28,6 +30,30 @@ pub struct ThreadState {
     /// The failure episode under way: when its last failure was delivered, and
     /// whether it was already shown in the channel.
     episode: Mutex<Episode>,
+    /// A new parent the worker asks of the keeper (the keeper alone posts parents).
+    renew: Mutex<Option<Renew>>,
+    /// Notes waiting to be posted in the thread, in order.
+    notes: Mutex<VecDeque<Note>>,
+    /// Slack refused the new parent for good: the worker sets its entries aside.
+    refused: Mutex<Option<Failure>>,
+}
+
+/// What the worker asks of the keeper when it cannot reply under the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renew {
+    /// The parent to replace (`None`: the thread has none yet).
+    pub replaces: Option<String>,
+    /// The thread starts over (older than `thread_ttl`): its history is emptied.
+    pub start_over: bool,
+}
+
+/// A note for the thread (an action's audit, Show stderr): posted by the worker,
+/// after every entry of the thread up to `after` (the thread's newest outbox entry
+/// when the note was written), so that it follows what came before it.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub card: Card,
+    pub after: Option<i64>,
 }
 
 #[derive(Default)]
@@ -69,7 +95,7 @@ impl ThreadState {
         for e in events {
             if e.to == State::Stopped {
                 *ep = Episode::default();
-            } else if e.is_crash() {
+            } else if e.is_failing() {
                 if e.is_failure() && (e.to == State::Fatal || !ep.broadcast) {
                     out = true;
                     ep.broadcast = true;
@@ -99,6 +125,49 @@ impl ThreadState {
 
     pub fn is_flapping(&self) -> bool {
         self.flapping.load(Ordering::SeqCst)
+    }
+
+    /// Asks the keeper for a new parent (the worker's side).
+    pub fn ask_renew(&self, renew: Renew) {
+        *self.renew.lock().unwrap() = Some(renew);
+        self.parent.notify_one();
+    }
+
+    /// The new parent asked for, if any (the keeper's side; taken).
+    pub fn take_renew(&self) -> Option<Renew> {
+        self.renew.lock().unwrap().take()
+    }
+
+    /// A new parent was recorded: the worker replies under it.
+    pub fn parent_posted(&self) {
+        self.work.notify_one();
+    }
+
+    /// Slack will not take the parent asked for (the keeper's side).
+    pub fn parent_refused(&self, f: Failure) {
+        *self.refused.lock().unwrap() = Some(f);
+        self.work.notify_one();
+    }
+
+    /// Why the parent asked for was refused, if it was (the worker's side; taken).
+    pub fn take_refusal(&self) -> Option<Failure> {
+        self.refused.lock().unwrap().take()
+    }
+
+    /// Queues a note for the worker.
+    pub fn push_note(&self, note: Note) {
+        self.notes.lock().unwrap().push_back(note);
+        self.work.notify_one();
+    }
+
+    /// The next note, without taking it.
+    pub fn next_note(&self) -> Option<Note> {
+        self.notes.lock().unwrap().front().cloned()
+    }
+
+    /// The next note was posted (or given up on).
+    pub fn pop_note(&self) {
+        self.notes.lock().unwrap().pop_front();
     }
 
     /// Counts the entries of `batch` not seen before; when this makes the process

@@ -2,27 +2,40 @@
 //! (slack-morphism's listener, no public URL), are acked at once, and run afterwards
 //! on the async side — never near stdin/stdout, so supervisord's answers do not wait
 //! on any of it.
-//! - this module: the Socket Mode connection and the [`Click`] taken from each
-//!   `block_actions` payload;
-//! - [`run`]: what a click does — checked (signature, owner host, who may), deduped,
-//!   run against supervisord with a bounded time, audited in its thread and the log;
+//! - this module: the Socket Mode connection, the [`Click`] taken from each
+//!   `block_actions` payload, and the bounded queue a few runners take clicks from;
+//! - [`run`]: what a click does — checked (signature, owner host, age, who may),
+//!   deduped, run against supervisord with a bounded time, then audited in its
+//!   thread (as notes the thread's worker posts in their turn) and the log;
+//! - [`refusals`]: how often one user is told "no" (a flood of refused clicks costs
+//!   neither Slack calls nor audit rows);
 //! - [`members`]: who is in an allowed user group (`usergroups.users.list`, cached).
 
 pub mod members;
+pub mod refusals;
 pub mod run;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use slack_morphism::prelude::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::shutdown::Shutdown;
 use crate::slack::Connector;
+use crate::store::AuditKeep;
 
 pub use run::Runner;
 
-/// Clicks waiting for the runner; beyond this many, new ones are dropped (logged).
-const QUEUE: usize = 256;
+/// Clicks waiting for a runner; beyond this many, new ones are dropped (logged).
+const QUEUE: usize = 64;
+
+/// Clicks run at once (each on a different process: one at a time per process).
+const RUNNERS: usize = 4;
+
+/// How often the click audit is trimmed to what [`AuditKeep`] keeps.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// One button click, as Slack delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +51,8 @@ pub struct Click {
     pub value: String,
     /// Slack's time of the click: with the user, what makes a click unique.
     pub action_ts: String,
+    /// When it reached this listener.
+    pub received: Instant,
 }
 
 impl Click {
@@ -65,6 +80,7 @@ impl Click {
             .as_ref()
             .and_then(|m| m.origin.thread_ts.as_ref())
             .map(|t| t.to_string());
+        let received = Instant::now();
         ev.actions
             .iter()
             .flatten()
@@ -80,12 +96,32 @@ impl Click {
                     .as_ref()
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| format!("{}:{}", message_ts, a.action_id)),
+                received,
             })
             .collect()
     }
+
+    /// How old the click is: by Slack's clock when its `action_ts` says, at least
+    /// since it reached this listener.
+    pub fn age(&self) -> Duration {
+        let here = self.received.elapsed();
+        let slack = self
+            .action_ts
+            .parse::<f64>()
+            .ok()
+            .and_then(|ts| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs_f64();
+                Duration::try_from_secs_f64(now - ts).ok()
+            })
+            .unwrap_or_default();
+        here.max(slack)
+    }
 }
 
-/// Where the Socket Mode callback hands clicks to the runner.
+/// Where the Socket Mode callback hands clicks to the runners.
 #[derive(Clone)]
 struct ClickQueue(mpsc::Sender<Click>);
 
@@ -105,18 +141,20 @@ async fn on_interaction(
     if let Some(queue) = queue {
         for click in Click::from_event(&ev) {
             if queue.0.try_send(click).is_err() {
-                tracing::warn!("too many clicks waiting; dropped one (its user sees nothing happen)");
+                tracing::warn!(
+                    "{QUEUE} clicks are waiting already: dropped one (its user sees nothing happen)"
+                );
             }
         }
     }
     Ok(())
 }
 
-/// Keeps the Socket Mode connection(s) open for the life of the process (through
-/// the runner's Slack client) and runs every click with `runner`. Returns when the
-/// connection cannot be set up at all.
-pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>) {
-    let api = &runner.api;
+/// Keeps the Socket Mode connection(s) open until shutdown (through the runner's
+/// Slack client) and runs every click with `runner`, a few at a time. Returns when
+/// the connection cannot be set up at all, or at shutdown.
+pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>, shutdown: Shutdown) {
+    let api = runner.api();
     // slack-morphism only logs a bad token and retries every 30 s: ask once here so
     // the operator reads what is wrong and how to fix it.
     match api.open_socket_url(&app_token).await {
@@ -127,7 +165,7 @@ pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>) {
             crate::check::app_token_fix()
         ),
     }
-    let (tx, mut rx) = mpsc::channel::<Click>(QUEUE);
+    let (tx, rx) = mpsc::channel::<Click>(QUEUE);
     let env = Arc::new(
         SlackClientEventsListenerEnvironment::new(api.client()).with_user_state(ClickQueue(tx)),
     );
@@ -142,7 +180,28 @@ pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>) {
         return;
     }
     listener.start().await;
-    while let Some(click) = rx.recv().await {
-        tokio::spawn(runner.clone().handle(click));
+    let rx = Arc::new(Mutex::new(rx));
+    let mut runners = Vec::new();
+    for _ in 0..RUNNERS {
+        let (rx, runner) = (rx.clone(), runner.clone());
+        runners.push(tokio::spawn(async move {
+            loop {
+                let Some(click) = rx.lock().await.recv().await else {
+                    return;
+                };
+                runner.handle(click).await;
+            }
+        }));
+    }
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = prune.tick() => runner.prune_audit(AuditKeep::default()).await,
+            _ = shutdown.triggered() => break,
+        }
+    }
+    listener.shutdown().await;
+    for r in runners {
+        r.abort();
     }
 }

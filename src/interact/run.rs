@@ -1,10 +1,13 @@
-//! What one click does. In order: read the button's value (which host, group,
-//! process, action); a click on another host's card gets an answer naming the owner;
-//! the signature must be this listener's; the click is recorded (the same click
-//! delivered twice runs once); the user must be allowed and the action switched on;
-//! then the action runs against supervisord with a bounded time, between a "requested
-//! by" line and its outcome in the card's thread. Whoever is refused is told
-//! (ephemeral) and the log says who and why.
+//! What one click does, bounded in time from start to end. In order: read the
+//! button's value (which host, group, process, action); a click on another host's
+//! card gets an answer naming the owner; the signature must be this listener's; a
+//! click older than [`MAX_AGE`] is refused rather than run late; the user must be
+//! allowed and the action switched on; the click is recorded (the same click
+//! delivered twice runs once); one action at a time per process. Then the action
+//! runs against supervisord, bounded by `timeout`, and nothing waits on Slack before
+//! it: the "requested by" line and the outcome are notes the thread's worker posts in
+//! their turn, paced like every reply. Whoever is refused is told (a message only
+//! they see, a few times at most) and the log says who and why.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,37 +16,55 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::members::Members;
+use super::refusals::Refusals;
 use super::Click;
 use crate::actions::{Action, ButtonValue, Signer};
 use crate::card::controls::{self, refusal};
-use crate::card::Card;
+use crate::card::{escape_mrkdwn, Card};
 use crate::config::ActionSettings;
-use crate::crash::ContextSource;
 use crate::dispatch::Dispatcher;
+use crate::reconcile::Trigger;
 use crate::slack::SlackApi;
-use crate::store::{Store, ThreadRecord};
+use crate::store::{AuditKeep, SharedState, ThreadRecord};
 use crate::supervisord::event::{State, ThreadKey};
-use crate::supervisord::xmlrpc::{self, Fault, LogChannel};
+use crate::supervisord::xmlrpc::{self, Client, Fault, LogChannel};
 use crate::wakeup::Wakeup;
 
-/// Runs clicks for one listener.
-pub struct Runner {
+/// The oldest a click may be when its turn comes: older, it is refused rather than
+/// run at a moment nobody expects any more.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
+
+/// What a click's handling may take beyond the action's own `timeout`: the checks
+/// (a user group asked of Slack) and recording it.
+const CHECKS: Duration = Duration::from_secs(10);
+
+/// What a runner is built from.
+pub struct RunnerParts {
     /// This listener's host: only its cards' buttons run here.
     pub host: String,
     pub settings: ActionSettings,
     pub signer: Signer,
-    /// For ephemeral answers and user groups.
-    pub api: SlackApi,
-    /// For the thread of a card, and the audit posted into it.
+    /// For the messages only the clicker sees, and user groups.
+    pub api: Arc<SlackApi>,
+    /// Threads, mutes, clicks and their audit.
+    pub shared: Arc<dyn SharedState>,
+    /// Posts the audit notes in the card's thread.
     pub dispatcher: Arc<Dispatcher>,
-    pub store: Mutex<Store>,
     /// supervisord's XML-RPC; `None`: actions on processes cannot run.
-    pub supervisor: Option<ContextSource>,
+    pub supervisor: Option<Client>,
     /// Wakes a thread's keeper after a mute changes its parent.
     pub wakeup: Arc<Wakeup>,
+    /// The reader's pulse: the outcome waits for the events the action caused.
+    pub trigger: Arc<Trigger>,
+}
+
+/// Runs clicks for one listener.
+pub struct Runner {
+    parts: RunnerParts,
     members: Members,
     /// Threads with an action under way: one at a time per process.
     busy: Mutex<HashSet<ThreadKey>>,
+    refusals: Refusals,
 }
 
 /// Why a click does nothing, as the user is told.
@@ -54,63 +75,109 @@ struct Refused {
     why: String,
 }
 
+/// The mark of an action under way on a process, released when dropped (on every
+/// path out, a time-out included).
+struct Busy<'a> {
+    set: &'a Mutex<HashSet<ThreadKey>>,
+    key: ThreadKey,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.key);
+    }
+}
+
 impl Runner {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        host: String,
-        settings: ActionSettings,
-        signer: Signer,
-        api: SlackApi,
-        dispatcher: Arc<Dispatcher>,
-        store: Store,
-        supervisor: Option<ContextSource>,
-        wakeup: Arc<Wakeup>,
-    ) -> Runner {
+    pub fn new(parts: RunnerParts) -> Runner {
+        let supervisor = parts
+            .supervisor
+            .clone()
+            .map(|c| c.with_timeout(parts.settings.timeout));
         Runner {
-            host,
-            settings,
-            signer,
-            api,
-            dispatcher,
-            store: Mutex::new(store),
-            supervisor,
-            wakeup,
+            parts: RunnerParts { supervisor, ..parts },
             members: Members::default(),
             busy: Mutex::new(HashSet::new()),
+            refusals: Refusals::default(),
         }
     }
 
-    /// Handles one click to its end.
-    pub async fn handle(self: Arc<Self>, click: Click) {
+    pub fn api(&self) -> &SlackApi {
+        &self.parts.api
+    }
+
+    /// Trims the click audit to what `keep` keeps.
+    pub async fn prune_audit(&self, keep: AuditKeep) {
+        match self.parts.shared.prune_audit(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "trimmed the click audit"),
+            Err(e) => tracing::warn!(error = %e, "cannot trim the click audit"),
+        }
+    }
+
+    /// Handles one click to its end, within the action's `timeout` plus a little.
+    pub async fn handle(&self, click: Click) {
+        let limit = self.parts.settings.timeout + CHECKS;
+        if tokio::time::timeout(limit, self.checked(&click)).await.is_err() {
+            tracing::error!(
+                user = %click.user, action_id = %click.action_id,
+                "gave up on a click after {}", humantime::format_duration(limit)
+            );
+        }
+    }
+
+    async fn checked(&self, click: &Click) {
         let value = match ButtonValue::parse(&click.value) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(user = %click.user, action_id = %click.action_id, "refused a click: {e}");
-                self.tell(&click, "This button is not one supervisor-slack made; nothing was done.").await;
-                return;
+                let r = Refused {
+                    tell: "This button is not one supervisor-slack made; nothing was done.".into(),
+                    why: e.to_string(),
+                };
+                return self.refuse(click, None, r).await;
             }
         };
         let key = value.key();
-        if value.host != self.host {
+        if value.host != self.parts.host {
             // Slack gives a click to any connection of the app: this one is not ours.
-            tracing::info!(user = %click.user, owner = %value.host, "a click on another host's card reached this listener; told the user");
-            let text = format!(
-                "This card belongs to the host *{}*, but your click reached the listener on *{}*: Slack hands each click to any connection of the app, not to the one that posted the card. Nothing was done. Give each host its own Slack app (its own bot and app-level token) so that every click reaches the host that posted the card.",
-                crate::card::escape_mrkdwn(&value.host),
-                crate::card::escape_mrkdwn(&self.host)
-            );
-            self.tell(&click, &text).await;
-            return;
+            let r = Refused {
+                tell: format!(
+                    "This card belongs to the host *{}*, but your click reached the listener on *{}*: Slack hands each click to any connection of the app, not to the one that posted the card. Nothing was done. Give each host its own Slack app (its own bot and app-level token) so that every click reaches the host that posted the card.",
+                    escape_mrkdwn(&value.host),
+                    escape_mrkdwn(&self.parts.host)
+                ),
+                why: format!("the card belongs to {}", value.host),
+            };
+            return self.refuse(click, None, r).await;
         }
-        let action = match self.signer.verify(&value, &click.action_id) {
+        let action = match self.parts.signer.verify(&value, &click.action_id) {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(user = %click.user, thread = %key, action_id = %click.action_id, "refused a click: {e}");
-                self.tell(&click, "This button's value is not signed by this listener (forged or edited); nothing was done.").await;
-                return;
+                let r = Refused {
+                    tell: "This button's value is not signed by this listener (forged or edited); nothing was done.".into(),
+                    why: e.to_string(),
+                };
+                return self.refuse(click, None, r).await;
             }
         };
-        let id = match self.with_store(|s| s.record_click(&click.user, &click.action_ts, &key, action.name())) {
+        let age = click.age();
+        if age > MAX_AGE {
+            let r = Refused {
+                tell: format!(
+                    "Your click reached this listener {} late (the limit is {}), so nothing was done rather than act at a moment you no longer expect. Click again if it is still wanted.",
+                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    humantime::format_duration(MAX_AGE)
+                ),
+                why: format!("{}s old", age.as_secs()),
+            };
+            return self.refuse(click, Some((&key, action)), r).await;
+        }
+        let thread = match self.admit(click, &key, action).await {
+            Ok(t) => t,
+            Err(r) => return self.refuse(click, Some((&key, action)), r).await,
+        };
+        let shared = &self.parts.shared;
+        let id = match shared.record_click(&click.user, &click.action_ts, &key, action.name()).await {
             Ok(Some(id)) => id,
             Ok(None) => {
                 tracing::info!(user = %click.user, thread = %key, %action, action_ts = %click.action_ts, "the same click was delivered again: it ran once");
@@ -118,80 +185,118 @@ impl Runner {
             }
             Err(e) => {
                 tracing::error!(user = %click.user, thread = %key, error = %e, "cannot audit a click, so it does not run");
-                self.tell(&click, "The listener cannot write its audit log (disk trouble?), so nothing was done.").await;
+                self.tell(click, "The listener cannot write its audit log (disk trouble?), so nothing was done.").await;
                 return;
             }
         };
-        let outcome = match self.admit(&click, &key, action).await {
-            Err(r) => {
+        let outcome = match self.mark_busy(&key) {
+            None => {
+                let r = Refused {
+                    tell: format!(
+                        "Another action on {} is under way; try again when its outcome is in the thread.",
+                        escape_mrkdwn(&key.display_name())
+                    ),
+                    why: "another action on the process is under way".into(),
+                };
                 tracing::warn!(user = %click.user, thread = %key, %action, "refused: {}", r.why);
-                self.tell(&click, &r.tell).await;
+                self.tell(click, &r.tell).await;
                 format!("refused: {}", r.why)
             }
-            Ok(thread) => {
-                let outcome = self.run(&click, &key, action, &thread).await;
-                self.busy.lock().unwrap().remove(&key);
-                outcome
-            }
+            Some(_busy) => self.run(click, &key, action, &thread).await,
         };
-        if let Err(e) = self.with_store(|s| s.click_outcome(id, &outcome)) {
+        if let Err(e) = shared.click_outcome(id, &outcome).await {
             tracing::warn!(thread = %key, error = %e, "cannot record an action's outcome");
         }
     }
 
+    /// Refuses a click: logged; told to the user and audited (when it names a
+    /// process of this host) a few times per user at most.
+    async fn refuse(&self, click: &Click, about: Option<(&ThreadKey, Action)>, r: Refused) {
+        tracing::warn!(user = %click.user, action_id = %click.action_id, "refused a click: {}", r.why);
+        if !self.refusals.may_tell(&click.user) {
+            return;
+        }
+        if let Some((key, action)) = about {
+            let shared = &self.parts.shared;
+            match shared.record_click(&click.user, &click.action_ts, key, action.name()).await {
+                // The same refused click delivered again: told once.
+                Ok(None) => return,
+                Ok(Some(id)) => {
+                    let _ = shared.click_outcome(id, &format!("refused: {}", r.why)).await;
+                }
+                Err(e) => tracing::warn!(thread = %key, error = %e, "cannot audit a refused click"),
+            }
+        }
+        self.tell(click, &r.tell).await;
+    }
+
     /// Whether the click may run: who asks, whether the action is on, where its
-    /// thread is, and that nothing else runs on the process. Marks it busy.
+    /// thread is, and whether supervisord can be asked.
     async fn admit(&self, click: &Click, key: &ThreadKey, action: Action) -> Result<ThreadRecord, Refused> {
-        let name = key.display_name();
-        let allowed_user = self.settings.allow_users.contains(&click.user)
-            || self.members.any_has(&self.api, &self.settings.allow_groups, &click.user).await;
+        let p = &self.parts;
+        let allowed_user = p.settings.allow_users.contains(&click.user)
+            || self.members.any_has(&p.api, &p.settings.allow_groups, &click.user).await;
         if !allowed_user {
             return Err(Refused {
                 tell: format!(
                     "You are not allowed to {action} {} on {}: only the people and groups in [actions] allow_users / allow_groups of its listener are. Ask whoever runs it to add your member id {}.",
-                    crate::card::escape_mrkdwn(&name),
-                    crate::card::escape_mrkdwn(&self.host),
-                    crate::card::escape_mrkdwn(&click.user)
+                    escape_mrkdwn(&key.display_name()),
+                    escape_mrkdwn(&p.host),
+                    escape_mrkdwn(&click.user)
                 ),
                 why: "user not in allow_users or allow_groups".into(),
             });
         }
-        if !self.settings.allowed.contains(&action.setting()) {
+        if !p.settings.allowed.contains(&action.setting()) {
             return Err(Refused {
-                tell: format!("{action} is switched off on {} ([actions] allowed).", crate::card::escape_mrkdwn(&self.host)),
+                tell: format!("{action} is switched off on {} ([actions] allowed).", escape_mrkdwn(&p.host)),
                 why: "action not in [actions] allowed".into(),
             });
         }
-        let Some(thread) = self.dispatcher.thread_in(key, &click.channel_id) else {
+        let Some(thread) = self.thread_in(key, &click.channel_id).await else {
             return Err(Refused {
                 tell: "This listener does not know this card's thread any more (was its state reset?); nothing was done.".into(),
                 why: "no thread for this card".into(),
             });
         };
-        if action != Action::Mute && action != Action::Unmute && self.supervisor.is_none() {
-            return Err(Refused {
-                tell: "This listener cannot reach supervisord's XML-RPC, so it cannot act on processes; nothing was done.".into(),
-                why: "no supervisord XML-RPC (set supervisor_server_url)".into(),
-            });
-        }
-        if !self.busy.lock().unwrap().insert(key.clone()) {
-            return Err(Refused {
-                tell: format!("Another action on {} is under way; try again when its outcome is in the thread.", crate::card::escape_mrkdwn(&name)),
-                why: "another action on the process is under way".into(),
-            });
+        if action.controls_process() || action == Action::Stderr {
+            if p.supervisor.is_none() {
+                return Err(Refused {
+                    tell: "This listener cannot reach supervisord's XML-RPC, so it cannot act on processes; nothing was done.".into(),
+                    why: "no supervisord XML-RPC (set supervisor_server_url)".into(),
+                });
+            }
         }
         Ok(thread)
     }
 
-    /// Runs an admitted action and audits it in the thread; returns the outcome for
-    /// the audit log.
+    /// The thread of `key` in the channel `channel_id` (where a button was clicked).
+    async fn thread_in(&self, key: &ThreadKey, channel_id: &str) -> Option<ThreadRecord> {
+        self.parts
+            .shared
+            .threads_of(key)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|t| t.channel_id.as_deref() == Some(channel_id) && t.parent_ts.is_some())
+    }
+
+    fn mark_busy(&self, key: &ThreadKey) -> Option<Busy<'_>> {
+        self.busy.lock().unwrap().insert(key.clone()).then(|| Busy {
+            set: &self.busy,
+            key: key.clone(),
+        })
+    }
+
+    /// Runs an admitted action, then has it audited in the thread; returns the
+    /// outcome for the audit log.
     async fn run(&self, click: &Click, key: &ThreadKey, action: Action, thread: &ThreadRecord) -> String {
         let user = click.user.as_str();
         tracing::info!(user, thread = %key, %action, "action requested from Slack");
         if action.controls_process() {
-            self.note(thread, controls::requested(action, key, user)).await;
+            self.note(thread, controls::requested(action, key, user));
         }
-        let limit = self.settings.timeout + Duration::from_secs(1);
+        let limit = self.parts.settings.timeout + Duration::from_secs(1);
         let (card, outcome) = match tokio::time::timeout(limit, self.perform(action, key, thread, user)).await {
             Ok(r) => r,
             Err(_) => {
@@ -202,33 +307,34 @@ impl Runner {
         tracing::info!(user, thread = %key, %action, outcome, "action done");
         if action.controls_process() {
             // The outcome after the changes it caused: their events reach the outbox
-            // a moment after supervisord answers, and are posted at the channel's pace.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while self.dispatcher.events_waiting(thread) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // a moment after supervisord answers.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.parts
+                .trigger
+                .wait_quiet(Duration::from_millis(300), Duration::from_secs(2))
+                .await;
         }
-        self.note(thread, card).await;
+        self.note(thread, card);
         outcome
     }
 
     async fn perform(&self, action: Action, key: &ThreadKey, thread: &ThreadRecord, user: &str) -> (Card, String) {
         let name = key.xmlrpc_name();
+        let p = &self.parts;
         match action {
             Action::Mute | Action::Unmute => {
                 let until = (action == Action::Mute).then(|| {
-                    Utc::now() + chrono::Duration::from_std(self.settings.mute_for).unwrap_or(chrono::Duration::hours(1))
+                    Utc::now() + chrono::Duration::from_std(p.settings.mute_for).unwrap_or(chrono::Duration::hours(1))
                 });
                 let r = match until {
-                    Some(t) => self.with_store(|s| s.mute(key, user, t)),
-                    None => self.with_store(|s| s.unmute(key).map(|_| ())),
+                    Some(t) => p.shared.mute(key, user, t).await,
+                    None => p.shared.unmute(key).await.map(|_| ()),
                 };
                 if let Err(e) = r {
                     return (controls::failed(action, key, &e.to_string(), user), format!("failed: {e}"));
                 }
                 // The parent shows the mute (and the other button) at once.
-                self.wakeup.wake((key.clone(), thread.channel.clone()));
+                p.wakeup.wake((key.clone(), thread.channel.clone()));
                 let outcome = match until {
                     Some(t) => format!("muted until {}", t.to_rfc3339()),
                     None => "unmuted".into(),
@@ -237,13 +343,13 @@ impl Runner {
             }
             Action::Stderr => self.show_log(key, &name, user).await,
             Action::Restart | Action::Start | Action::Stop => {
-                let source = self.supervisor.as_ref().expect("admit checked XML-RPC");
-                match process_call(source.client(), action, &name).await {
+                let client = p.supervisor.as_ref().expect("admit checked XML-RPC");
+                match process_call(client, action, &name).await {
                     Err(e) => {
                         let said = fault_text(&e);
                         (controls::failed(action, key, &said, user), format!("failed: {said}"))
                     }
-                    Ok(()) => match source.client().get_process_info(&name).await {
+                    Ok(()) => match client.get_process_info(&name).await {
                         Ok(info) => {
                             let state = info.state().unwrap_or(State::Unknown);
                             let pid = u32::try_from(info.pid).ok();
@@ -263,11 +369,11 @@ impl Runner {
     /// Show stderr: its last lines; a process without a stderr log (redirect_stderr)
     /// gets its stdout's, said so.
     async fn show_log(&self, key: &ThreadKey, name: &str, user: &str) -> (Card, String) {
-        let source = self.supervisor.as_ref().expect("admit checked XML-RPC");
-        let lines = self.settings.stderr_lines;
-        match source.last_lines(LogChannel::Stderr, name, lines, 2_800).await {
+        let client = self.parts.supervisor.as_ref().expect("admit checked XML-RPC");
+        let lines = self.parts.settings.stderr_lines;
+        match client.last_lines(LogChannel::Stderr, name, lines, 2_800).await {
             Ok(text) => (controls::log_lines(key, "stderr", text.as_deref(), user), "stderr shown".into()),
-            Err(stderr_err) => match source.last_lines(LogChannel::Stdout, name, lines, 2_800).await {
+            Err(stderr_err) => match client.last_lines(LogChannel::Stdout, name, lines, 2_800).await {
                 Ok(text) => (
                     controls::log_lines(key, "stdout (no stderr log: redirect_stderr is on, or stderr_logfile is NONE)", text.as_deref(), user),
                     "stdout shown (no stderr log)".into(),
@@ -277,28 +383,28 @@ impl Runner {
         }
     }
 
-    async fn note(&self, thread: &ThreadRecord, card: Card) {
-        if let Err(f) = self.dispatcher.post_note(thread, card).await {
-            tracing::warn!(thread = %thread.key, "could not post an action's audit line in its thread: {f}");
-        }
+    /// Queues a line for the card's thread: its worker posts it in its turn.
+    fn note(&self, thread: &ThreadRecord, card: Card) {
+        self.parts.dispatcher.note(&thread.key, &thread.channel, card);
     }
 
     /// Tells the clicker alone (`chat.postEphemeral`), in the card's thread.
     async fn tell(&self, click: &Click, text: &str) {
         let thread = click.thread_ts.as_deref();
-        if let Err(f) = self.api.post_ephemeral(&click.channel_id, &click.user, thread, &refusal(text)).await {
+        if let Err(f) = self
+            .parts
+            .api
+            .post_ephemeral(&click.channel_id, &click.user, thread, &refusal(text))
+            .await
+        {
             tracing::warn!(user = %click.user, "could not tell the user why nothing was done: {f}");
         }
-    }
-
-    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, crate::store::StoreError>) -> Result<T, crate::store::StoreError> {
-        f(&mut self.store.lock().unwrap())
     }
 }
 
 /// Restart (a stop that finds it stopped is fine), Start or Stop, waiting for the
 /// outcome as supervisorctl does.
-async fn process_call(client: &xmlrpc::Client, action: Action, name: &str) -> Result<(), xmlrpc::Error> {
+async fn process_call(client: &Client, action: Action, name: &str) -> Result<(), xmlrpc::Error> {
     match action {
         Action::Restart => {
             match client.stop_process(name, true).await {

@@ -11,7 +11,7 @@ use chrono::Utc;
 use super::instance::{instance_id, GapTracker, RecentSerials};
 use crate::reconcile::{Trigger, Why};
 use crate::routing::Router;
-use crate::store::{Appended, Store, StoreError};
+use crate::store::{Appended, Outbox, StoreError};
 use crate::supervisord::event::{self, Event, OtherEvent, ProcessState, State};
 use crate::supervisord::protocol::{self, RawEvent};
 use crate::wakeup::Wakeup;
@@ -25,9 +25,6 @@ struct Held {
     dropped_before: u64,
 }
 
-/// Commits between two WAL checkpoints (about 4 pages each: a WAL of ~3 MB at most).
-pub const CHECKPOINT_EVERY: u32 = 200;
-
 /// Events held in memory while the disk refuses writes. Beyond this the oldest are
 /// dropped (loudly): memory must stay bounded too.
 pub const HELD_MAX: usize = 100_000;
@@ -35,7 +32,7 @@ pub const HELD_MAX: usize = 100_000;
 /// The part of the listener that handles one event: typed, deduplicated, committed.
 pub struct Handler {
     pub host: String,
-    pub store: Option<Store>,
+    pub store: Option<Outbox>,
     pub store_path: std::path::PathBuf,
     pub router: Box<dyn Router>,
     pub wake: Option<Arc<Wakeup>>,
@@ -52,20 +49,15 @@ pub struct Handler {
     gaps: GapTracker,
     held: HeldEvents,
     last_reopen: Option<Instant>,
-    /// Waiting entries beyond which events are folded (see [`Store::coalesce`]).
+    /// Waiting entries beyond which events are folded (see [`Outbox::coalesce`]).
     pub outbox_cap: u64,
-    /// Waiting entries, as last counted plus what was added since; recounted now and
-    /// then because the dispatcher removes entries through its own connection.
-    pending: Option<u64>,
-    appended_since_count: u32,
-    appended_since_checkpoint: u32,
     full_reported: bool,
 }
 
 impl Handler {
     pub fn new(
         host: String,
-        store: Option<Store>,
+        store: Option<Outbox>,
         store_path: std::path::PathBuf,
         router: Box<dyn Router>,
         wake: Option<Arc<Wakeup>>,
@@ -86,17 +78,17 @@ impl Handler {
             held,
             last_reopen: None,
             outbox_cap: 100_000,
-            pending: None,
-            appended_since_count: 0,
-            appended_since_checkpoint: 0,
             full_reported: false,
         }
     }
 
     /// Whether the outbox holds `outbox_cap` waiting entries or more, by the count
-    /// kept up to date in [`Handler::after_answer`] (never counted before an answer).
+    /// kept up to date after answers (never counted before an answer).
     fn outbox_full(&mut self) -> bool {
-        let full = self.pending.is_some_and(|n| n >= self.outbox_cap);
+        let full = self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.is_full(self.outbox_cap));
         if full != self.full_reported {
             self.full_reported = full;
             if full {
@@ -260,11 +252,6 @@ impl Handler {
             };
             match result {
                 Ok(Appended::Inserted(_)) | Ok(Appended::Coalesced(_)) => {
-                    self.appended_since_count += 1;
-                    self.appended_since_checkpoint += 1;
-                    if let Some(n) = self.pending.as_mut() {
-                        *n += 1;
-                    }
                     if let Some(w) = &self.wake {
                         w.wake((h.event.thread_key(), h.channel.clone()));
                     }
@@ -310,10 +297,7 @@ impl Handler {
             return;
         }
         self.last_reopen = Some(Instant::now());
-        match Store::open(&self.store_path)
-            .and_then(Store::without_autocheckpoint)
-            .and_then(|s| s.with_cache_kib(super::CACHE_KIB))
-        {
+        match Outbox::for_reader(&self.store_path) {
             Ok(s) => {
                 tracing::info!(path = %self.store_path.display(), "state database is writable again");
                 self.store = Some(s);
@@ -343,39 +327,25 @@ impl Handler {
         self.held.clone()
     }
 
-    /// Called after an answer, before asking for the next event: every
-    /// [`CHECKPOINT_EVERY`] commits, folds the WAL into the database. Done here, the
-    /// checkpoint's fsyncs never delay an answer, and since this connection is the
-    /// writer the checkpoint completes and the WAL stays small (a checkpoint from
-    /// another connection never catches up with a steady writer).
-    /// It also recounts the waiting entries now and then (the dispatcher removes
-    /// them through its own connection), for the outbox cap.
     /// Whether [`Handler::after_answer`] has work to do now.
     pub fn after_answer_due(&self) -> bool {
-        self.store.is_some()
-            && (self.pending.is_none()
-                || self.appended_since_count >= 1000
-                || self.serials_unsaved
-                || self.appended_since_checkpoint >= CHECKPOINT_EVERY)
+        self.store
+            .as_ref()
+            .is_some_and(|s| self.serials_unsaved || s.upkeep_due())
     }
 
+    /// Called after an answer, before asking for the next event: the outbox's upkeep
+    /// (a checkpoint now and then, a recount for the cap), and where the pool serials
+    /// stand when an event was taken but not stored. Done here, none of it delays an
+    /// answer.
     pub fn after_answer(&mut self) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        if self.pending.is_none() || self.appended_since_count >= 1000 {
-            self.pending = store.pending_count().ok();
-            self.appended_since_count = 0;
-        }
+        store.after_answer();
         if std::mem::take(&mut self.serials_unsaved) {
             if let Err(e) = store.save_poolserials(super::parent_identity(), &self.gaps.positions()) {
                 tracing::debug!(error = %e, "cannot save where the pool serials stand");
-            }
-        }
-        if self.appended_since_checkpoint >= CHECKPOINT_EVERY {
-            self.appended_since_checkpoint = 0;
-            if let Err(e) = store.checkpoint() {
-                tracing::warn!(error = %e, "cannot checkpoint the state database");
             }
         }
     }
@@ -413,7 +383,7 @@ impl HeldEvents {
     /// Writes what is held to the outbox (through `store`, else a fresh connection),
     /// right now; what cannot be written is logged with its count and serials, so that
     /// nothing vanishes without a word.
-    pub fn last_words(&self, store: Option<&mut Store>) {
+    pub fn last_words(&self, store: Option<&mut Outbox>) {
         let mut held = self.queue.lock().unwrap();
         if held.is_empty() {
             return;
@@ -422,7 +392,7 @@ impl HeldEvents {
         let store = match store {
             Some(s) => Some(s),
             None => {
-                fresh = Store::open(&self.store_path).ok();
+                fresh = Outbox::open(&self.store_path).ok();
                 fresh.as_mut()
             }
         };

@@ -1,35 +1,46 @@
-//! The protocol loop on stdin/stdout, and the signal watcher that lets an event in
-//! hand be answered before the process exits.
+//! The protocol loop on stdin/stdout.
 
 use std::io::{self, Read as IoRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::handler::HeldEvents;
-use crate::dispatch::InFlight;
 use super::Handler;
+use crate::shutdown::Shutdown;
 use crate::supervisord::protocol::{self, EventReader, Read};
 
-/// Shared between the reader and the signal watcher.
-#[derive(Default)]
-pub struct Lifecycle {
-    /// An event is in hand (between its first byte and its answer).
-    pub busy: AtomicBool,
-    /// SIGTERM/SIGINT arrived: finish the event in hand, then stop.
-    pub stopping: AtomicBool,
+/// Whether the reader has an event in hand (between its first byte and its answer):
+/// a stop waits for the answer before the process exits.
+#[derive(Debug, Default)]
+pub struct InHand(AtomicBool);
+
+impl InHand {
+    fn set(&self, busy: bool) {
+        self.0.store(busy, Ordering::SeqCst);
+    }
+
+    /// Waits (up to `within`) until no event is in hand.
+    pub async fn answered(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.0.load(Ordering::SeqCst) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
-/// The protocol loop: READY, read, handle, answer, repeat until EOF or stop. Every
-/// header gets exactly one `RESULT 2\nOK`: bad events are reported on stderr and
-/// answered OK; bytes that are not a header are reported and never answered.
+/// The protocol loop: READY, read, handle, answer, repeat until EOF or shutdown.
+/// Every event supervisord writes gets exactly one answer: `RESULT 2\nOK` once it is
+/// committed (or held), `RESULT 4\nFAIL` for input the reader cannot use, so that
+/// supervisord sends that event again — once: if what comes again cannot be used
+/// either, it is answered OK and dropped, loudly, rather than loop.
 pub fn serve<R: IoRead, W: Write>(
     input: R,
     out: &mut W,
     handler: &mut Handler,
-    life: &Lifecycle,
+    shutdown: &Shutdown,
+    in_hand: &InHand,
 ) -> io::Result<()> {
     let mut reader = EventReader::new(input);
+    let mut refused_last = false;
     protocol::write_ready(out)?;
     loop {
         if !reader.wait_for_input()? {
@@ -38,37 +49,44 @@ pub fn serve<R: IoRead, W: Write>(
             handler.last_words();
             return Ok(());
         }
-        life.busy.store(true, Ordering::SeqCst);
-        match reader.next_event()? {
+        in_hand.set(true);
+        let refuse = match reader.next_event()? {
             Read::Eof => return Ok(()),
-            Read::Event(raw) => handler.handle(&raw),
-            Read::Bad(e) if e.needs_answer() => {
-                tracing::error!("bad input from supervisord: {e}; answering OK and reading on");
+            Read::Event(raw) => {
+                handler.handle(&raw);
+                refused_last = false;
+                false
             }
             Read::Bad(e) if e.at_end_of_input() => {
                 tracing::error!("{e}; exiting");
                 handler.last_words();
                 return Ok(());
             }
-            Read::Bad(e) => {
-                // Not an event: supervisord waits for nothing here, and an answer it
-                // does not expect would put this listener in its UNKNOWN state for
-                // good. Still waiting for the event it will send next: no READY either.
-                tracing::error!("bad input from supervisord: {e}; discarded without an answer");
-                life.busy.store(false, Ordering::SeqCst);
-                if life.stopping.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                continue;
+            Read::Bad(e) if e.read_whole() => {
+                tracing::error!("bad input from supervisord: {e}; answered OK and dropped (sent again it would be the same)");
+                false
             }
-        }
-        if life.stopping.load(Ordering::SeqCst) || handler.after_answer_due() {
+            Read::Bad(e) if refused_last => {
+                tracing::error!("bad input from supervisord again, right after asking for it again: {e}; answered OK and dropped");
+                refused_last = false;
+                false
+            }
+            Read::Bad(e) => {
+                tracing::error!("bad input from supervisord: {e}; answered FAIL so that supervisord sends the event again");
+                refused_last = true;
+                true
+            }
+        };
+        if refuse {
+            protocol::write_fail_ready(out)?;
+            in_hand.set(false);
+        } else if shutdown.is_triggered() || handler.after_answer_due() {
             // Work to do between the answer and the next event (a checkpoint, a
             // recount), or a stop: the answer first, READY after it.
             protocol::write_ok(out)?;
             handler.after_answer();
-            life.busy.store(false, Ordering::SeqCst);
-            if life.stopping.load(Ordering::SeqCst) {
+            in_hand.set(false);
+            if shutdown.is_triggered() {
                 tracing::info!("stopping after answering the event in hand");
                 return Ok(());
             }
@@ -76,37 +94,10 @@ pub fn serve<R: IoRead, W: Write>(
         } else {
             // The common case: answer and READY in one write.
             protocol::write_ok_ready(out)?;
-            life.busy.store(false, Ordering::SeqCst);
+            in_hand.set(false);
+        }
+        if shutdown.is_triggered() {
+            return Ok(());
         }
     }
-}
-
-/// Watches SIGTERM/SIGINT: lets an event in hand be answered, then exits the process
-/// (the reader may be blocked on stdin, which cannot be interrupted portably).
-pub fn watch_signals(
-    life: Arc<Lifecycle>,
-    held: HeldEvents,
-    in_flight: Arc<InFlight>,
-) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "asked to stop");
-                life.stopping.store(true, Ordering::SeqCst);
-                let deadline = Instant::now() + Duration::from_millis(900);
-                while life.busy.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                held.last_words(None);
-                let unfinished = in_flight.drain(super::DRAIN);
-                if unfinished > 0 {
-                    tracing::warn!(unfinished, "exiting with deliveries under way: they are sent again at the next start");
-                }
-                std::process::exit(0);
-            }
-        })?;
-    Ok(())
 }

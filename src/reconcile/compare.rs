@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::Why;
 use crate::store::Known;
-use crate::supervisord::event::{ProcessState, Reconciled, State, ThreadKey};
+use crate::supervisord::event::{failing, ProcessState, Reconciled, State, ThreadKey};
 use crate::supervisord::xmlrpc::ProcessInfo;
 
 /// A thread whose card disagrees with supervisord.
@@ -28,13 +28,10 @@ pub struct Disagreement {
     pub exitstatus: i64,
 }
 
-/// Whether a process never seen by the channel needs a card: it is failing now.
-fn failing_unseen(state: State, exitstatus: i64) -> bool {
-    match state {
-        State::Fatal | State::Backoff | State::Unknown => true,
-        State::Exited => exitstatus != 0,
-        _ => false,
-    }
+/// Whether supervisord's report of an exit is an expected one, as far as the exit
+/// status tells (0: expected; anything else: nobody knows without `exitcodes`).
+fn expected(state: State, exitstatus: i64) -> Option<bool> {
+    (state == State::Exited && exitstatus == 0).then_some(true)
 }
 
 /// Compares what the channel shows for `host` with what supervisord reports.
@@ -89,7 +86,8 @@ pub fn compare(host: &str, known: &[Known], infos: &[ProcessInfo]) -> Vec<Disagr
             continue;
         }
         let Some(state) = info.state() else { continue };
-        if failing_unseen(state, info.exitstatus) {
+        // A process the channel never saw gets a card only when it is failing now.
+        if failing(state, expected(state, info.exitstatus)) {
             out.push(Disagreement {
                 key: key.clone(),
                 channel: None,
@@ -132,10 +130,7 @@ pub fn instance(host: &str) -> String {
 /// The reconciled transition for a disagreement.
 pub fn event(d: &Disagreement, why: &str, dropped: Option<u64>, serial: u64) -> ProcessState {
     let from = d.shown.as_ref().map_or(State::Unknown, |e| e.to);
-    let expected = match d.now {
-        State::Exited if d.exitstatus == 0 => Some(true),
-        _ => None,
-    };
+    let expected = expected(d.now, d.exitstatus);
     ProcessState {
         host: d.key.host.clone(),
         server: d

@@ -24,7 +24,7 @@ use chrono::Utc;
 use tokio::sync::Notify;
 
 use crate::routing::Routes;
-use crate::store::Store;
+use crate::store::{known, Outbox, SharedState};
 use crate::supervisord::xmlrpc::{Client, ProcessInfo};
 use crate::wakeup::Wakeup;
 
@@ -103,6 +103,16 @@ impl Trigger {
         self.idle_for()
     }
 
+    /// Waits until the reader has been idle for `quiet` (events on their way have
+    /// arrived), at most `max`.
+    pub async fn wait_quiet(&self, quiet: Duration, max: Duration) {
+        let start = Instant::now();
+        while self.idle_for() < quiet && start.elapsed() < max {
+            let left = quiet.saturating_sub(self.idle_for()).min(max.saturating_sub(start.elapsed()));
+            tokio::time::sleep(left.max(Duration::from_millis(10))).await;
+        }
+    }
+
     /// supervisord dropped `n` events (a gap in the pool serials).
     pub fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
@@ -148,8 +158,9 @@ impl Default for Timing {
 /// Asks supervisord and corrects the cards that disagree.
 pub struct Reconciler {
     pub client: Client,
-    /// Its own connection (never held across an await).
-    pub store: Mutex<Store>,
+    /// Its own connection to the outbox (never held across an await).
+    pub outbox: Mutex<Outbox>,
+    pub shared: Arc<dyn SharedState>,
     pub host: String,
     pub routes: Routes,
     pub wake: Arc<Wakeup>,
@@ -163,7 +174,8 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         client: Client,
-        store: Store,
+        outbox: Outbox,
+        shared: Arc<dyn SharedState>,
         host: String,
         routes: Routes,
         wake: Arc<Wakeup>,
@@ -171,7 +183,8 @@ impl Reconciler {
     ) -> Self {
         Reconciler {
             client,
-            store: Mutex::new(store),
+            outbox: Mutex::new(outbox),
+            shared,
             host,
             routes,
             wake,
@@ -218,16 +231,10 @@ impl Reconciler {
         }
     }
 
-    async fn wait_quiet(&self) {
-        let start = Instant::now();
-        while self.trigger.idle_for() < self.timing.quiet && start.elapsed() < self.timing.quiet_max
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     async fn look(&self) -> Option<Vec<Disagreement>> {
-        self.wait_quiet().await;
+        self.trigger
+            .wait_quiet(self.timing.quiet, self.timing.quiet_max)
+            .await;
         let infos = match self.client.get_all_process_info().await {
             Ok(i) => i,
             Err(e) => {
@@ -239,8 +246,9 @@ impl Reconciler {
             .into_iter()
             .filter(|i| self.ignore.as_ref() != Some(&(i.group.clone(), i.name.clone())))
             .collect();
-        let known = self.store.lock().unwrap().known_states(&self.host);
-        match known {
+        let rows = self.outbox.lock().unwrap().newest_rows(&self.host);
+        let latest = self.shared.latest_states(&self.host).await;
+        match rows.and_then(|rows| Ok(known(rows, latest?))) {
             Ok(mut known) => {
                 known.retain(|k| {
                     self.ignore.as_ref() != Some(&(k.key.group.clone(), k.key.process.clone()))
@@ -294,7 +302,7 @@ impl Reconciler {
                 "reconcile: the card disagreed with supervisord; correcting it"
             );
             let appended =
-                self.store
+                self.outbox
                     .lock()
                     .unwrap()
                     .append(&instance(&self.host), &channel, &ev, 0);

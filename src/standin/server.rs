@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use axum::routing::{any, get, post};
 use axum::{middleware, Json, Router};
-use tokio::sync::{oneshot, watch};
 
 use super::auth::{Auth, Identity};
 use super::conn::{ConnHandle, KillableListener};
@@ -21,6 +20,7 @@ use super::people::Ephemeral;
 use super::socket::Sockets;
 use super::state::{Call, Message, Thread, Workspace};
 use super::{api, guard, interact, page, socket};
+use crate::shutdown::Shutdown;
 
 /// How the stand-in behaves. `Default` is Slack-like: one `chat.postMessage` per
 /// second per channel with bursts of 3, `Retry-After: 1`, any `xoxb-` token, any
@@ -119,9 +119,8 @@ impl Shared {
 pub struct StandIn {
     addr: SocketAddr,
     pub(super) shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    /// Dropped (with the stand-in) to close the Socket Mode server and its sockets.
-    _socket_shutdown: watch::Sender<()>,
+    /// Stops the Web API server, the Socket Mode server and its sockets.
+    shutdown: Shutdown,
 }
 
 fn routes(shared: Arc<Shared>) -> Router {
@@ -158,16 +157,14 @@ impl StandIn {
             api_url: format!("http://{addr}/api"),
             inner: Mutex::new(inner),
         });
-        let (socket_shutdown, socket_stop) = watch::channel(());
-        tokio::spawn(socket::serve(socket_listener, shared.clone(), socket_stop));
-        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = Shutdown::new();
+        tokio::spawn(socket::serve(socket_listener, shared.clone(), shutdown.clone()));
+        let stop = shutdown.clone();
         let server = axum::serve(
             KillableListener::new(listener),
             routes(shared.clone()).into_make_service_with_connect_info::<ConnHandle>(),
         )
-        .with_graceful_shutdown(async {
-            let _ = rx.await;
-        });
+        .with_graceful_shutdown(async move { stop.triggered().await });
         tokio::spawn(async move {
             if let Err(err) = server.await {
                 tracing::warn!(%err, "Slack stand-in stopped with an error");
@@ -177,8 +174,7 @@ impl StandIn {
         Ok(StandIn {
             addr,
             shared,
-            shutdown: Some(tx),
-            _socket_shutdown: socket_shutdown,
+            shutdown,
         })
     }
 
@@ -245,6 +241,23 @@ impl StandIn {
         inner.workspace.find_channel(channel).map(|c| c.id.clone())
     }
 
+    /// Deletes the message at `ts` in `channel` with its replies, as a person deleting
+    /// a card does: from then on `chat.update` on it answers `message_not_found` and a
+    /// reply under it `thread_not_found`. Returns whether there was such a message.
+    pub fn delete_message(&self, channel: &str, ts: &str) -> bool {
+        let mut inner = self.shared.lock();
+        let Some(id) = inner.workspace.find_channel(channel).map(|c| c.id.clone()) else {
+            return false;
+        };
+        let Some(c) = inner.workspace.channel_by_id(&id) else {
+            return false;
+        };
+        let before = c.messages.len();
+        c.messages
+            .retain(|m| m.ts != ts && m.thread_ts.as_deref() != Some(ts));
+        c.messages.len() < before
+    }
+
     /// Replaces all fault rules with this one; `Fault::None` clears them.
     /// Accepts a bare [`Fault`](super::Fault) (every call, until replaced) or a
     /// [`FaultRule`].
@@ -285,9 +298,7 @@ impl StandIn {
     }
 
     fn shutdown_now(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.shutdown.trigger();
     }
 }
 

@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::handshake::server::{
     Callback, ErrorResponse, Request, Response,
 };
@@ -28,6 +28,7 @@ use super::auth::APP_ID;
 use super::guard::{is_loopback_host, is_loopback_origin};
 use super::server::Shared;
 use super::StandIn;
+use crate::shutdown::Shutdown;
 
 /// How long a connection told to `disconnect` may stay open before the stand-in
 /// closes it (Slack gives about ten seconds).
@@ -163,11 +164,11 @@ fn disconnect_frame(reason: &str) -> String {
     json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}}).to_string()
 }
 
-/// Accepts WebSocket connections until `stop` is dropped or signalled.
+/// Accepts WebSocket connections until `stop` is triggered.
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<()>,
+    stop: Shutdown,
 ) {
     loop {
         tokio::select! {
@@ -178,7 +179,7 @@ pub(super) async fn serve(
                 // Out of file descriptors and the like: wait a little, as axum does.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
-            _ = stop.changed() => return,
+            _ = stop.triggered() => return,
         }
     }
 }
@@ -229,7 +230,7 @@ impl Callback for Admit {
 
 /// One connection: the handshake, `hello`, then reading frames and carrying out
 /// orders until either side closes it.
-async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+async fn connection(stream: TcpStream, shared: Arc<Shared>, stop: Shutdown) {
     let _ = stream.set_nodelay(true);
     let handshake = tokio_tungstenite::accept_hdr_async(stream, Admit(shared.clone()));
     let Ok(Ok(mut ws)) = tokio::time::timeout(Duration::from_secs(10), handshake).await else {
@@ -293,7 +294,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
                     let _ = ws.close(None).await;
                     break;
                 }
-                _ = stop.changed() => break,
+                _ = stop.triggered() => break,
             }
         }
     }

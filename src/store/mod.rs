@@ -1,35 +1,27 @@
-//! The store: the *outbox* of events not yet delivered and the thread map, in one
-//! SQLite file (bundled SQLite, WAL). Knows nothing of Slack's wire format.
-//!
-//! Two connections use the file: the stdin reader appends (and must commit before it
-//! answers supervisord), the dispatcher reads pending entries and records deliveries.
-//! WAL lets them work side by side; `synchronous=NORMAL` keeps a commit at a fraction
-//! of a millisecond and survives a crash or `kill -9` of the listener (the OS still
-//! has the pages); only a power cut can lose the last commits.
+//! The store: the two kinds of state, each behind its own door. Nothing outside this
+//! room names a database, its crate or its settings.
+//! - [`Outbox`]: local and synchronous — the stdin reader's only store, and the
+//!   delivery side's queue. Events are committed here before supervisord is answered
+//!   (SQLite, WAL). It never moves to the network.
+//! - [`SharedState`]: one async trait for everything the delivery side keeps beyond
+//!   the outbox (the thread map, the budget and 429 gate, mutes, clicks and their
+//!   audit, board locations, the signing key). [`SqliteShared`] implements it for one
+//!   host, in the same state database; a fleet implements it in PostgreSQL.
+//! - [`known`]: what the channel shows per thread, from both, for reconcile and the
+//!   board.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use chrono::Utc;
-use rusqlite::{params, Connection, OptionalExtension};
-
-mod actions;
+mod db;
 mod known;
 mod outbox;
-mod recent;
-mod threads;
+mod shared;
 
-pub use actions::{AuditRow, Mute};
-pub use known::Known;
-pub use outbox::{Appended, OutboxEntry, SetAside, WaitingView};
-pub use threads::ThreadRecord;
-
-/// Bumped whenever the schema changes; `open` migrates older files forward. Tables
-/// that only add (mutes, actions) need no bump: an older listener ignores them.
-pub const SCHEMA_VERSION: i64 = 2;
-
-/// How many states a thread remembers (the parent's trail shows the recent part).
-pub const HISTORY_MAX: usize = 200;
+pub use db::SCHEMA_VERSION;
+pub use known::{known, Known};
+pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView, CHECKPOINT_EVERY};
+pub use shared::sqlite::{Budget, SqliteShared};
+pub use shared::{AuditKeep, AuditRow, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,267 +33,4 @@ pub enum StoreError {
     },
     #[error("state database {path}: {message}")]
     Other { path: PathBuf, message: String },
-}
-
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS outbox (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    instance       TEXT    NOT NULL,
-    serial         INTEGER NOT NULL,
-    host           TEXT    NOT NULL,
-    grp            TEXT    NOT NULL,
-    process        TEXT    NOT NULL,
-    channel        TEXT    NOT NULL,
-    event          TEXT    NOT NULL,
-    dropped_before INTEGER NOT NULL DEFAULT 0,
-    coalesced      INTEGER NOT NULL DEFAULT 0,
-    received_at    TEXT    NOT NULL,
-    delivered_at   TEXT,
-    UNIQUE (instance, serial)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending
-    ON outbox (host, grp, process, channel, id) WHERE delivered_at IS NULL;
-CREATE TABLE IF NOT EXISTS threads (
-    host         TEXT NOT NULL,
-    grp          TEXT NOT NULL,
-    process      TEXT NOT NULL,
-    channel      TEXT NOT NULL,
-    channel_id   TEXT,
-    parent_ts    TEXT,
-    created      TEXT NOT NULL,
-    history      TEXT NOT NULL,
-    latest       TEXT,
-    PRIMARY KEY (host, grp, process, channel)
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mutes (
-    host     TEXT NOT NULL,
-    grp      TEXT NOT NULL,
-    process  TEXT NOT NULL,
-    by_user  TEXT NOT NULL,
-    until    TEXT NOT NULL,
-    PRIMARY KEY (host, grp, process)
-);
-CREATE TABLE IF NOT EXISTS actions (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    at       TEXT NOT NULL,
-    user     TEXT NOT NULL,
-    click    TEXT NOT NULL,
-    host     TEXT NOT NULL,
-    grp      TEXT NOT NULL,
-    process  TEXT NOT NULL,
-    action   TEXT NOT NULL,
-    outcome  TEXT,
-    UNIQUE (user, click)
-);
-";
-
-impl Store {
-    /// Opens (creating if needed) the database at `path`. A file that is not a
-    /// database, or is corrupt, is moved aside (`state.db.corrupt-<time>`) with a
-    /// loud log line and a fresh one is started: losing the thread map is better than
-    /// a listener that cannot start.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Other {
-                path: path.to_path_buf(),
-                message: format!("cannot create directory {}: {e}", dir.display()),
-            })?;
-        }
-        match Self::open_inner(path) {
-            Ok(s) => Ok(s),
-            Err(e) if is_corruption(&e) => {
-                let aside = path
-                    .with_extension(format!("db.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%S")));
-                tracing::error!(
-                    path = %path.display(), moved_to = %aside.display(), error = %e,
-                    "the state database is corrupt: moved it aside and started a fresh one (undelivered events in it are not sent; thread parents will be posted anew)"
-                );
-                std::fs::rename(path, &aside).map_err(|re| StoreError::Other {
-                    path: path.to_path_buf(),
-                    message: format!("corrupt, and it could not be moved aside: {re}"),
-                })?;
-                for suffix in ["-wal", "-shm"] {
-                    let side = PathBuf::from(format!("{}{suffix}", path.display()));
-                    let _ = std::fs::rename(
-                        &side,
-                        PathBuf::from(format!("{}{suffix}", aside.display())),
-                    );
-                }
-                Self::open_inner(path)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn open_inner(path: &Path) -> Result<Store, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Other {
-                path: path.to_path_buf(),
-                message: format!(
-                    "written by a newer supervisor-slack (schema {version}, this one knows {SCHEMA_VERSION}); upgrade, or point --state elsewhere"
-                ),
-            });
-        }
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        // Migrations, oldest first (a new file has version 0 and the v1 tables).
-        if version < 2 {
-            // claimed: being delivered (never folded into); set_aside: Slack would
-            // not take it (kept, counted, shown by `check`).
-            // The index of waiting entries leaves set-aside ones out, so that every
-            // query of waiting entries (and the count after each 1,000 answers)
-            // stays on the index.
-            conn.execute_batch(
-                "ALTER TABLE outbox ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE outbox ADD COLUMN set_aside TEXT;
-                 DROP INDEX IF EXISTS outbox_pending;
-                 CREATE INDEX outbox_pending ON outbox (host, grp, process, channel, id)
-                     WHERE delivered_at IS NULL AND set_aside IS NULL;",
-            )
-            .map_err(err)?;
-        }
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(err)?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-        };
-        // A quick integrity check catches a damaged file before we rely on it.
-        let ok: String = store
-            .conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(err)?;
-        if ok != "ok" {
-            return Err(StoreError::Sqlite {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                    Some(ok),
-                ),
-            });
-        }
-        Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// For the connection that answers supervisord: no automatic WAL checkpoints,
-    /// whose fsyncs would land inside a commit (tens of milliseconds every few hundred
-    /// events). The listener calls [`Store::checkpoint`] itself, after answering.
-    pub fn without_autocheckpoint(self) -> Result<Store, StoreError> {
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(|e| self.err(e))?;
-        // The dispatcher's short write transactions (a delivery recorded, entries
-        // claimed) can hold the lock as the reader commits. SQLite's own busy wait
-        // sleeps a whole millisecond first, then longer: ask again every 50 µs for
-        // the first 5 ms instead, then every millisecond, for the same 5 s in all.
-        self.conn
-            .busy_handler(Some(reader_busy))
-            .map_err(|e| self.err(e))?;
-        Ok(self)
-    }
-
-    /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2,000 KiB
-    /// per connection). The pages are on disk and in the OS page cache anyway; a
-    /// connection that only appends, or only reads a thread's newest entries, needs a
-    /// few dozen.
-    pub fn with_cache_kib(self, kib: u32) -> Result<Store, StoreError> {
-        self.conn
-            .pragma_update(None, "cache_size", -i64::from(kib))
-            .map_err(|e| self.err(e))?;
-        Ok(self)
-    }
-
-    /// Folds the WAL into the database without waiting for readers or writers.
-    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-}
-
-/// The reader's busy handler (see [`Store::without_autocheckpoint`]): `tries` is how
-/// many times it was called for this lock; `false` gives up (SQLITE_BUSY).
-fn reader_busy(tries: i32) -> bool {
-    const FAST: i32 = 100;
-    if tries < FAST {
-        std::thread::sleep(Duration::from_micros(50));
-        true
-    } else if tries < FAST + 4_995 {
-        std::thread::sleep(Duration::from_millis(1));
-        true
-    } else {
-        false
-    }
-}
-
-/// Where the pacing state of the state database at `state` lives: a file of its own
-/// beside it (`state.pacing.db`), so that saving it never holds the lock the reader
-/// needs to commit an event.
-pub fn pacing_path(state: &Path) -> PathBuf {
-    state.with_extension("pacing.db")
-}
-
-fn is_corruption(e: &StoreError) -> bool {
-    match e {
-        StoreError::Sqlite {
-            source: rusqlite::Error::SqliteFailure(f, _),
-            ..
-        } => matches!(
-            f.code,
-            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-        ),
-        _ => false,
-    }
 }

@@ -55,14 +55,24 @@ impl State {
         }
     }
 
-    /// A state in which the process is failing: a RUNNING after one of them is a
-    /// recovery. EXITED counts whether expected or not: the process stopped without
-    /// being asked.
+    /// [`failing`] for a state alone, when nobody knows whether an exit was expected:
+    /// EXITED counts (the process stopped without being asked). A RUNNING after one
+    /// of these is a recovery.
     pub fn is_failing(self) -> bool {
-        matches!(
-            self,
-            State::Backoff | State::Exited | State::Fatal | State::Unknown
-        )
+        failing(self, None)
+    }
+}
+
+/// The one answer to "is this process failing?", which every room asks here (crash
+/// context, broadcasts and mentions, the buttons on a reply, the board's order,
+/// reconcile's unseen processes, recoveries): BACKOFF, FATAL and UNKNOWN always;
+/// EXITED unless the exit is known to be expected (`expected`: supervisord's own
+/// judgement against `exitcodes`, `None` when nobody knows).
+pub fn failing(state: State, expected: Option<bool>) -> bool {
+    match state {
+        State::Backoff | State::Fatal | State::Unknown => true,
+        State::Exited => expected != Some(true),
+        _ => false,
     }
 }
 
@@ -156,19 +166,17 @@ impl ProcessState {
         self.group == SUPERVISORD_GROUP && self.process == SUPERVISORD_PROCESS
     }
 
-    /// A failure a person should hear about: FATAL, or EXITED with an unexpected code.
-    pub fn is_failure(&self) -> bool {
-        self.to == State::Fatal || (self.to == State::Exited && self.expected == Some(false))
+    /// Whether the process is [`failing`] after this event. These are the events
+    /// whose cards carry crash context (exit status, spawn error, stderr tail).
+    pub fn is_failing(&self) -> bool {
+        failing(self.to, self.expected)
     }
 
-    /// The process died or could not start: BACKOFF, FATAL, or EXITED not known to be
-    /// expected. These are the events whose cards carry crash context.
-    pub fn is_crash(&self) -> bool {
-        match self.to {
-            State::Backoff | State::Fatal => true,
-            State::Exited => self.expected != Some(true),
-            _ => false,
-        }
+    /// A failure a person should hear about (a broadcast, the route's mentions, the
+    /// buttons on a reply): the process is [`failing`] and down — FATAL, or EXITED —
+    /// rather than still being retried (BACKOFF).
+    pub fn is_failure(&self) -> bool {
+        self.is_failing() && matches!(self.to, State::Fatal | State::Exited)
     }
 }
 
@@ -371,6 +379,11 @@ impl ThreadKey {
         } else {
             format!("{}:{}", self.group, self.process)
         }
+    }
+
+    /// Whether this is the host's supervisord thread (its own start and stop).
+    pub fn is_supervisord(&self) -> bool {
+        self.group == SUPERVISORD_GROUP && self.process == SUPERVISORD_PROCESS
     }
 
     /// The process as supervisord's XML-RPC names it: `group:process`.

@@ -8,25 +8,22 @@ use super::{shorten, show_bytes, Header, MAX_HEADER_BYTES, MAX_PAYLOAD_CHARS};
 /// What was wrong with the input. Each variant carries the offending bytes so the
 /// log line can show them.
 ///
-/// Whether supervisord waits for an answer is [`ProtocolError::needs_answer`]: every
-/// line that is a header (it has a `len` or `eventname` token) gets exactly one
-/// answer, however broken; a line that is not a header gets none, because
-/// supervisord did not send it as an event and a stray `RESULT` puts the listener in
-/// supervisord's UNKNOWN state for good.
+/// Whether supervisord waits for an answer is [`ProtocolError::needs_answer`]: it
+/// does for everything it wrote (each write is one event), however broken, and not
+/// for input cut off by the end of stdin (supervisord is gone). Which answer is
+/// [`ProtocolError::read_whole`]'s.
 #[derive(Debug)]
 pub enum ProtocolError {
     /// The header line is not UTF-8.
     HeaderNotUtf8 { line: Vec<u8> },
-    /// A line longer than [`MAX_HEADER_BYTES`] that does not end in a header: bytes
-    /// left over from a payload that could not be measured. Not answered.
+    /// A line longer than [`MAX_HEADER_BYTES`] that does not end in a header.
     HeaderTooLong {
         /// The first bytes of the line.
         start: Vec<u8>,
         /// The length of the whole line, in bytes.
         bytes: usize,
     },
-    /// A line that is not a header at all (no `len` or `eventname` token): bytes left
-    /// over from a payload that could not be measured. Not answered.
+    /// A line that is not a header at all (no `len` or `eventname` token).
     NotAHeader { line: Vec<u8> },
     /// A header with a token that is not `key:value`.
     BadToken { token: String, line: Vec<u8> },
@@ -52,16 +49,18 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// Whether supervisord is waiting for an answer to this input: every header it
-    /// sent, however broken, is answered OK (never FAIL, which would make supervisord
-    /// resend the same bytes in a hot loop). Lines that are not headers are not
-    /// answered (supervisord expects nothing for them), nor is input cut off by EOF.
+    /// Whether supervisord is waiting for an answer to this input: for everything it
+    /// wrote, but not for input cut off by the end of stdin.
     pub fn needs_answer(&self) -> bool {
-        use ProtocolError::*;
-        !matches!(
-            self,
-            Truncated { .. } | HeaderCutOff { .. } | NotAHeader { .. } | HeaderTooLong { .. }
-        )
+        !self.at_end_of_input()
+    }
+
+    /// Whether the event was read whole and cannot be used however often it is sent
+    /// (a payload over the cap): it is answered OK, since a FAIL would only have
+    /// supervisord send the same bytes again, and again. Everything else the reader
+    /// cannot use is answered FAIL, once, so that supervisord sends the event again.
+    pub fn read_whole(&self) -> bool {
+        matches!(self, ProtocolError::LenTooLarge { .. })
     }
 
     /// Whether input ended inside this event (the next read is [`Read::Eof`]).

@@ -7,10 +7,14 @@
 //! - `len:0` is legal and the next header follows at once;
 //! - the answer is exactly `RESULT 2\nOK`, with no trailing newline.
 //!
-//! - every header is answered exactly once, and nothing else is: a payload over
-//!   [`MAX_PAYLOAD_CHARS`] is skipped by code points (streamed, never kept), and
-//!   bytes that are not a header get no answer (a stray `RESULT` puts the listener in
-//!   supervisord's UNKNOWN state for good).
+//! - every event supervisord writes is answered exactly once: whatever supervisord
+//!   writes is part of an event it waits for an answer to. Input the reader cannot
+//!   use (a line that is not a header, a broken header, a payload that is not UTF-8)
+//!   is answered `RESULT 4\nFAIL`, once, so that supervisord keeps the event and sends
+//!   it again; the rest of that write is dropped with it, so that it gets no second
+//!   answer (an answer supervisord does not wait for puts the listener in its UNKNOWN
+//!   state for good). A payload over [`MAX_PAYLOAD_CHARS`] is skipped by code points
+//!   (streamed, never kept) and answered OK: sent again, it would be just as long.
 //!
 //! Bad input never panics and never desynchronises for good: every problem is a
 //! [`ProtocolError`] that names what was wrong and shows the offending bytes, and the
@@ -26,6 +30,8 @@ pub use error::ProtocolError;
 pub const READY: &[u8] = b"READY\n";
 /// The answer that accepts an event: 11 bytes, no trailing newline.
 pub const RESULT_OK: &[u8] = b"RESULT 2\nOK";
+/// The answer that rejects an event: supervisord keeps it and sends it again.
+pub const RESULT_FAIL: &[u8] = b"RESULT 4\nFAIL";
 
 /// Longest header line accepted. Real headers are about 120 bytes; of a longer line
 /// only its last `MAX_HEADER_BYTES` are kept (a header may follow leftover bytes).
@@ -123,9 +129,17 @@ fn read_event<R: IoRead>(r: &mut BufReader<R>) -> io::Result<Read> {
     // same line (payloads have no terminator): start where a header parses.
     let start = find_header_start(&line.bytes);
     let text = &line.bytes[start..];
+    if !line.terminated {
+        // Input ended inside this line: supervisord is gone, nothing to answer.
+        return Ok(Read::Bad(ProtocolError::HeaderCutOff {
+            line: line.bytes,
+        }));
+    }
     if !looks_like_header(text) {
-        // Not something supervisord sent as an event: nothing to answer, and nothing
-        // to skip (no length is known); the next line is read as usual.
+        // Not a header, yet supervisord wrote it as part of an event it waits for an
+        // answer to: no length is known, so what is already buffered of that write is
+        // dropped with it (it gets its one answer with this line).
+        resync(r);
         return Ok(Read::Bad(if line.dropped > 0 {
             ProtocolError::HeaderTooLong {
                 start: line.head,
@@ -133,11 +147,6 @@ fn read_event<R: IoRead>(r: &mut BufReader<R>) -> io::Result<Read> {
             }
         } else {
             ProtocolError::NotAHeader { line: line.bytes }
-        }));
-    }
-    if !line.terminated {
-        return Ok(Read::Bad(ProtocolError::HeaderCutOff {
-            line: line.bytes,
         }));
     }
     if start > 0 || line.dropped > 0 {
@@ -513,6 +522,14 @@ pub fn write_ready<W: Write>(w: &mut W) -> io::Result<()> {
 /// Writes `RESULT 2\nOK` (no newline) and flushes.
 pub fn write_ok<W: Write>(w: &mut W) -> io::Result<()> {
     w.write_all(RESULT_OK)?;
+    w.flush()
+}
+
+/// Writes `RESULT 4\nFAIL` and `READY\n` together and flushes: supervisord keeps the
+/// event it sent and sends it again.
+pub fn write_fail_ready<W: Write>(w: &mut W) -> io::Result<()> {
+    w.write_all(RESULT_FAIL)?;
+    w.write_all(READY)?;
     w.flush()
 }
 

@@ -15,6 +15,7 @@
 
 mod codec;
 mod error;
+mod tail;
 mod transport;
 
 use std::time::Duration;
@@ -22,9 +23,10 @@ use std::time::Duration;
 use dxr::{TryFromValue, Value};
 use hyper::header::HeaderValue;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::supervisord::event::State;
 pub use error::{Error, Fault};
+pub use tail::cut_tail;
 use transport::Endpoint;
 
 /// The time a call may take unless [`Client::with_timeout`] says otherwise. A local

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Error;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The largest answer read into memory. A log window is what the caller asks for
 /// (a few KiB for crash context); `getAllProcessInfo` is about 1 KiB per process.

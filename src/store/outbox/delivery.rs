@@ -1,11 +1,12 @@
-//! The outbox: events committed before supervisord is answered, waiting for
-//! delivery. Rows are kept a day after delivery, so that a resend is recognised.
+//! The delivery side's part of the outbox: the waiting entries of a thread, claimed
+//! before they are sent (nothing is folded into them after that), marked delivered
+//! once Slack accepted them, or set aside when Slack never will.
 
 use chrono::Utc;
 use rusqlite::{params, OptionalExtension};
 
-use super::threads::save_history;
-use super::{Store, StoreError, ThreadRecord};
+use super::Outbox;
+use crate::store::StoreError;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 /// One event waiting in the outbox.
@@ -24,19 +25,8 @@ pub struct OutboxEntry {
     pub coalesced: u64,
 }
 
-/// What `append` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    Inserted(i64),
-    /// Same (instance, serial) already stored: supervisord resent it.
-    Duplicate,
-    /// The outbox was full: the event replaced the thread's newest waiting entry
-    /// (whose transition is counted in `coalesced`).
-    Coalesced(i64),
-}
-
 /// What waits in the outbox for one thread, as its parent shows it (see
-/// [`Store::waiting_view`]).
+/// [`Outbox::waiting_view`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WaitingView {
     /// The newest waiting event (`None`: nothing waits).
@@ -45,7 +35,7 @@ pub struct WaitingView {
     pub states: Vec<State>,
 }
 
-/// An entry set aside (see [`Store::set_aside`]).
+/// An entry set aside (see [`Outbox::set_aside`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAside {
     pub id: i64,
@@ -54,97 +44,7 @@ pub struct SetAside {
     pub reason: String,
 }
 
-impl Store {
-    /// Commits one event to the outbox. Idempotent on (instance, event.serial).
-    pub fn append(
-        &mut self,
-        instance: &str,
-        channel: &str,
-        event: &ProcessState,
-        dropped_before: u64,
-    ) -> Result<Appended, StoreError> {
-        let json = serde_json::to_string(event).expect("events serialize");
-        let n = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO outbox
-                 (instance, serial, host, grp, process, channel, event, dropped_before, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    instance,
-                    event.serial as i64,
-                    event.host,
-                    event.group,
-                    event.process,
-                    channel,
-                    json,
-                    dropped_before as i64,
-                    event.at.to_rfc3339(),
-                ])
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(if n == 0 {
-            Appended::Duplicate
-        } else {
-            Appended::Inserted(self.conn.last_insert_rowid())
-        })
-    }
-
-    /// When the outbox is full: folds `event` into the newest waiting entry of its
-    /// thread that is not being delivered, so the thread still ends in the right state and the card can say how
-    /// many transitions were folded. Inserts normally when the thread has no waiting
-    /// entry (every process keeps at least one).
-    pub fn coalesce(
-        &mut self,
-        instance: &str,
-        channel: &str,
-        event: &ProcessState,
-        dropped_before: u64,
-    ) -> Result<Appended, StoreError> {
-        let last: Option<i64> = self
-            .conn
-            .prepare_cached(
-                "SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL AND set_aside IS NULL
-                 AND claimed = 0 AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
-            )
-            .and_then(|mut st| {
-                st.query_row(
-                    params![event.host, event.group, event.process, channel],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(|e| self.err(e))?;
-        let Some(id) = last else {
-            return self.append(instance, channel, event, dropped_before);
-        };
-        let json = serde_json::to_string(event).expect("events serialize");
-        // The row may have been claimed for delivery since: then it is left alone
-        // (what is sent is what is marked delivered) and the event gets a row.
-        let folded = self
-            .conn
-            .prepare_cached(
-                "UPDATE OR IGNORE outbox SET instance = ?1, serial = ?2, event = ?3,
-                 dropped_before = dropped_before + ?4, coalesced = coalesced + 1
-                 WHERE id = ?5 AND claimed = 0 AND delivered_at IS NULL",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    instance,
-                    event.serial as i64,
-                    json,
-                    dropped_before as i64,
-                    id
-                ])
-            })
-            .map_err(|e| self.err(e))?;
-        if folded == 0 {
-            return self.append(instance, channel, event, dropped_before);
-        }
-        Ok(Appended::Coalesced(id))
-    }
-
+impl Outbox {
     /// Thread keys (with channel) that have undelivered entries, oldest entry first.
     pub fn pending_keys(&self) -> Result<Vec<(ThreadKey, String)>, StoreError> {
         self.keyed_events(
@@ -172,9 +72,9 @@ impl Store {
         )
     }
 
-    /// Claims a thread's waiting entries up to `upto` (an id from [`Store::pending`])
+    /// Claims a thread's waiting entries up to `upto` (an id from [`Outbox::pending`])
     /// for delivery, and returns them as they are now. From then on the listener never
-    /// folds a new event into them (see [`Store::coalesce`]): what is marked delivered
+    /// folds a new event into them (see [`Outbox::coalesce`]): what is marked delivered
     /// is exactly what was sent. One statement each, so a fold either happened before
     /// the claim (and is read here) or goes to a new row.
     pub fn claim(
@@ -183,13 +83,13 @@ impl Store {
         channel: &str,
         upto: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.conn
+        self.db.conn
             .prepare_cached(
                 "UPDATE outbox SET claimed = 1 WHERE delivered_at IS NULL AND set_aside IS NULL
                  AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4 AND id <= ?5",
             )
             .and_then(|mut st| st.execute(params![key.host, key.group, key.process, channel, upto]))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.err(e))?;
         self.entries(
             "SELECT id, instance, channel, event, dropped_before, coalesced FROM outbox
              WHERE delivered_at IS NULL AND set_aside IS NULL AND claimed = 1
@@ -201,20 +101,20 @@ impl Store {
 
     /// Claims left by a process that died while delivering: its entries wait again.
     pub fn release_claims(&mut self) -> Result<usize, StoreError> {
-        self.conn
+        self.db.conn
             .execute(
                 "UPDATE outbox SET claimed = 0 WHERE delivered_at IS NULL AND claimed = 1",
                 [],
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.db.err(e))
     }
 
     /// Sets entries aside: Slack would not take them (or they cannot be read back).
     /// They stay on disk with the reason, are counted, and `check` lists them; their
     /// thread goes on without them.
     pub fn set_aside(&mut self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-            path: self.path.clone(),
+        let tx = self.db.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.db.path.clone(),
             source: e,
         })?;
         let result = (|| {
@@ -226,26 +126,28 @@ impl Store {
             }
             Ok::<_, rusqlite::Error>(())
         })();
-        result.and_then(|_| tx.commit()).map_err(|e| self.err(e))
+        result.and_then(|_| tx.commit()).map_err(|e| self.db.err(e))
     }
 
     /// Entries set aside, newest first (at most `limit`), with their reason.
     pub fn set_aside_entries(&self, limit: usize) -> Result<(u64, Vec<SetAside>), StoreError> {
         let count: i64 = self
+            .db
             .conn
             .query_row(
                 "SELECT COUNT(*) FROM outbox WHERE set_aside IS NOT NULL AND delivered_at IS NULL",
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.err(e))?;
         let mut st = self
+            .db
             .conn
             .prepare_cached(
                 "SELECT id, serial, host, grp, process, set_aside FROM outbox
                  WHERE set_aside IS NOT NULL AND delivered_at IS NULL ORDER BY id DESC LIMIT ?1",
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.err(e))?;
         let rows = st
             .query_map(params![limit as i64], |r| {
                 Ok(SetAside {
@@ -260,7 +162,7 @@ impl Store {
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.err(e))?;
         Ok((count as u64, rows))
     }
 
@@ -269,7 +171,7 @@ impl Store {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let mut st = self.db.conn.prepare_cached(sql).map_err(|e| self.db.err(e))?;
         let rows = st
             .query_map(params, |r| {
                 Ok((
@@ -282,7 +184,7 @@ impl Store {
                 ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.err(e))?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, instance, channel, json, dropped, coalesced) in rows {
             match serde_json::from_str(&json) {
@@ -297,7 +199,7 @@ impl Store {
                 Err(e) => {
                     let reason = format!("cannot be read back: {e}");
                     tracing::error!(entry = id, "outbox entry {reason}; set aside");
-                    let _ = self.conn.execute(
+                    let _ = self.db.conn.execute(
                         "UPDATE outbox SET set_aside = ?1 WHERE id = ?2",
                         params![reason, id],
                     );
@@ -307,7 +209,7 @@ impl Store {
         Ok(out)
     }
 
-    /// What a thread's parent shows of the outbox, lighter than [`Store::pending`]:
+    /// What a thread's parent shows of the outbox, lighter than [`Outbox::pending`]:
     /// the newest waiting event, and the states (only `to`, read inside SQLite: no
     /// event is decoded) of the newest `limit` waiting entries, oldest first. One
     /// read transaction, so the two agree.
@@ -317,7 +219,7 @@ impl Store {
         channel: &str,
         limit: usize,
     ) -> Result<WaitingView, StoreError> {
-        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let tx = self.db.conn.unchecked_transaction().map_err(|e| self.db.err(e))?;
         let newest: Option<(i64, String)> = tx
             .prepare_cached(
                 "SELECT id, event FROM outbox
@@ -330,12 +232,12 @@ impl Store {
                 })
                 .optional()
             })
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.err(e))?;
         let Some((id, json)) = newest else {
             return Ok(WaitingView::default());
         };
         let unreadable = |what: &str| StoreError::Other {
-            path: self.path.clone(),
+            path: self.db.path.clone(),
             message: format!("outbox entry {id} cannot be read back: {what}"),
         };
         let newest: ProcessState =
@@ -348,7 +250,7 @@ impl Store {
                      WHERE delivered_at IS NULL AND set_aside IS NULL AND host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4
                      ORDER BY id DESC LIMIT ?5",
                 )
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.err(e))?;
             let mut rows = st
                 .query(params![
                     key.host,
@@ -357,9 +259,9 @@ impl Store {
                     channel,
                     limit as i64
                 ])
-                .map_err(|e| self.err(e))?;
-            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                let to = r.get_ref(0).map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.db.err(e))? {
+                let to = r.get_ref(0).map_err(|e| self.db.err(e))?;
                 let state = to
                     .as_str()
                     .ok()
@@ -368,7 +270,7 @@ impl Store {
                 states.push(state);
             }
         }
-        tx.finish().map_err(|e| self.err(e))?;
+        tx.finish().map_err(|e| self.db.err(e))?;
         states.reverse();
         Ok(WaitingView {
             newest: Some(newest),
@@ -376,52 +278,45 @@ impl Store {
         })
     }
 
-    /// How many entries wait in the outbox.
-    pub fn pending_count(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND set_aside IS NULL",
-                [],
-                |r| r.get::<_, i64>(0),
+    /// The newest entry a thread has (waiting or not): what a note written now
+    /// follows.
+    pub fn newest_id(&self, key: &ThreadKey, channel: &str) -> Result<Option<i64>, StoreError> {
+        self.db
+            .conn
+            .prepare_cached(
+                "SELECT MAX(id) FROM outbox WHERE host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
             )
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+            .and_then(|mut st| st.query_row(params![key.host, key.group, key.process, channel], |r| r.get(0)))
+            .map_err(|e| self.db.err(e))
     }
 
-    /// Records what a thread has delivered (history, latest) and marks `delivered`
-    /// entries as delivered, in one transaction. The parent's fields are left as they
-    /// are: the parent keeper may have replaced the parent meanwhile.
-    pub fn commit_delivery(
-        &mut self,
-        thread: &ThreadRecord,
-        delivered: &[i64],
-    ) -> Result<(), StoreError> {
+    /// Marks entries delivered: Slack accepted the reply that carried them.
+    pub fn mark_delivered(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         let now = Utc::now().to_rfc3339();
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-            path: self.path.clone(),
+        let tx = self.db.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.db.path.clone(),
             source: e,
         })?;
         let result = (|| {
-            save_history(&tx, thread)?;
             let mut st = tx.prepare_cached("UPDATE outbox SET delivered_at = ?1 WHERE id = ?2")?;
-            for id in delivered {
+            for id in ids {
                 st.execute(params![now, id])?;
             }
             Ok::<_, rusqlite::Error>(())
         })();
-        result.and_then(|_| tx.commit()).map_err(|e| self.err(e))
+        result.and_then(|_| tx.commit()).map_err(|e| self.db.err(e))
     }
 
     /// Deletes delivered entries older than `keep` (they are kept a while so that a
     /// resent event is still recognised as a duplicate).
     pub fn prune(&mut self, keep: chrono::Duration) -> Result<usize, StoreError> {
         let cutoff = (Utc::now() - keep).to_rfc3339();
-        self.conn
+        self.db.conn
             .execute(
                 "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
                 params![cutoff],
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.db.err(e))
     }
 
 }

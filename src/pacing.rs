@@ -1,9 +1,11 @@
-//! Pacing: the 429 gate (no call to Slack at all before it opens) and the token
-//! buckets — posts per channel, and the edit budget shared by every parent.
+//! Local pacing: the 429 gate (no call to Slack at all before it opens) and the
+//! token buckets — posts per channel, and the edit budget shared by every parent —
+//! kept by one listener. It is how the one-host shared state keeps the budget, and
+//! what a fleet falls back to while its database is out of reach.
 //!
 //! Two things make it hold across restarts and across hosts:
 //! - **Saved.** The gate (as a wall-clock time) and every bucket (its tokens, its
-//!   learnt pace, when) are saved in the store's `meta` table as they change. A
+//!   learnt pace, when) are saved through a [`PacingMemory`] as they change. A
 //!   listener started seconds after another one died sends nothing before an
 //!   earlier Retry-After has passed and takes no burst it has not earned.
 //! - **Learnt.** Listeners on other hosts share a channel's budget without sharing
@@ -22,7 +24,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::Bucket;
-use crate::store::Store;
+
+/// Where local pacing saves its state, as text under a key (the store keeps it in a
+/// file of its own, so that saving never holds the lock the reader commits with).
+pub trait PacingMemory: Send + Sync {
+    fn load(&self, key: &str) -> Option<String>;
+    fn save(&self, key: &str, value: &str);
+}
 
 /// The longest the gate stays closed for one 429, whatever Retry-After says.
 pub const MAX_GATE: Duration = Duration::from_secs(15 * 60);
@@ -51,8 +59,8 @@ pub struct SavedBucket {
     pub at: DateTime<Utc>,
 }
 
-/// Shared limits: the gate and the buckets.
-pub struct Pacing {
+/// One listener's limits: the gate and the buckets.
+pub struct LocalPacing {
     closed_until: Mutex<Option<Instant>>,
     posts: Mutex<HashMap<String, Bucket>>,
     /// Per channel: the last 429 or raise of the pace (raises wait for it).
@@ -60,8 +68,8 @@ pub struct Pacing {
     updates: Mutex<Bucket>,
     post_burst: u32,
     post_interval: Duration,
-    /// Where the state is saved (a connection of its own); `None`: kept in memory.
-    store: Option<Mutex<Store>>,
+    /// Where the state is saved; `None`: kept in memory.
+    memory: Option<Box<dyn PacingMemory>>,
 }
 
 const GATE_KEY: &str = "pacing.gate";
@@ -71,20 +79,20 @@ fn post_key(channel: &str) -> String {
     format!("pacing.post.{channel}")
 }
 
-impl Pacing {
+impl LocalPacing {
     /// Posts: `post_burst` at once per channel, then one per `post_interval`. Edits:
     /// `updates_per_minute`, of which half a minute's may go at once — the reserve
     /// that lets every parent show its final state right after a storm. With a
-    /// store, what an earlier process saved is taken up again.
+    /// memory, what an earlier process saved is taken up again.
     pub fn new(
         post_burst: u32,
         post_interval: Duration,
         updates_per_minute: u32,
-        store: Option<Store>,
-    ) -> Pacing {
+        memory: Option<Box<dyn PacingMemory>>,
+    ) -> LocalPacing {
         let per_update = Duration::from_secs_f64(60.0 / f64::from(updates_per_minute.max(1)));
         let now = Instant::now();
-        let mut pacing = Pacing {
+        let mut pacing = LocalPacing {
             closed_until: Mutex::new(None),
             posts: Mutex::new(HashMap::new()),
             last_change: Mutex::new(HashMap::new()),
@@ -95,7 +103,7 @@ impl Pacing {
             )),
             post_burst,
             post_interval,
-            store: store.map(Mutex::new),
+            memory,
         };
         pacing.restore();
         pacing
@@ -120,18 +128,14 @@ impl Pacing {
     }
 
     fn load<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let store = self.store.as_ref()?.lock().unwrap();
-        let text = store.meta(key).ok()??;
+        let text = self.memory.as_ref()?.load(key)?;
         serde_json::from_str(&text).ok()
     }
 
     fn save<T: Serialize>(&self, key: &str, value: &T) {
-        let Some(store) = &self.store else { return };
+        let Some(memory) = &self.memory else { return };
         let text = serde_json::to_string(value).expect("pacing state serializes");
-        if let Err(e) = store.lock().unwrap().set_meta(key, &text) {
-            // Pacing still holds in memory; only a restart would forget it.
-            tracing::debug!(error = %e, "cannot save the pacing state");
-        }
+        memory.save(key, &text);
     }
 
     /// Waits until `call` may go: the gate is open and its bucket has a token.
@@ -183,6 +187,22 @@ impl Pacing {
     fn gate(&self) -> Option<Instant> {
         let gate = *self.closed_until.lock().unwrap();
         gate.filter(|t| *t > Instant::now())
+    }
+
+    /// Slack answered `call` with a 429: nothing goes before `retry_after` has
+    /// passed, and a post's channel is paced more slowly from now on.
+    pub fn rate_limited(&self, call: Call<'_>, retry_after: Duration) {
+        self.close_for(retry_after);
+        if let Call::Post(channel) = call {
+            self.slow_down(channel);
+        }
+    }
+
+    /// Slack accepted `call`: a post's channel may take back a little of its pace.
+    pub fn accepted(&self, call: Call<'_>) {
+        if let Call::Post(channel) = call {
+            self.speed_up(channel);
+        }
     }
 
     /// Closes the gate for `d` (Slack's Retry-After, at most [`MAX_GATE`]), unless it
@@ -293,7 +313,7 @@ mod tests {
 
     #[test]
     fn any_retry_after_closes_the_gate_without_panicking_and_at_most_fifteen_minutes() {
-        let p = Pacing::new(2, Duration::from_secs(1), 50, None);
+        let p = LocalPacing::new(2, Duration::from_secs(1), 50, None);
         p.close_for(Duration::MAX);
         let open_at = p.gate().expect("closed");
         let left = open_at - Instant::now();
@@ -305,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_429_halves_the_rate_and_successes_take_it_back_slowly() {
-        let p = Pacing::new(2, Duration::from_secs(1), 50, None);
+        let p = LocalPacing::new(2, Duration::from_secs(1), 50, None);
         p.slow_down("#ops");
         assert_eq!(p.post_interval("#ops"), Duration::from_secs(2));
         p.slow_down("#ops");
@@ -316,7 +336,7 @@ mod tests {
             Duration::from_secs(4),
             "no raise right after a 429"
         );
-        let raise = |p: &Pacing| {
+        let raise = |p: &LocalPacing| {
             // As if RAISE_EVERY base intervals had passed since the last change.
             let long_ago = Instant::now() - Duration::from_secs(u64::from(RAISE_EVERY) + 1);
             p.last_change.lock().unwrap().insert("#ops".into(), long_ago);
@@ -338,12 +358,24 @@ mod tests {
         assert_eq!(p.post_interval("#other"), Duration::from_secs(1), "per channel");
     }
 
+    /// A memory that outlives the pacing that wrote it, as a file does.
+    #[derive(Clone, Default)]
+    struct Kept(std::sync::Arc<Mutex<HashMap<String, String>>>);
+
+    impl PacingMemory for Kept {
+        fn load(&self, key: &str) -> Option<String> {
+            self.0.lock().unwrap().get(key).cloned()
+        }
+        fn save(&self, key: &str, value: &str) {
+            self.0.lock().unwrap().insert(key.into(), value.into());
+        }
+    }
+
     #[test]
     fn the_gate_buckets_and_learnt_pace_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
+        let kept = Kept::default();
         {
-            let p = Pacing::new(3, Duration::from_secs(10), 50, Some(Store::open(&path).unwrap()));
+            let p = LocalPacing::new(3, Duration::from_secs(10), 50, Some(Box::new(kept.clone())));
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -356,7 +388,7 @@ mod tests {
             p.slow_down("#ops");
             p.close_for(Duration::from_secs(60));
         }
-        let p = Pacing::new(3, Duration::from_secs(10), 50, Some(Store::open(&path).unwrap()));
+        let p = LocalPacing::new(3, Duration::from_secs(10), 50, Some(Box::new(kept)));
         let left = p.gate().expect("the gate is still closed") - Instant::now();
         assert!(left > Duration::from_secs(55), "{left:?}");
         assert_eq!(p.post_interval("#ops"), Duration::from_secs(20), "learnt pace kept");
