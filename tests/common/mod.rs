@@ -37,7 +37,7 @@ pub mod socket;
 pub mod supervisord;
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The built `supervisor-slack` binary.
@@ -59,6 +59,24 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to `within` for `child` to exit and returns its status; past that it is
+/// killed and the test fails (a hang).
+pub fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+    let mut status = None;
+    wait_until(within, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pid {} did not exit within {within:?}", child.id());
+        }
     }
 }
 
