@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::pipe::PipeListener;
 use common::slack::{
-    assert_never_rate_limited, by_process, options, outage_failures, serials, thread_serials, wait,
-    FAST, FAST_UPDATES, TOKEN,
+    assert_never_rate_limited, by_process, first_reply, options, outage_failures, serials,
+    thread_serials, wait, FAST, FAST_UPDATES, TOKEN,
 };
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
@@ -181,10 +181,7 @@ async fn a_sixty_second_outage_loses_nothing_and_keeps_order() {
         &format!("{FAST}{FAST_UPDATES}"),
     );
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first reply", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     // Half the outage answers 503, half drops connections.
     standin.set_fault(Fault::Status(503));
     let mut sent = vec![l.serial()];
@@ -274,10 +271,7 @@ async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
         &format!("{FAST}{FAST_UPDATES}"),
     );
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first thread", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     standin.set_fault(Fault::api_error("edit_window_closed").on("chat.update"));
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "a second parent", |s| {
@@ -302,10 +296,7 @@ async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
         &format!("{FAST}{FAST_UPDATES}thread_ttl = \"1s\"\n"),
     );
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first thread", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "a second thread", |s| {
@@ -329,10 +320,7 @@ async fn a_restarted_listener_continues_the_same_threads() {
         &format!("{FAST}{FAST_UPDATES}"),
     );
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first reply", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     let serial = l.serial();
     l.close();
     let mut l = PipeListener::start_with(

@@ -407,7 +407,7 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("healthy", "/bin/sh -c 'exec sleep 1000'"))
+            .program(Program::sleeper("healthy"))
             .program(Program::new("crasher", "/bin/sh -c 'exit 1'").startretries(2))
             .program(Program::new("quitter", "/bin/sh -c 'sleep 2; exit 0'"))
             .listener(slack_listener(
@@ -494,7 +494,7 @@ async fn a_listener_restarted_between_events_continues_the_same_threads() {
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("svc", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .program(Program::sleeper("svc").startsecs(0))
             .listener(slack_listener(dir.path(), &standin.api_url(), "")),
     );
     sv.wait_for_state("svc", "RUNNING", secs(10));
@@ -547,8 +547,8 @@ async fn a_slack_outage_with_real_supervisord_loses_nothing_and_keeps_order() {
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
-            .program(Program::new("worker", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .program(Program::sleeper("web").startsecs(0))
+            .program(Program::sleeper("worker").startsecs(0))
             .listener(slack_listener(dir.path(), &standin.api_url(), "")),
     );
     sv.wait_for_state("web", "RUNNING", secs(10));

@@ -6,7 +6,7 @@ mod common;
 
 
 use common::pipe::PipeListener as Listener;
-use common::slack::{options, wait, FAST};
+use common::slack::{first_reply, options, wait, FAST};
 use supervisor_slack::standin::{Fault, StandIn};
 
 /// How many times the listener tries an error it does not know (`dispatch::retry`).
@@ -95,7 +95,7 @@ async fn a_second_listener_on_the_same_state_file_refuses_to_start() {
 /// the file should be), so that its events are held in memory; sends two events.
 fn listener_with_a_refusing_disk(dir: &std::path::Path) -> Listener {
     std::fs::create_dir(dir.join("state.db")).unwrap();
-    let mut l = Listener::start(dir, "http://127.0.0.1:9/api", FAST);
+    let mut l = Listener::start(dir, common::pipe::NO_SLACK, FAST);
     l.state("alpha", "STOPPED", "STARTING");
     l.state("alpha", "STARTING", "RUNNING");
     assert!(
@@ -268,7 +268,7 @@ async fn an_unknown_slack_error_sets_the_entry_aside_and_the_thread_goes_on() {
 async fn an_undecodable_row_is_set_aside_alone() {
     let dir = tempfile::tempdir().unwrap();
     // Slack unreachable: the rows wait.
-    let mut l = Listener::start(dir.path(), "http://127.0.0.1:9/api", FAST);
+    let mut l = Listener::start(dir.path(), common::pipe::NO_SLACK, FAST);
     l.state("alpha", "STOPPED", "STARTING");
     l.state("alpha", "STARTING", "RUNNING");
     l.state("alpha", "RUNNING", "STOPPING");
@@ -524,10 +524,7 @@ async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
     let state = disk.0.join("state.db");
     let mut l = Listener::start_with_state(dir.path(), &standin.api_url(), FAST, &state);
     l.state("alpha", "STARTING", "RUNNING");
-    wait(&standin, 10, "the first reply", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     disk.fill();
     l.state("alpha", "RUNNING", "STOPPING");
     l.state("alpha", "STOPPING", "STOPPED");

@@ -25,7 +25,7 @@ use supervisor_slack::standin::{StandIn, Thread};
 
 fn config(state: &Path, api_url: &str, as_pid1: bool) -> SupervisordConfig {
     let c = SupervisordConfig::new()
-        .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+        .program(Program::sleeper("web").startsecs(0))
         .listener(slack_listener(state, api_url, ""));
     if as_pid1 {
         c.pid1()

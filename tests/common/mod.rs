@@ -15,6 +15,7 @@
 //!   DevTools protocol: evaluate, wait for, click.
 //! - [`socket`]: a Socket Mode app on slack-morphism's own listener, pointed at the
 //!   stand-in, recording the clicks it receives.
+//! - [`http`]: plain HTTP/1.1 requests written byte for byte (the preview, the demo).
 //! - [`events`]: an event builder, `ev("web", State::Running).from(State::Starting)
 //!   .pid(42)`, for every test that needs a [`ProcessState`] value.
 //! - Here: processes and time (`secs`, `wait_until`, signals, `/proc`).
@@ -30,6 +31,7 @@
 
 pub mod cdp;
 pub mod events;
+pub mod http;
 pub mod outbox;
 pub mod pipe;
 pub mod slack;

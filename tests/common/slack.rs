@@ -59,6 +59,14 @@ pub async fn wait(standin: &StandIn, secs: u64, what: &str, done: impl Fn(&Stand
     );
 }
 
+/// Waits (10 s at most) until `#ops` holds a thread with a reply.
+pub async fn first_reply(standin: &StandIn) {
+    wait(standin, 10, "the first reply", |s| {
+        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
+    })
+    .await;
+}
+
 /// Never over Slack's limits: no 429 answered, no call made while a `Retry-After`
 /// was running.
 pub fn assert_never_rate_limited(standin: &StandIn) {
