@@ -4,9 +4,9 @@
 
 mod common;
 
-
+use common::outbox::outbox;
 use common::pipe::PipeListener as Listener;
-use common::slack::{first_reply, options, wait, FAST};
+use common::slack::{first_reply, options, wait, HungSlack, FAST};
 use supervisor_slack::standin::{Fault, StandIn};
 
 /// How many times the listener tries an error it does not know (`dispatch::retry`).
@@ -55,6 +55,58 @@ async fn the_plain_text_fallback_keeps_the_mentions() {
     let text = plain.body["text"].as_str().unwrap();
     assert!(text.contains("FATAL"), "{text}");
     assert!(text.contains("<!subteam^S0123ABC>"), "the fallback pages too: {text}");
+    l.close();
+}
+
+/// Promise 1: supervisord is never slowed down, whatever Slack does. Here Slack
+/// accepts every connection and never answers: each event is still answered before
+/// the next one is sent (the listener's reads are bounded: a listener that waited for
+/// Slack would fail the test, not hang it), and each is on disk, waiting.
+#[test]
+fn a_slack_that_never_answers_never_holds_up_an_answer() {
+    let slack = HungSlack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &slack.api_url(), FAST);
+    l.state("alpha", "STOPPED", "STARTING");
+    assert!(
+        common::wait_until(common::secs(10), || !slack.requests().is_empty()),
+        "the listener is waiting on Slack: {} connections\n{}",
+        slack.connections(),
+        l.stderr()
+    );
+    // Failures, recoveries, several threads: none waits for Slack.
+    let script = [
+        ("alpha", "STARTING", "RUNNING"),
+        ("bravo", "STOPPED", "STARTING"),
+        ("bravo", "STARTING", "BACKOFF"),
+        ("bravo", "BACKOFF", "STARTING"),
+        ("bravo", "STARTING", "BACKOFF"),
+        ("bravo", "BACKOFF", "FATAL"),
+        ("alpha", "RUNNING", "EXITED"),
+        ("alpha", "EXITED", "STARTING"),
+        ("alpha", "STARTING", "RUNNING"),
+    ];
+    for round in 0..5 {
+        for (p, from, to) in script {
+            l.state(&format!("{p}{round}"), from, to);
+        }
+    }
+    let sent = l.serial();
+    assert_eq!(sent, 46);
+    let rows = outbox(&l.dir.join("state.db"));
+    assert_eq!(
+        rows.iter().map(|r| r.serial).collect::<Vec<_>>(),
+        (1..=sent).collect::<Vec<_>>(),
+        "every event answered is on disk, in order"
+    );
+    assert!(rows.iter().all(|r| !r.delivered), "Slack never answered: {rows:?}");
+    assert!(
+        !slack.requests().is_empty() && slack.requests().iter().all(|r| r.starts_with("POST /api/")),
+        "{:?}",
+        slack.requests()
+    );
+    // The end of stdin still ends it (bounded: deliveries under way get their last
+    // chance, then it goes).
     l.close();
 }
 
