@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::disk::Tmpfs;
 use common::outbox::outbox;
 use common::pipe::PipeListener as Listener;
 use common::slack::{first_reply, options, wait, HungSlack, FAST};
@@ -522,58 +523,17 @@ async fn flapping_is_remembered_across_a_restart() {
     again.close();
 }
 
-/// A tmpfs of its own, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    /// `None` where this machine does not let us mount one (not root): the test is
-    /// then skipped — never under CI.
-    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(std::env::var_os("CI").is_none(), "mounting a tmpfs must work under CI (root)");
-            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-
-    /// Writes a file until the disk says it is full.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.0.join("filler")).unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A full disk: events are answered and held in memory while the state database
 /// cannot grow; when space comes back they are written and delivered, in order, each
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "4m") else {
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "size=4m") else {
         return;
     };
     let standin = StandIn::start(options()).await.unwrap();
-    let state = disk.0.join("state.db");
+    let state = disk.path().join("state.db");
     let mut l = Listener::start_with_state(dir.path(), &standin.api_url(), FAST, &state);
     l.state("alpha", "STARTING", "RUNNING");
     first_reply(&standin).await;
