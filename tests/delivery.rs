@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::pipe::PipeListener;
 use common::slack::{
-    assert_never_rate_limited, by_process, first_reply, options, outage_failures, serials,
-    thread_serials, wait, FAST, FAST_UPDATES, TOKEN,
+    assert_never_rate_limited, by_process, first_reply, options, outage_failures, reported,
+    serials, thread_serials, wait, Reported, FAST, FAST_UPDATES, TOKEN,
 };
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
@@ -84,6 +84,19 @@ async fn three_processes_and_twenty_events_make_three_threads_in_order_with_curr
             t.parent.text.as_deref().unwrap().contains("web-1"),
             "host on the card"
         );
+        // Each reply says in its metadata which host, which supervisord, which events.
+        for (r, serial) in t.replies.iter().zip(&sent[p.as_str()]) {
+            assert_eq!(
+                reported(r),
+                Some(Reported {
+                    host: "web-1".into(),
+                    server: "supervisor".into(),
+                    serials: vec![*serial],
+                }),
+                "{:?}",
+                r.metadata
+            );
+        }
     }
     assert_eq!(
         threads["bravo"].parent.color().as_deref(),

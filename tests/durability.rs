@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::outbox::{outbox, Row};
 use common::slack::{
-    assert_never_rate_limited, options, outage_failures, parent_process, parent_state, serials,
-    slack_listener, thread_serials,
+    assert_never_rate_limited, options, outage_failures, parent_process, parent_state, reported,
+    serials, slack_listener, thread_serials,
 };
 use common::supervisord::*;
 use common::{secs, signal, wait_until};
@@ -457,6 +457,14 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
         assert_eq!(t.replies.len(), stored.len(), "{p}: one reply per event");
         for (reply, (serial, state)) in t.replies.iter().zip(&stored) {
             assert_eq!(serials(reply), vec![*serial]);
+            // The supervisord is named as it names itself (`identifier`), with the host.
+            let said = reported(reply).expect("the event's identity in the metadata");
+            assert_eq!(
+                (said.host.as_str(), said.server.as_str()),
+                ("web-1", "supervisor-slack-test"),
+                "{:?}",
+                reply.metadata
+            );
             assert!(
                 reply.visible_text().contains(state.as_str()),
                 "{p}: the reply for serial {serial} says {state}: {}",

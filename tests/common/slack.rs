@@ -99,6 +99,29 @@ pub fn serials(m: &Message) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// The events' identity a reply carries in its Slack message metadata (event type
+/// `supervisor_slack_event`): which host, which supervisord (`server`), which serials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub host: String,
+    pub server: String,
+    pub serials: Vec<u64>,
+}
+
+/// The identity in a message's metadata; `None` when it has none or of another type.
+pub fn reported(m: &Message) -> Option<Reported> {
+    let md = m.metadata.as_ref()?;
+    if md["event_type"] != supervisor_slack::slack::METADATA_EVENT_TYPE {
+        return None;
+    }
+    let text = |key: &str| md["event_payload"][key].as_str().map(str::to_owned);
+    Some(Reported {
+        host: text("host")?,
+        server: text("server")?,
+        serials: serials(m),
+    })
+}
+
 /// The serials of a thread's replies, in reply order.
 pub fn thread_serials(t: &Thread) -> Vec<u64> {
     t.replies.iter().flat_map(serials).collect()
