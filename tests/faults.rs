@@ -560,3 +560,57 @@ async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
     assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2, 3, 4], "in order, each once");
     l.close();
 }
+
+/// "A clean stop lets deliveries under way finish" (README, promise 2): SIGTERM while
+/// a reply is at a slow Slack. The listener waits for Slack's answer and records it
+/// before it exits, so the next start does not post that reply again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_post_under_way_finish_and_the_next_start_posts_it_not_again() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    l.state("alpha", "STOPPED", "STARTING");
+    wait(&standin, 10, "the first reply", |s| {
+        s.channel("#ops").iter().any(|t| t.replies.len() == 1)
+    })
+    .await;
+    // Slack takes 1.5 s over the next post (call_timeout is 2 s), and keeps it even
+    // if the caller went away.
+    standin.set_fault(
+        Fault::Slow(std::time::Duration::from_millis(1500))
+            .on("chat.postMessage")
+            .times(1),
+    );
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the reply at Slack, unanswered", |s| {
+        s.calls_to("chat.postMessage")
+            .iter()
+            .any(|c| c.fault.is_some() && c.status == 0)
+    })
+    .await;
+    let status = l.terminate();
+    assert!(status.success(), "{status}");
+    let rows = outbox(&dir.path().join("state.db"));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.delivered), "Slack's answer is on disk: {rows:?}");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(!log.contains("exiting with deliveries under way"), "{log}");
+
+    // The next start: one more event, delivered after anything still owed.
+    let mut again = Listener::start_with(dir.path(), &standin.api_url(), FAST, 2);
+    again.state("alpha", "RUNNING", "STOPPING");
+    wait(&standin, 10, "serial 3", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| common::slack::thread_serials(t).contains(&3))
+    })
+    .await;
+    let threads = standin.channel("#ops");
+    assert_eq!(threads.len(), 1, "one parent");
+    assert_eq!(
+        common::slack::thread_serials(&threads[0]),
+        vec![1, 2, 3],
+        "serial 2 posted once"
+    );
+    again.close();
+}
