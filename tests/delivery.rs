@@ -10,19 +10,13 @@ use std::time::Duration;
 use common::pipe::PipeListener;
 use common::slack::{
     assert_never_rate_limited, by_process, first_reply, options, outage_failures, reported,
-    serials, thread_serials, wait, Reported, FAST, FAST_UPDATES, TOKEN,
+    serials, standin_and_listener, thread_serials, wait, Reported, FAST, FAST_UPDATES, TOKEN,
 };
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_and_twenty_events_make_three_threads_in_order_with_current_parents() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}coalesce_max = 1\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}coalesce_max = 1\n")).await;
     let script: &[(&str, &str, &str)] = &[
         ("alpha", "STOPPED", "STARTING"),
         ("bravo", "STOPPED", "STARTING"),
@@ -186,13 +180,7 @@ async fn after_a_429_no_request_arrives_before_retry_after_has_elapsed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixty_second_outage_loses_nothing_and_keeps_order() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}")).await;
     l.state("alpha", "STOPPED", "STARTING");
     first_reply(&standin).await;
     // Half the outage answers 503, half drops connections.
@@ -276,13 +264,7 @@ async fn a_refused_card_is_sent_once_as_plain_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}")).await;
     l.state("alpha", "STOPPED", "STARTING");
     first_reply(&standin).await;
     standin.set_fault(Fault::api_error("edit_window_closed").on("chat.update"));
@@ -301,13 +283,7 @@ async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}thread_ttl = \"1s\"\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}thread_ttl = \"1s\"\n")).await;
     l.state("alpha", "STOPPED", "STARTING");
     first_reply(&standin).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -325,13 +301,7 @@ async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_listener_continues_the_same_threads() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}"),
-    );
+    let (standin, dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}")).await;
     l.state("alpha", "STOPPED", "STARTING");
     first_reply(&standin).await;
     let serial = l.serial();
@@ -408,13 +378,7 @@ async fn setup_errors_say_how_to_fix_them_keep_events_and_never_show_the_token()
 /// recovery, never the repeats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_churning_process_broadcasts_its_first_failure_and_fatal_only() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}coalesce_max = 1\nflap_threshold = 100\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}coalesce_max = 1\nflap_threshold = 100\n")).await;
     l.state("worker", "STARTING", "RUNNING");
     for _ in 0..5 {
         l.state("worker", "RUNNING", "EXITED");

@@ -7,7 +7,7 @@ mod common;
 use common::disk::Tmpfs;
 use common::outbox::outbox;
 use common::pipe::PipeListener as Listener;
-use common::slack::{first_reply, options, wait, HungSlack, FAST};
+use common::slack::{first_reply, options, standin_and_listener, wait, HungSlack, FAST};
 use supervisor_slack::standin::{Fault, StandIn};
 
 /// How many times the listener tries an error it does not know (`dispatch::retry`).
@@ -17,13 +17,7 @@ const UNKNOWN_TRIES: u32 = 5;
 /// fallback keeps the mentions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plain_text_fallback_keeps_the_mentions() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}updates_per_minute = 600\nmentions = [\"<!subteam^S0123ABC>\"]\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}updates_per_minute = 600\nmentions = [\"<!subteam^S0123ABC>\"]\n")).await;
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "the first reply", |s| {
         s.channel("#ops").iter().any(|t| t.replies.len() == 1)
@@ -225,9 +219,7 @@ fn eof_writes_held_events_when_the_disk_is_back() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_after_an_accepted_post_posts_nothing_twice() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    let (standin, dir, mut l) = standin_and_listener(FAST).await;
     // The parent's post is slow: the lock is taken while Slack holds it.
     standin.set_fault(
         Fault::Slow(std::time::Duration::from_millis(1500))
@@ -271,9 +263,7 @@ async fn a_locked_database_after_an_accepted_post_posts_nothing_twice() {
 /// listed by `check` — and the thread goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_slack_error_sets_the_entry_aside_and_the_thread_goes_on() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    let (standin, dir, mut l) = standin_and_listener(FAST).await;
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "the first reply", |s| {
         s.channel("#ops").iter().any(|t| t.replies.len() == 1)
@@ -358,9 +348,7 @@ async fn an_undecodable_row_is_set_aside_alone() {
 /// while the RUNNING is in flight reaches Slack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_never_folds_into_an_entry_in_flight() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), &format!("{FAST}outbox_cap = 1\n"));
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}outbox_cap = 1\n")).await;
     standin.set_fault(
         Fault::Slow(std::time::Duration::from_millis(1500))
             .on("chat.postMessage")
@@ -566,9 +554,7 @@ async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
 /// before it exits, so the next start does not post that reply again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_post_under_way_finish_and_the_next_start_posts_it_not_again() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    let (standin, dir, mut l) = standin_and_listener(FAST).await;
     l.state("alpha", "STOPPED", "STARTING");
     wait(&standin, 10, "the first reply", |s| {
         s.channel("#ops").iter().any(|t| t.replies.len() == 1)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use supervisor_slack::standin::{Message, StandIn, StandInOptions, Thread};
 
+use super::pipe::PipeListener;
 use super::supervisord::ListenerEntry;
 use super::SLACK_BIN;
 
@@ -36,6 +37,15 @@ pub fn options() -> StandInOptions {
         updates_per_minute: 600,
         ..StandInOptions::default()
     }
+}
+
+/// The stand-in with [`options`], and a [`PipeListener`] posting to it with
+/// `settings`, its state and logs in a temp dir of their own (returned, to keep).
+pub async fn standin_and_listener(settings: &str) -> (StandIn, tempfile::TempDir, PipeListener) {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let l = PipeListener::start(dir.path(), &standin.api_url(), settings);
+    (standin, dir, l)
 }
 
 /// Writes `dir/settings.toml`: channel `#ops`, host `web-1`, then `extra` (TOML).
