@@ -445,10 +445,8 @@ async fn a_listener_killed_right_after_a_burst_takes_no_new_burst() {
 /// listener is still reported (and a routine start still is not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_right_after_a_restart_is_still_told_from_a_routine_start() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let settings = format!("{FAST}running = \"after_failure\"\n");
-    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    let (standin, dir, mut l) = standin_and_listener(&settings).await;
     l.state("alpha", "STARTING", "FATAL");
     l.state("bravo", "RUNNING", "STOPPED");
     wait(&standin, 10, "both threads", |s| {
@@ -480,10 +478,8 @@ async fn a_recovery_right_after_a_restart_is_still_told_from_a_routine_start() {
 /// the transitions of the window come from the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_is_remembered_across_a_restart() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let settings = format!("{FAST}flap_threshold = 6\n");
-    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    let (standin, dir, mut l) = standin_and_listener(&settings).await;
     for (from, to) in [("STARTING", "RUNNING"), ("RUNNING", "EXITED"), ("EXITED", "STARTING")]
         .iter()
         .cycle()
@@ -556,10 +552,7 @@ async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
 async fn sigterm_lets_a_post_under_way_finish_and_the_next_start_posts_it_not_again() {
     let (standin, dir, mut l) = standin_and_listener(FAST).await;
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "the first reply", |s| {
-        s.channel("#ops").iter().any(|t| t.replies.len() == 1)
-    })
-    .await;
+    first_reply(&standin).await;
     // Slack takes 1.5 s over the next post (call_timeout is 2 s), and keeps it even
     // if the caller went away.
     standin.set_fault(
