@@ -44,11 +44,16 @@ async fn start(extra: &str, opts: StandInOptions) -> Env {
 
 /// [`start`] with `actions` as the `[actions]` table.
 async fn start_with(extra: &str, actions: &str, opts: StandInOptions) -> Env {
+    start_program(worker(), extra, actions, opts).await
+}
+
+/// [`start_with`] running `worker` as the program named worker.
+async fn start_program(worker: Program, extra: &str, actions: &str, opts: StandInOptions) -> Env {
     let standin = StandIn::start(opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let settings = format!("{extra}\n[actions]\n{actions}");
     let listener = slack_listener(dir.path(), &standin.api_url(), &settings).env("SLACK_APP_TOKEN", APP_TOKEN);
-    let sv = Supervisord::start(SupervisordConfig::new().program(worker()).listener(listener));
+    let sv = Supervisord::start(SupervisordConfig::new().program(worker).listener(listener));
     sv.wait_for_state("worker", "RUNNING", secs(10));
     assert!(
         standin.wait_for_sockets(1, secs(20)).await,
@@ -250,6 +255,54 @@ async fn a_click_delivered_twice_runs_once() {
     assert_eq!(stops, 1, "supervisord stopped worker once:\n{}", env.sv.main_log());
     assert_ne!(env.sv.process_pid("worker"), Some(before));
     assert!(env.sv.listener_stderr().contains("delivered again"), "{}", env.sv.listener_stderr());
+}
+
+/// One action at a time per process: a click on a process while an action on it runs
+/// is refused — its user is told, nothing runs, the refusal is audited — and once the
+/// first one's outcome is in the thread, the next click runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_action_on_a_process_while_one_runs_is_refused_and_runs_nothing() {
+    // worker counts as started 5 s after it starts: a restart runs that long.
+    let actions = format!("allow_users = [\"{ADMIN}\"]\n");
+    let env = start_program(worker().startsecs(5), "", &actions, options()).await;
+    let before = env.sv.process_pid("worker").unwrap();
+    env.click(ADMIN, "restart").await;
+    // Under way: stopped, started again, not yet counted as started; the card says
+    // STARTING and offers Stop.
+    env.wait_parent("the parent shows STARTING with Stop", |t| {
+        parent_state_is(t, "STARTING") && has_button(&env, t, "stop")
+    })
+    .await;
+    assert_eq!(env.sv.state("worker").as_deref(), Some("STARTING"), "the restart is under way");
+    env.click(ADMIN, "stop").await;
+    assert!(
+        wait_until(secs(10), || env.standin.ephemerals().iter().any(|e| e.user == ADMIN)),
+        "the second click is answered: {:?}",
+        env.standin.ephemerals()
+    );
+    let told = env.standin.ephemerals().into_iter().find(|e| e.user == ADMIN).unwrap();
+    let text = told.text.unwrap_or_default();
+    assert!(text.contains("Another action on worker is under way"), "{text}");
+    let done = env.wait_reply("the restart's outcome", "RUNNING* again").await;
+    let after = env.sv.process_pid("worker").unwrap();
+    assert_ne!(before, after, "supervisord restarted worker");
+    assert!(done.contains(&format!("pid {after}")), "{done}");
+    std::thread::sleep(secs(1));
+    assert_eq!(env.sv.state("worker").as_deref(), Some("RUNNING"), "the refused stop ran nothing");
+    assert_eq!(env.sv.main_log().matches("stopped: worker").count(), 1, "{}", env.sv.main_log());
+    let asked = env.replies().iter().filter(|r| r.contains("requested by")).count();
+    assert_eq!(asked, 1, "only the restart is said in the thread: {:#?}", env.replies());
+    let rows = env.audit();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let row = |action: &str| rows.iter().find(|r| r.1 == action).unwrap_or_else(|| panic!("{action} in {rows:?}"));
+    assert_eq!(row("restart").2.as_deref(), Some(format!("RUNNING, pid {after}").as_str()));
+    let refused = row("stop").2.clone().unwrap_or_default();
+    assert!(refused.starts_with("refused") && refused.contains("under way"), "{refused}");
+    assert!(rows.iter().all(|r| r.0 == ADMIN));
+    // The first one's outcome is in: the next click runs.
+    env.click(ADMIN, "stop").await;
+    env.wait_reply("the stop is audited", "is *STOPPED*").await;
+    assert_eq!(env.sv.state("worker").as_deref(), Some("STOPPED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,7 +608,7 @@ async fn start_of_a_process_that_cannot_spawn_says_supervisords_fault() {
 /// An action never waits for Slack. With Slack answering 429 (Retry-After 20 s) and
 /// then `not_in_channel` to every post — the audit lines cannot go out — a Restart
 /// still runs at once, bounded by `timeout`, is recorded on disk, releases its mark
-/// (a second Restart runs too), and its audit lines reach the thread once Slack
+/// (a second action runs too), and its audit lines reach the thread once Slack
 /// takes posts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_runs_within_its_timeout_while_slack_refuses_its_audit_lines() {
@@ -587,11 +640,12 @@ async fn an_action_runs_within_its_timeout_while_slack_refuses_its_audit_lines()
         env.sv.diagnostics()
     );
     assert_eq!(env.audit()[0].2.as_deref(), Some(format!("RUNNING, pid {after}").as_str()));
-    // The mark is released: a second Restart runs as well.
-    env.click(ADMIN, "restart").await;
+    // The mark is released: a second action on the process runs as well (Show
+    // stderr: the card may show a passing state while edits wait out the 429).
+    env.click(ADMIN, "stderr").await;
     assert!(
-        wait_until(secs(8), || env.audit().len() == 2 && env.audit()[1].2.as_deref().is_some_and(|o| o.starts_with("RUNNING"))),
-        "the second restart ran: {:?}",
+        wait_until(secs(8), || env.audit().len() == 2 && env.audit()[1].2.as_deref() == Some("stderr shown")),
+        "the second action ran: {:?}",
         env.audit()
     );
     assert!(env.standin.ephemerals().is_empty(), "nobody was told another action is under way");

@@ -39,10 +39,10 @@ async fn the_board_lists_every_process_failing_first_and_follows_a_storm() {
                 .startsecs(1)
                 .startretries(1),
         )
-        .program(Program::new("idle", "/bin/sh -c 'exec sleep 1000'").autostart(false));
+        .program(Program::sleeper("idle").autostart(false));
     for i in 0..4 {
         c = c
-            .program(Program::new(&format!("web{i}"), "/bin/sh -c 'exec sleep 1000'").startsecs(0));
+            .program(Program::sleeper(&format!("web{i}")).startsecs(0));
     }
     let sv = Supervisord::start(c.listener(slack_listener(
         state.path(),
@@ -111,7 +111,7 @@ async fn without_xmlrpc_the_board_shows_the_events_seen() {
     );
     let sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .program(Program::sleeper("web").startsecs(0))
             .listener(slack_listener(state.path(), &standin.api_url(), &extra)),
     );
     sv.wait_for_state("web", "RUNNING", secs(10));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::cdp::{chromium_or_skip, Browser, HEADLESS};
 use common::pipe::PipeListener;
-use common::slack::{header, options, FAST, FAST_UPDATES, TOKEN};
+use common::slack::{header, options, standin_and_listener, FAST, FAST_UPDATES, TOKEN};
 use common::socket::{client, SocketApp, APP_TOKEN};
 use serde_json::json;
 use slack_morphism::prelude::*;
@@ -223,13 +223,7 @@ async fn the_board_and_compact_replies_in_chromium() {
     let Some(chromium) = chromium_or_skip("the_board_and_compact_replies_in_chromium") else {
         return;
     };
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}board = true\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}board = true\n")).await;
     l.state("web", "STARTING", "RUNNING");
     l.state("worker", "BACKOFF", "FATAL");
     let done = standin

@@ -567,23 +567,32 @@ fn lines_a_reader_scrolls(msg: &serde_json::Value) -> usize {
         .sum()
 }
 
+/// README: "A routine reply is one line (`🟢 STARTING → RUNNING · api:api-1 on web-1 ·
+/// pid 4242 · 15:58:22`)"; a parent is at most six.
 #[test]
-fn a_routine_reply_is_at_most_three_lines_and_a_parent_at_most_six() {
+fn a_routine_reply_is_one_line_and_a_parent_at_most_six() {
     let routine = [
-        (State::Stopped, State::Starting),
-        (State::Starting, State::Running),
-        (State::Running, State::Stopping),
-        (State::Stopping, State::Stopped),
+        (State::Stopped, State::Starting, " · tries 2"),
+        (State::Starting, State::Running, " · pid 4242"),
+        (State::Running, State::Stopping, " · pid 4242"),
+        (State::Stopping, State::Stopped, ""),
     ];
-    for (from, to) in routine {
+    for (from, to, detail) in routine {
         let ev = event("web-1", "api", "api_0", from, to, 0);
         let reply = reply_card(std::slice::from_ref(&ev), None, &[], &[]).to_message_json();
         let n = lines_a_reader_scrolls(&reply);
-        assert!(n <= 3, "{from} → {to}: {n} lines\n{}", all_mrkdwn(&reply));
-        let text = all_mrkdwn(&reply);
-        for want in ["web-1", "api:api_0", &format!("{from} → {to}"), "<!date^"] {
-            assert!(text.contains(want), "{want:?} in {text}");
-        }
+        assert_eq!(n, 1, "{from} → {to}: {n} lines\n{}", all_mrkdwn(&reply));
+        let b = blocks(&reply);
+        assert_eq!(b.len(), 1, "no header, no second block: {b:?}");
+        assert_eq!(b[0]["type"], "section");
+        let line = b[0]["text"]["text"].as_str().unwrap();
+        // The change, the process and its host, the environment, pid or tries, the time.
+        let want = format!(
+            "{} *{from} → {to}* · api:api_0 on *web-1* · 🏷 prod{detail} · <!date^",
+            emoji(to, None)
+        );
+        assert!(line.starts_with(&want), "{line:?} starts with {want:?}");
+        assert!(!line.contains('\n') && line.ends_with('>'), "one line: {line:?}");
     }
     // Two routine changes coalesced: still one line, titled with the sequence.
     let two = [
@@ -591,7 +600,7 @@ fn a_routine_reply_is_at_most_three_lines_and_a_parent_at_most_six() {
         event("web-1", "api", "api_0", State::Starting, State::Running, 1),
     ];
     let reply = reply_card(&two, None, &[], &[]).to_message_json();
-    assert!(lines_a_reader_scrolls(&reply) <= 3);
+    assert_eq!(lines_a_reader_scrolls(&reply), 1, "{}", all_mrkdwn(&reply));
     assert!(all_mrkdwn(&reply).contains("STOPPED → STARTING → RUNNING"));
     for to in State::ALL {
         let ev = event("web-1", "api", "api_0", State::Running, to, 0);

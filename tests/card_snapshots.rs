@@ -4,7 +4,18 @@
 use insta::assert_json_snapshot;
 use supervisor_slack::card::samples::{self, event, from_state};
 use supervisor_slack::card::*;
-use supervisor_slack::supervisord::event::State;
+use supervisor_slack::supervisord::event::{ProcessState, State};
+
+/// The reply for one event, with no environment, notes, crash context or mentions.
+fn reply(ev: &ProcessState) -> Card {
+    Renderer::builtin().reply(&ReplyInput {
+        events: std::slice::from_ref(ev),
+        environment: None,
+        notes: &[],
+        context: None,
+        mentions: &[],
+    })
+}
 
 #[test]
 fn parent_card_for_every_state() {
@@ -29,13 +40,7 @@ fn parent_card_for_every_state() {
 fn reply_card_for_every_state() {
     for s in State::ALL {
         let ev = event("web-1", "api", "api_0", from_state(s), s, 0);
-        let card = Renderer::builtin().reply(&ReplyInput {
-            events: std::slice::from_ref(&ev),
-            environment: None,
-            notes: &[],
-            context: None,
-            mentions: &[],
-        });
+        let card = reply(&ev);
         assert_json_snapshot!(
             format!("reply_{}", s.as_str().to_lowercase()),
             card.to_message_json()
@@ -54,13 +59,7 @@ fn exited_expected_is_grey() {
         0,
     );
     ev.expected = Some(true);
-    let card = Renderer::builtin().reply(&ReplyInput {
-        events: std::slice::from_ref(&ev),
-        environment: None,
-        notes: &[],
-        context: None,
-        mentions: &[],
-    });
+    let card = reply(&ev);
     assert_json_snapshot!("reply_exited_expected", card.to_message_json());
 }
 

@@ -1,6 +1,8 @@
 //! `check` without Slack: findings come with fixes, problems make a non-zero exit.
 //! `auth.test` and `--post-test` run against the Slack stand-in.
 
+mod common;
+
 use std::time::Duration;
 
 use supervisor_slack::check::{self, check_state_path, check_supervisor, Level, Options, Report};
@@ -85,6 +87,9 @@ fn state_path_in_a_writable_directory_is_fine() {
     assert!(!dir.path().join("deeper").exists(), "check creates nothing");
 }
 
+/// A directory the listener cannot write to. Its mode (0500) stops other users;
+/// root writes through any mode, so as root the directory is a read-only tmpfs,
+/// which refuses root too: the check runs either way.
 #[cfg(unix)]
 #[test]
 fn state_path_in_a_read_only_directory_is_a_problem() {
@@ -93,11 +98,19 @@ fn state_path_in_a_read_only_directory_is_a_problem() {
     let ro = dir.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let _read_only = if supervisor_slack::config::dir_writable(&ro) {
+        let Some(disk) = common::disk::Tmpfs::mount(&ro, "ro,size=64k") else {
+            return;
+        };
+        assert!(
+            !supervisor_slack::config::dir_writable(&ro),
+            "a read-only tmpfs refuses writes"
+        );
+        Some(disk)
+    } else {
+        None
+    };
     let f = check_state_path(&ro.join("state.db"));
-    // root writes anywhere: the check is only meaningful for other users.
-    if supervisor_slack::config::dir_writable(&ro) {
-        return;
-    }
     assert_eq!(f.level, Level::Problem, "{f:?}");
     assert!(f.fix.unwrap().contains("SUPERVISOR_SLACK_STATE"));
 }

@@ -1,5 +1,7 @@
 //! Settings: the file, the environment on top, and errors that name the key and line.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -376,7 +378,7 @@ fn listen_refuses_to_start_on_bad_settings() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.toml");
     std::fs::write(&path, "channel = \"#ops\"\n[[route]]\ngroup = \"web-{\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+    let out = std::process::Command::new(common::SLACK_BIN)
         .arg("--config")
         .arg(&path)
         .arg("listen")
@@ -411,7 +413,7 @@ async fn routes_without_a_default_channel_listen_and_check_agree() {
         &config::parse_str(text, Some(&path)).unwrap(),
         &[
             ("SLACK_TOKEN", "xoxb-test"),
-            ("SLACK_API_URL", "http://127.0.0.1:9/api"),
+            ("SLACK_API_URL", common::pipe::NO_SLACK),
             ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
         ],
     )
@@ -435,13 +437,13 @@ async fn routes_without_a_default_channel_listen_and_check_agree() {
     );
 
     // listen starts: READY on stdout, exit 0 when stdin closes.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
+    let out = std::process::Command::new(common::SLACK_BIN)
         .arg("--config")
         .arg(&path)
         .arg("listen")
         .env("SLACK_TOKEN", "xoxb-test")
         .env_remove("SLACK_CHANNEL")
-        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
+        .env("SLACK_API_URL", common::pipe::NO_SLACK)
         .env("SUPERVISOR_SLACK_STATE", &state)
         .stdin(std::process::Stdio::null())
         .output()

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::events::{ev, EventBuilder};
 use common::supervisord::*;
 use common::{secs, wait_until};
 use supervisor_slack::card::CrashContext;
@@ -13,25 +14,14 @@ use supervisor_slack::config::Secret;
 use supervisor_slack::crash::{ContextOptions, ContextSource};
 use supervisor_slack::supervisord::event::{ProcessState, State};
 
-/// The event supervisord would have sent for `name`'s transition to `to`.
+/// The event supervisord would have sent for `name`'s transition to `to`, now.
 fn event(name: &str, from: State, to: State, expected: Option<bool>) -> ProcessState {
-    ProcessState {
-        host: "test-host".into(),
-        server: "supervisor-slack-test".into(),
-        serial: 1,
-        pool: "slack".into(),
-        poolserial: 1,
-        group: name.into(),
-        process: name.into(),
-        from,
-        to,
-        pid: None,
-        tries: None,
-        expected,
-        at: chrono::Utc::now(),
-        extra: Vec::new(),
-        reconciled: None,
-    }
+    ev(name, to)
+        .from(from)
+        .expected(expected)
+        .host("test-host")
+        .server("supervisor-slack-test")
+        .at(chrono::Utc::now())
 }
 
 fn source(url: &str) -> ContextSource {

@@ -9,20 +9,14 @@ use std::time::Duration;
 
 use common::pipe::PipeListener;
 use common::slack::{
-    assert_never_rate_limited, by_process, options, outage_failures, serials, thread_serials, wait,
-    FAST, FAST_UPDATES, TOKEN,
+    assert_never_rate_limited, by_process, first_reply, options, outage_failures, reported,
+    serials, standin_and_listener, thread_serials, wait, Reported, FAST, FAST_UPDATES, TOKEN,
 };
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_and_twenty_events_make_three_threads_in_order_with_current_parents() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}coalesce_max = 1\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}coalesce_max = 1\n")).await;
     let script: &[(&str, &str, &str)] = &[
         ("alpha", "STOPPED", "STARTING"),
         ("bravo", "STOPPED", "STARTING"),
@@ -84,6 +78,19 @@ async fn three_processes_and_twenty_events_make_three_threads_in_order_with_curr
             t.parent.text.as_deref().unwrap().contains("web-1"),
             "host on the card"
         );
+        // Each reply says in its metadata which host, which supervisord, which events.
+        for (r, serial) in t.replies.iter().zip(&sent[p.as_str()]) {
+            assert_eq!(
+                reported(r),
+                Some(Reported {
+                    host: "web-1".into(),
+                    server: "supervisor".into(),
+                    serials: vec![*serial],
+                }),
+                "{:?}",
+                r.metadata
+            );
+        }
     }
     assert_eq!(
         threads["bravo"].parent.color().as_deref(),
@@ -173,18 +180,9 @@ async fn after_a_429_no_request_arrives_before_retry_after_has_elapsed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixty_second_outage_loses_nothing_and_keeps_order() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}")).await;
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first reply", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     // Half the outage answers 503, half drops connections.
     standin.set_fault(Fault::Status(503));
     let mut sent = vec![l.serial()];
@@ -266,18 +264,9 @@ async fn a_refused_card_is_sent_once_as_plain_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}")).await;
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first thread", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     standin.set_fault(Fault::api_error("edit_window_closed").on("chat.update"));
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "a second parent", |s| {
@@ -294,18 +283,9 @@ async fn a_parent_that_cannot_be_edited_is_replaced_by_a_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}thread_ttl = \"1s\"\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}thread_ttl = \"1s\"\n")).await;
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first thread", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "a second thread", |s| {
@@ -321,18 +301,9 @@ async fn an_old_thread_gets_a_new_parent_after_thread_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_listener_continues_the_same_threads() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}"),
-    );
+    let (standin, dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}")).await;
     l.state("alpha", "STOPPED", "STARTING");
-    wait(&standin, 10, "first reply", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     let serial = l.serial();
     l.close();
     let mut l = PipeListener::start_with(
@@ -407,13 +378,7 @@ async fn setup_errors_say_how_to_fix_them_keep_events_and_never_show_the_token()
 /// recovery, never the repeats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_churning_process_broadcasts_its_first_failure_and_fatal_only() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = PipeListener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}{FAST_UPDATES}coalesce_max = 1\nflap_threshold = 100\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}{FAST_UPDATES}coalesce_max = 1\nflap_threshold = 100\n")).await;
     l.state("worker", "STARTING", "RUNNING");
     for _ in 0..5 {
         l.state("worker", "RUNNING", "EXITED");
@@ -488,5 +453,154 @@ async fn a_deleted_card_is_replaced_exactly_once_with_the_current_state() {
         .filter(|c| c.error.is_none() && c.status == 200 && c.body.get("thread_ts").is_none())
         .count();
     assert_eq!(parents_posted, 2, "the first card and its one replacement");
+    l.close();
+}
+
+/// The texts a post's card shows (every section and context of its attachment).
+fn card_texts(body: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in body["attachments"][0]["blocks"].as_array().into_iter().flatten() {
+        if let Some(t) = b["text"]["text"].as_str() {
+            out.push(t.to_string());
+        }
+        for e in b["elements"].as_array().into_iter().flatten() {
+            if let Some(t) = e["text"].as_str() {
+                out.push(t.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The serials a post reports in its metadata.
+fn posted_serials(body: &serde_json::Value) -> Vec<u64> {
+    body.pointer("/metadata/event_payload/serials")
+        .and_then(|v| v.as_str())
+        .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// A flapping process (README, promise 3): once it flaps, its replies become digests,
+/// at most one per `digest_interval`, each counting every change it holds — the
+/// run-length sequence `(STARTING → RUNNING → EXITED) ×N`, how many changes, when and
+/// how many crashes — and FATAL goes out at once. Checked on the JSON the stand-in
+/// received and when it received it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_process_gets_a_digest_per_interval_that_counts_every_change_and_fatal_at_once() {
+    const INTERVAL: Duration = Duration::from_secs(5);
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = FAST
+        .replace("digest_interval = \"2s\"", "digest_interval = \"5s\"")
+        .replace("settle_after = \"5s\"", "settle_after = \"60s\"");
+    assert!(settings.contains("\"5s\"") && settings.contains("\"60s\""), "{settings}");
+    let mut l = PipeListener::start(
+        dir.path(),
+        &standin.api_url(),
+        &format!("{settings}{FAST_UPDATES}coalesce_max = 1\nflap_threshold = 5\n"),
+    );
+    // The state each serial moved to, and from (serial 0: before the first).
+    let mut to = vec!["STOPPED"];
+    let mut send = |l: &mut PipeListener, from: &'static str, next: &'static str| {
+        assert_eq!(*to.last().unwrap(), from);
+        l.state("worker", from, next);
+        to.push(next);
+        assert_eq!(l.serial() as usize, to.len() - 1);
+    };
+    let cycle = [("STARTING", "RUNNING"), ("RUNNING", "EXITED"), ("EXITED", "STARTING")];
+    let replies = |s: &StandIn| -> Vec<supervisor_slack::standin::Call> {
+        s.calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.status == 200 && c.body.get("thread_ts").is_some() && !posted_serials(&c.body).is_empty())
+            .collect()
+    };
+    let digests = |s: &StandIn| replies(s).into_iter().filter(|c| posted_serials(&c.body).len() > 1).count();
+
+    send(&mut l, "STOPPED", "STARTING");
+    wait(&standin, 10, "the first reply", |s| replies(s).len() == 1).await;
+    // Three waves, each sent at once after the digest before it arrived (well
+    // inside the interval, so each digest holds what came since the last).
+    for wave in 0..3 {
+        let started = std::time::Instant::now();
+        for &(from, next) in cycle.iter().cycle().take(if wave < 2 { 180 } else { 15 }) {
+            send(&mut l, from, next);
+        }
+        if wave == 2 {
+            send(&mut l, "STARTING", "BACKOFF");
+            send(&mut l, "BACKOFF", "FATAL");
+        }
+        assert!(
+            started.elapsed() < INTERVAL / 2,
+            "sending a wave took {:?}: too slow a machine for this test's plan",
+            started.elapsed()
+        );
+        if wave < 2 {
+            wait(&standin, 30, "the next digest", |s| digests(s) == wave + 1).await;
+        }
+    }
+    let total = l.serial();
+    wait(&standin, 30, "every event reported", |s| {
+        replies(s).iter().map(|c| posted_serials(&c.body).len() as u64).sum::<u64>() == total
+    })
+    .await;
+    let posts = replies(&standin);
+    let reported: Vec<u64> = posts.iter().flat_map(|c| posted_serials(&c.body)).collect();
+    assert_eq!(reported, (1..=total).collect::<Vec<_>>(), "every change once, in order");
+    assert!(l.stderr().contains("process is flapping"), "{}", l.stderr());
+
+    let first_digest = posts.iter().position(|c| posted_serials(&c.body).len() > 1).unwrap();
+    let flapping = &posts[first_digest..];
+    assert_eq!(flapping.len(), 3, "two digests, then FATAL's: {:#?}", flapping.iter().map(|c| posted_serials(&c.body)).collect::<Vec<_>>());
+    // The pace: each digest at least an interval after the reply before it; FATAL's
+    // at once after the second digest (long before another interval).
+    for pair in posts[first_digest - 1..first_digest + 2].windows(2) {
+        assert!(pair[1].at >= pair[0].at + INTERVAL, "digests {:?} then {:?}", pair[0].at, pair[1].at);
+    }
+    assert!(flapping[2].at < flapping[1].at + INTERVAL, "FATAL waited for the interval: {:?} after {:?}", flapping[2].at, flapping[1].at);
+
+    for (i, post) in flapping.iter().enumerate() {
+        let serials = posted_serials(&post.body);
+        let (a, b) = (serials[0] as usize, *serials.last().unwrap() as usize);
+        let n = serials.len();
+        let texts = card_texts(&post.body);
+        let all = texts.join("\n");
+        // Its title: from the state before it to the last, and how many changes.
+        let title = format!("{} → … → {} ({n} changes)", to[a - 1], to[b]);
+        assert!(post.body["text"].as_str().unwrap().contains(&title), "{title:?} in {}", post.body["text"]);
+        assert!(all.contains(&format!("*{n} changes, oldest first*")), "{all}");
+        // When, and how many crashes: each EXITED was unexpected (`expected:0`).
+        let exits = to[a..=b].iter().filter(|s| **s == "EXITED").count();
+        let plural = |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+        let crashes = if i < 2 {
+            format!("{}: {}", plural(exits, "crash", "crashes"), plural(exits, "unexpected exit", "unexpected exits"))
+        } else {
+            format!(
+                "{}: {}, 1 failed start, FATAL",
+                plural(exits + 1, "crash", "crashes"),
+                plural(exits, "unexpected exit", "unexpected exits")
+            )
+        };
+        let summary = texts.iter().find(|t| t.contains(" – ")).unwrap_or_else(|| panic!("no summary in {texts:#?}"));
+        assert!(summary.starts_with("<!date^") && summary.ends_with(&format!(" · {crashes}")), "{summary:?} ends with {crashes:?}");
+        if i < 2 {
+            // The run-length sequence of every state, none left out: the state before
+            // the digest, then its own, repeating every three.
+            let states = &to[a - 1..=b];
+            let reps = states.len() / 3;
+            let mut seq = format!("({}) ×{reps}", states[..3].join(" → "));
+            for s in &states[3 * reps..] {
+                seq.push_str(&format!(" → {s}"));
+            }
+            assert!(all.contains(&format!("*{n} changes, oldest first*\n{seq}")), "{seq:?} in {all}");
+            assert!(n >= 150, "a digest holds what came in its interval: {n}");
+        } else {
+            // Few enough to list one per line, oldest first, ending in the FATAL.
+            let listed: Vec<&str> = all.lines().filter(|l| l.starts_with("• ")).collect();
+            assert_eq!(listed.len(), n, "{all}");
+            assert!(listed[n - 2].contains("STARTING → BACKOFF"), "{all}");
+            assert!(listed[n - 1].contains("BACKOFF → FATAL"), "{all}");
+            assert_eq!(b as u64, total, "FATAL's reply holds everything left");
+        }
+    }
     l.close();
 }

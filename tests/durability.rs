@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::outbox::{outbox, Row};
 use common::slack::{
-    assert_never_rate_limited, options, outage_failures, parent_process, parent_state, serials,
-    slack_listener, thread_serials,
+    assert_never_rate_limited, options, outage_failures, parent_process, parent_state, reported,
+    serials, slack_listener, thread_serials,
 };
 use common::supervisord::*;
 use common::{secs, signal, wait_until};
@@ -407,7 +407,7 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("healthy", "/bin/sh -c 'exec sleep 1000'"))
+            .program(Program::sleeper("healthy"))
             .program(Program::new("crasher", "/bin/sh -c 'exit 1'").startretries(2))
             .program(Program::new("quitter", "/bin/sh -c 'sleep 2; exit 0'"))
             .listener(slack_listener(
@@ -457,6 +457,14 @@ async fn every_state_change_of_three_real_programs_lands_in_its_thread_in_order(
         assert_eq!(t.replies.len(), stored.len(), "{p}: one reply per event");
         for (reply, (serial, state)) in t.replies.iter().zip(&stored) {
             assert_eq!(serials(reply), vec![*serial]);
+            // The supervisord is named as it names itself (`identifier`), with the host.
+            let said = reported(reply).expect("the event's identity in the metadata");
+            assert_eq!(
+                (said.host.as_str(), said.server.as_str()),
+                ("web-1", "supervisor-slack-test"),
+                "{:?}",
+                reply.metadata
+            );
             assert!(
                 reply.visible_text().contains(state.as_str()),
                 "{p}: the reply for serial {serial} says {state}: {}",
@@ -494,7 +502,7 @@ async fn a_listener_restarted_between_events_continues_the_same_threads() {
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("svc", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .program(Program::sleeper("svc").startsecs(0))
             .listener(slack_listener(dir.path(), &standin.api_url(), "")),
     );
     sv.wait_for_state("svc", "RUNNING", secs(10));
@@ -547,8 +555,8 @@ async fn a_slack_outage_with_real_supervisord_loses_nothing_and_keeps_order() {
     let db = dir.path().join("state.db");
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
-            .program(Program::new("worker", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+            .program(Program::sleeper("web").startsecs(0))
+            .program(Program::sleeper("worker").startsecs(0))
             .listener(slack_listener(dir.path(), &standin.api_url(), "")),
     );
     sv.wait_for_state("web", "RUNNING", secs(10));

@@ -18,7 +18,7 @@ const STATE_PREFIX: &str = "PROCESS_STATE_";
 fn start() -> Supervisord {
     Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
+            .program(Program::sleeper("web"))
             .program(
                 Program::new("crasher", "/bin/sh -c 'echo boom >&2; exit 1'")
                     .startsecs(1)
@@ -154,7 +154,7 @@ async fn the_listeners_own_process_has_no_card_unless_asked() {
         let state = tempfile::tempdir().unwrap();
         let mut sv = Supervisord::start(
             SupervisordConfig::new()
-                .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+                .program(Program::sleeper("web").startsecs(0))
                 .listener(slack_listener(state.path(), &standin.api_url(), extra)),
         );
         sv.wait_for_state("web", "RUNNING", secs(10));

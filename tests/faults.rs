@@ -4,9 +4,10 @@
 
 mod common;
 
-
+use common::disk::Tmpfs;
+use common::outbox::outbox;
 use common::pipe::PipeListener as Listener;
-use common::slack::{options, wait, FAST};
+use common::slack::{first_reply, options, standin_and_listener, wait, HungSlack, FAST};
 use supervisor_slack::standin::{Fault, StandIn};
 
 /// How many times the listener tries an error it does not know (`dispatch::retry`).
@@ -16,13 +17,7 @@ const UNKNOWN_TRIES: u32 = 5;
 /// fallback keeps the mentions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plain_text_fallback_keeps_the_mentions() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(
-        dir.path(),
-        &standin.api_url(),
-        &format!("{FAST}updates_per_minute = 600\nmentions = [\"<!subteam^S0123ABC>\"]\n"),
-    );
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}updates_per_minute = 600\nmentions = [\"<!subteam^S0123ABC>\"]\n")).await;
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "the first reply", |s| {
         s.channel("#ops").iter().any(|t| t.replies.len() == 1)
@@ -55,6 +50,58 @@ async fn the_plain_text_fallback_keeps_the_mentions() {
     let text = plain.body["text"].as_str().unwrap();
     assert!(text.contains("FATAL"), "{text}");
     assert!(text.contains("<!subteam^S0123ABC>"), "the fallback pages too: {text}");
+    l.close();
+}
+
+/// Promise 1: supervisord is never slowed down, whatever Slack does. Here Slack
+/// accepts every connection and never answers: each event is still answered before
+/// the next one is sent (the listener's reads are bounded: a listener that waited for
+/// Slack would fail the test, not hang it), and each is on disk, waiting.
+#[test]
+fn a_slack_that_never_answers_never_holds_up_an_answer() {
+    let slack = HungSlack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Listener::start(dir.path(), &slack.api_url(), FAST);
+    l.state("alpha", "STOPPED", "STARTING");
+    assert!(
+        common::wait_until(common::secs(10), || !slack.requests().is_empty()),
+        "the listener is waiting on Slack: {} connections\n{}",
+        slack.connections(),
+        l.stderr()
+    );
+    // Failures, recoveries, several threads: none waits for Slack.
+    let script = [
+        ("alpha", "STARTING", "RUNNING"),
+        ("bravo", "STOPPED", "STARTING"),
+        ("bravo", "STARTING", "BACKOFF"),
+        ("bravo", "BACKOFF", "STARTING"),
+        ("bravo", "STARTING", "BACKOFF"),
+        ("bravo", "BACKOFF", "FATAL"),
+        ("alpha", "RUNNING", "EXITED"),
+        ("alpha", "EXITED", "STARTING"),
+        ("alpha", "STARTING", "RUNNING"),
+    ];
+    for round in 0..5 {
+        for (p, from, to) in script {
+            l.state(&format!("{p}{round}"), from, to);
+        }
+    }
+    let sent = l.serial();
+    assert_eq!(sent, 46);
+    let rows = outbox(&l.dir.join("state.db"));
+    assert_eq!(
+        rows.iter().map(|r| r.serial).collect::<Vec<_>>(),
+        (1..=sent).collect::<Vec<_>>(),
+        "every event answered is on disk, in order"
+    );
+    assert!(rows.iter().all(|r| !r.delivered), "Slack never answered: {rows:?}");
+    assert!(
+        !slack.requests().is_empty() && slack.requests().iter().all(|r| r.starts_with("POST /api/")),
+        "{:?}",
+        slack.requests()
+    );
+    // The end of stdin still ends it (bounded: deliveries under way get their last
+    // chance, then it goes).
     l.close();
 }
 
@@ -95,7 +142,7 @@ async fn a_second_listener_on_the_same_state_file_refuses_to_start() {
 /// the file should be), so that its events are held in memory; sends two events.
 fn listener_with_a_refusing_disk(dir: &std::path::Path) -> Listener {
     std::fs::create_dir(dir.join("state.db")).unwrap();
-    let mut l = Listener::start(dir, "http://127.0.0.1:9/api", FAST);
+    let mut l = Listener::start(dir, common::pipe::NO_SLACK, FAST);
     l.state("alpha", "STOPPED", "STARTING");
     l.state("alpha", "STARTING", "RUNNING");
     assert!(
@@ -172,9 +219,7 @@ fn eof_writes_held_events_when_the_disk_is_back() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_after_an_accepted_post_posts_nothing_twice() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    let (standin, dir, mut l) = standin_and_listener(FAST).await;
     // The parent's post is slow: the lock is taken while Slack holds it.
     standin.set_fault(
         Fault::Slow(std::time::Duration::from_millis(1500))
@@ -218,9 +263,7 @@ async fn a_locked_database_after_an_accepted_post_posts_nothing_twice() {
 /// listed by `check` — and the thread goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_slack_error_sets_the_entry_aside_and_the_thread_goes_on() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), FAST);
+    let (standin, dir, mut l) = standin_and_listener(FAST).await;
     l.state("alpha", "STARTING", "RUNNING");
     wait(&standin, 10, "the first reply", |s| {
         s.channel("#ops").iter().any(|t| t.replies.len() == 1)
@@ -268,7 +311,7 @@ async fn an_unknown_slack_error_sets_the_entry_aside_and_the_thread_goes_on() {
 async fn an_undecodable_row_is_set_aside_alone() {
     let dir = tempfile::tempdir().unwrap();
     // Slack unreachable: the rows wait.
-    let mut l = Listener::start(dir.path(), "http://127.0.0.1:9/api", FAST);
+    let mut l = Listener::start(dir.path(), common::pipe::NO_SLACK, FAST);
     l.state("alpha", "STOPPED", "STARTING");
     l.state("alpha", "STARTING", "RUNNING");
     l.state("alpha", "RUNNING", "STOPPING");
@@ -305,9 +348,7 @@ async fn an_undecodable_row_is_set_aside_alone() {
 /// while the RUNNING is in flight reaches Slack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_never_folds_into_an_entry_in_flight() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Listener::start(dir.path(), &standin.api_url(), &format!("{FAST}outbox_cap = 1\n"));
+    let (standin, _dir, mut l) = standin_and_listener(&format!("{FAST}outbox_cap = 1\n")).await;
     l.state("alpha", "STOPPED", "STARTING");
     wait(&standin, 10, "the card and its first reply", |s| {
         s.channel("#ops").iter().any(|t| !t.replies.is_empty())
@@ -411,10 +452,8 @@ async fn a_listener_killed_right_after_a_burst_takes_no_new_burst() {
 /// listener is still reported (and a routine start still is not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_right_after_a_restart_is_still_told_from_a_routine_start() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let settings = format!("{FAST}running = \"after_failure\"\n");
-    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    let (standin, dir, mut l) = standin_and_listener(&settings).await;
     l.state("alpha", "STARTING", "FATAL");
     l.state("bravo", "RUNNING", "STOPPED");
     wait(&standin, 10, "both threads", |s| {
@@ -446,10 +485,8 @@ async fn a_recovery_right_after_a_restart_is_still_told_from_a_routine_start() {
 /// the transitions of the window come from the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_is_remembered_across_a_restart() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let settings = format!("{FAST}flap_threshold = 6\n");
-    let mut l = Listener::start(dir.path(), &standin.api_url(), &settings);
+    let (standin, dir, mut l) = standin_and_listener(&settings).await;
     for (from, to) in [("STARTING", "RUNNING"), ("RUNNING", "EXITED"), ("EXITED", "STARTING")]
         .iter()
         .cycle()
@@ -477,64 +514,20 @@ async fn flapping_is_remembered_across_a_restart() {
     again.close();
 }
 
-/// A tmpfs of its own, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    /// `None` where this machine does not let us mount one (not root): the test is
-    /// then skipped — never under CI.
-    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(std::env::var_os("CI").is_none(), "mounting a tmpfs must work under CI (root)");
-            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-
-    /// Writes a file until the disk says it is full.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.0.join("filler")).unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A full disk: events are answered and held in memory while the state database
 /// cannot grow; when space comes back they are written and delivered, in order, each
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "4m") else {
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "size=4m") else {
         return;
     };
     let standin = StandIn::start(options()).await.unwrap();
-    let state = disk.0.join("state.db");
+    let state = disk.path().join("state.db");
     let mut l = Listener::start_with_state(dir.path(), &standin.api_url(), FAST, &state);
     l.state("alpha", "STARTING", "RUNNING");
-    wait(&standin, 10, "the first reply", |s| {
-        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
-    })
-    .await;
+    first_reply(&standin).await;
     disk.fill();
     l.state("alpha", "RUNNING", "STOPPING");
     l.state("alpha", "STOPPING", "STOPPED");
@@ -557,4 +550,53 @@ async fn a_full_disk_loses_nothing_and_posts_nothing_twice() {
     assert_eq!(threads.len(), 1);
     assert_eq!(common::slack::thread_serials(&threads[0]), vec![1, 2, 3, 4], "in order, each once");
     l.close();
+}
+
+/// "A clean stop lets deliveries under way finish" (README, promise 2): SIGTERM while
+/// a reply is at a slow Slack. The listener waits for Slack's answer and records it
+/// before it exits, so the next start does not post that reply again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_post_under_way_finish_and_the_next_start_posts_it_not_again() {
+    let (standin, dir, mut l) = standin_and_listener(FAST).await;
+    l.state("alpha", "STOPPED", "STARTING");
+    first_reply(&standin).await;
+    // Slack takes 1.5 s over the next post (call_timeout is 2 s), and keeps it even
+    // if the caller went away.
+    standin.set_fault(
+        Fault::Slow(std::time::Duration::from_millis(1500))
+            .on("chat.postMessage")
+            .times(1),
+    );
+    l.state("alpha", "STARTING", "RUNNING");
+    wait(&standin, 10, "the reply at Slack, unanswered", |s| {
+        s.calls_to("chat.postMessage")
+            .iter()
+            .any(|c| c.fault.is_some() && c.status == 0)
+    })
+    .await;
+    let status = l.terminate();
+    assert!(status.success(), "{status}");
+    let rows = outbox(&dir.path().join("state.db"));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.delivered), "Slack's answer is on disk: {rows:?}");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(!log.contains("exiting with deliveries under way"), "{log}");
+
+    // The next start: one more event, delivered after anything still owed.
+    let mut again = Listener::start_with(dir.path(), &standin.api_url(), FAST, 2);
+    again.state("alpha", "RUNNING", "STOPPING");
+    wait(&standin, 10, "serial 3", |s| {
+        s.channel("#ops")
+            .iter()
+            .any(|t| common::slack::thread_serials(t).contains(&3))
+    })
+    .await;
+    let threads = standin.channel("#ops");
+    assert_eq!(threads.len(), 1, "one parent");
+    assert_eq!(
+        common::slack::thread_serials(&threads[0]),
+        vec![1, 2, 3],
+        "serial 2 posted once"
+    );
+    again.close();
 }

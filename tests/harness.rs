@@ -54,7 +54,7 @@ fn env_values_survive_quoting_and_events_arrive() {
     }
     let mut sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
+            .program(Program::sleeper("web"))
             .listener(listener),
     );
     sv.wait_for_state("web", "RUNNING", secs(5));
@@ -115,7 +115,7 @@ fn protocol_trouble_is_detected_and_drop_leaves_nothing_running() {
     let scratch = tempfile::tempdir().unwrap();
     let sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
+            .program(Program::sleeper("web"))
             .listener(py_listener(scratch.path()).env("BAD", "1")),
     );
     assert!(

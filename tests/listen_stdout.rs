@@ -6,8 +6,9 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::pipe::event_frame;
-use common::{signal, SLACK_BIN};
+use common::pipe::{event_frame, listen_command, spawn_listener, tick, Stdout, HANG};
+use common::slack::TOKEN;
+use common::{signal, wait_exit, SLACK_BIN};
 use supervisor_slack::supervisord::protocol::frame;
 
 const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
@@ -20,27 +21,10 @@ struct Run {
     state: tempfile::TempDir,
 }
 
-/// `supervisor-slack listen` with its state in `state`, stdin and stdout piped.
-fn listen_command(state: &std::path::Path) -> Command {
-    let mut cmd = Command::new(SLACK_BIN);
-    cmd.arg("listen")
-        .arg("--state")
-        .arg(state.join("state.db"))
-        .env("SLACK_TOKEN", "xoxb-test-token-never-shown")
-        .env("SLACK_CHANNEL", "#ops")
-        // Nothing listens there: delivery fails, which must not matter to stdout.
-        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
-        .env_remove("SUPERVISOR_SLACK_STATE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    cmd
-}
-
 /// Feeds `input` to a listener, closes its stdin and collects what it wrote.
 fn listen(input: &[u8]) -> Run {
     let state = tempfile::tempdir().unwrap();
     let mut child = listen_command(state.path())
-        .env("SUPERVISOR_SLACK_HOST", "web-1")
         .env("SUPERVISOR_SLACK_LOG", "debug")
         .stderr(Stdio::piped())
         .spawn()
@@ -75,15 +59,11 @@ fn event(serial: u64, poolserial: u64, eventname: &str, payload: &str) -> Vec<u8
     event_frame("sv", serial, poolserial, eventname, payload)
 }
 
-fn tick(serial: u64) -> Vec<u8> {
-    event(serial, serial, "TICK_5", "when:1")
-}
-
 #[test]
 fn real_capture_gets_exactly_one_ok_per_event_and_nothing_else() {
     let run = listen(CAPTURE_BIN);
     assert_eq!(String::from_utf8(run.stdout).unwrap(), expected(59));
-    assert!(!run.stderr.contains("xoxb-test-token-never-shown"));
+    assert!(!run.stderr.contains(TOKEN));
 }
 
 #[test]
@@ -306,15 +286,12 @@ fn missing_token_refuses_to_start_with_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Slack token: set SLACK_TOKEN"));
 }
 
-fn spawn_listener(state: &std::path::Path) -> std::process::Child {
-    listen_command(state).stderr(Stdio::null()).spawn().unwrap()
-}
-
-fn read_n(child: &mut std::process::Child, n: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
-    String::from_utf8(buf).unwrap()
+/// The next `n` bytes on stdout (bounded: a listener that does not write them fails).
+fn read_n(stdout: &mut Stdout, n: usize) -> String {
+    let got = stdout
+        .take(n, HANG)
+        .unwrap_or_else(|got| panic!("{n} bytes within {HANG:?}; got {got:?}"));
+    String::from_utf8(got).unwrap()
 }
 
 fn sigterm(child: &std::process::Child) {
@@ -325,9 +302,10 @@ fn sigterm(child: &std::process::Child) {
 fn sigterm_while_idle_exits_0_at_once() {
     let state = tempfile::tempdir().unwrap();
     let mut child = spawn_listener(state.path());
-    assert_eq!(read_n(&mut child, 6), "READY\n");
+    let mut stdout = Stdout::drain(&mut child);
+    assert_eq!(read_n(&mut stdout, 6), "READY\n");
     sigterm(&child);
-    let status = child.wait().unwrap();
+    let status = wait_exit(&mut child, common::secs(10));
     assert!(status.success(), "{status}");
 }
 
@@ -335,7 +313,8 @@ fn sigterm_while_idle_exits_0_at_once() {
 fn sigterm_with_an_event_in_hand_answers_it_then_exits() {
     let state = tempfile::tempdir().unwrap();
     let mut child = spawn_listener(state.path());
-    assert_eq!(read_n(&mut child, 6), "READY\n");
+    let mut stdout = Stdout::drain(&mut child);
+    assert_eq!(read_n(&mut stdout, 6), "READY\n");
     let ev = event(
         1,
         1,
@@ -351,13 +330,10 @@ fn sigterm_with_an_event_in_hand_answers_it_then_exits() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     stdin.write_all(tail).unwrap();
     stdin.flush().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", out.status);
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "RESULT 2\nOK",
-        "the event in hand is answered, nothing after"
-    );
+    let status = wait_exit(&mut child, common::secs(10));
+    assert!(status.success(), "{}", status);
+    // Everything after READY: the event in hand is answered, nothing after.
+    stdout.expect_all("READY\nRESULT 2\nOK");
     let db = rusqlite::Connection::open(state.path().join("state.db")).unwrap();
     let n: i64 = db
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_supervisor-slack");
+use common::SLACK_BIN as BIN;
 
 struct Preview {
     child: Child,
@@ -44,21 +44,10 @@ impl Preview {
         get(self.port, path)
     }
 
+    /// `kill -SIG`, then waits (5 s at most) for it to stop; returns its status.
     fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "preview did not stop on {sig}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(common::signal(self.child.id(), sig), "kill -{sig}");
+        common::wait_exit(&mut self.child, Duration::from_secs(5))
     }
 }
 
@@ -69,19 +58,11 @@ impl Drop for Preview {
     }
 }
 
-/// A plain HTTP/1.1 GET; returns the body.
+/// `GET path`, which must answer 200; returns the body.
 fn get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let (head, body) = common::http::get(port, path).unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_string()
+    body
 }
 
 #[test]
@@ -173,11 +154,7 @@ fn a_listener_pointed_at_the_preview_shows_its_cards_on_the_page() {
 
 /// Sends raw bytes to the preview; returns the whole answer.
 fn raw(port: u16, request: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    common::http::raw(port, request).unwrap()
 }
 
 #[test]

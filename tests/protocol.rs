@@ -1,22 +1,14 @@
 //! The protocol reader against a real supervisord capture, random payloads and bad input.
 
+mod common;
+
+use common::pipe::read_all;
 use proptest::prelude::*;
 use supervisor_slack::supervisord::event::{self, Event, State};
-use supervisor_slack::supervisord::protocol::{frame, EventReader, ProtocolError, Read};
+use supervisor_slack::supervisord::protocol::{frame, ProtocolError, Read};
 
 const CAPTURE_BIN: &[u8] = include_bytes!("fixtures/supervisord-4.2.5-events.bin");
 const CAPTURE_TXT: &str = include_str!("fixtures/supervisord-4.2.5-events.txt");
-
-fn read_all(bytes: &[u8]) -> Vec<Read> {
-    let mut r = EventReader::new(bytes);
-    let mut out = Vec::new();
-    loop {
-        match r.next_event().unwrap() {
-            Read::Eof => return out,
-            other => out.push(other),
-        }
-    }
-}
 
 /// (header line, payload) pairs from the readable rendering beside the capture.
 fn expected_from_rendering() -> Vec<(String, String)> {

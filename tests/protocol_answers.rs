@@ -11,23 +11,29 @@
 //! checked beside it for resynchronisation; the real binary runs over pipes, in step
 //! with its answers the way supervisord drives it.
 
-use std::io::{Read as _, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::Write;
+
+use common::pipe::{event_frame, read_all, spawn_listener, tick, Stdout};
+use common::{secs, wait_exit};
 use proptest::prelude::*;
 use supervisor_slack::listen::{serve, Handler, InHand};
 use supervisor_slack::shutdown::Shutdown;
 use supervisor_slack::routing::OneChannel;
 use supervisor_slack::supervisord::protocol::{
-    frame, EventReader, ProtocolError, Read, MAX_PAYLOAD_CHARS, READY, RESULT_FAIL, RESULT_OK,
+    frame, ProtocolError, Read, MAX_PAYLOAD_CHARS, READY, RESULT_FAIL, RESULT_OK,
 };
 
 const ANSWER: &str = "RESULT 2\nOKREADY\n";
 
 /// Runs the protocol loop over `input`; returns what it wrote.
 fn serve_bytes(input: &[u8]) -> Vec<u8> {
+    serve_from(input)
+}
+
+/// Runs the protocol loop over any reader; returns what it wrote.
+fn serve_from(input: impl std::io::Read) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let mut handler = Handler::new(
         "web-1".into(),
@@ -84,34 +90,9 @@ fn answers(out: &[u8]) -> Vec<&'static str> {
     answers
 }
 
-fn read_all(bytes: &[u8]) -> Vec<Read> {
-    let mut r = EventReader::new(bytes);
-    let mut out = Vec::new();
-    loop {
-        match r.next_event().unwrap() {
-            Read::Eof => return out,
-            other => out.push(other),
-        }
-    }
-}
-
+/// One event from server `sv` (poolserial = serial).
 fn event(serial: u64, name: &str, payload: &str) -> Vec<u8> {
-    let s = serial.to_string();
-    frame(
-        &[
-            ("ver", "3.0"),
-            ("server", "sv"),
-            ("serial", &s),
-            ("pool", "slack"),
-            ("poolserial", &s),
-            ("eventname", name),
-        ],
-        payload,
-    )
-}
-
-fn tick(serial: u64) -> Vec<u8> {
-    event(serial, "TICK_5", "when:1")
+    event_frame("sv", serial, serial, name, payload)
 }
 
 /// A payload of exactly `chars` code points, mixing header-looking lines, multi-byte
@@ -226,16 +207,7 @@ fn oversized_payload_streamed_in_is_skipped_and_answered_once() {
         tail: tick(2),
         at: 0,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut handler = Handler::new(
-        "web-1".into(),
-        None,
-        dir.path().join("s.db"),
-        Box::new(OneChannel("#ops".into())),
-        None,
-    );
-    let mut out = Vec::new();
-    serve(input, &mut out, &mut handler, &Shutdown::new(), &InHand::default()).unwrap();
+    let out = serve_from(input);
     assert_eq!(String::from_utf8(out).unwrap(), answered(2));
 }
 
@@ -545,81 +517,6 @@ proptest! {
 // The real binary over pipes.
 // ---------------------------------------------------------------------------------
 
-fn spawn_listener(state: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_supervisor-slack"))
-        .arg("listen")
-        .env("SLACK_TOKEN", "xoxb-test")
-        .env("SLACK_CHANNEL", "#ops")
-        .env("SLACK_API_URL", "http://127.0.0.1:9/api")
-        .env("SUPERVISOR_SLACK_STATE", state.join("s.db"))
-        .env("SUPERVISOR_SLACK_HOST", "web-1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(state.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-/// The listener's stdout, drained on a thread so that a listener writing more than
-/// expected fails the test instead of blocking it.
-struct Stdout {
-    rx: mpsc::Receiver<Vec<u8>>,
-    got: Vec<u8>,
-}
-
-impl Stdout {
-    fn drain(child: &mut std::process::Child) -> Self {
-        let mut out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { rx, got: Vec::new() }
-    }
-
-    /// Waits until stdout holds `want.len()` bytes (or 20 s), then compares all of it.
-    fn expect(&mut self, want: &str, child: &mut std::process::Child) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.got.len() < want.len() && Instant::now() < deadline {
-            if let Ok(b) = self.rx.recv_timeout(Duration::from_millis(50)) {
-                self.got.extend(b);
-            }
-        }
-        // Anything more that is already on its way is caught too.
-        std::thread::sleep(Duration::from_millis(300));
-        while let Ok(b) = self.rx.try_recv() {
-            self.got.extend(b);
-        }
-        if self.got != want.as_bytes() {
-            let _ = child.kill();
-            panic!(
-                "stdout: {:?}… ({} bytes), expected {want:?}",
-                String::from_utf8_lossy(&self.got[..self.got.len().min(200)]),
-                self.got.len()
-            );
-        }
-    }
-}
-
-fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the listener did not exit at end of input");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn binary_answers_an_oversized_event_once_then_handles_the_next() {
     let state = tempfile::tempdir().unwrap();
@@ -627,7 +524,7 @@ fn binary_answers_an_oversized_event_once_then_handles_the_next() {
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = Stdout::drain(&mut child);
     // In step, as supervisord does: wait for READY, send one event, wait for its answer.
-    stdout.expect("READY\n", &mut child);
+    stdout.expect_all("READY\n");
     let big = event(
         1,
         "PROCESS_COMMUNICATION_STDOUT",
@@ -641,7 +538,7 @@ fn binary_answers_an_oversized_event_once_then_handles_the_next() {
         stdin
     });
     let mut stdin = writer.join().unwrap();
-    stdout.expect("READY\nRESULT 2\nOKREADY\n", &mut child);
+    stdout.expect_all("READY\nRESULT 2\nOKREADY\n");
     let running = event(
         2,
         "PROCESS_STATE_RUNNING",
@@ -649,18 +546,18 @@ fn binary_answers_an_oversized_event_once_then_handles_the_next() {
     );
     stdin.write_all(&running).unwrap();
     stdin.flush().unwrap();
-    stdout.expect("READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n", &mut child);
+    stdout.expect_all("READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n");
     drop(stdin);
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child, secs(20));
     let stderr = std::fs::read_to_string(state.path().join("stderr.log")).unwrap();
     assert!(status.success(), "{status}\n{stderr}");
-    stdout.expect("READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n", &mut child);
+    stdout.expect_all("READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n");
     assert!(
         stderr.contains(&format!("absurd `len` of {}", MAX_PAYLOAD_CHARS + 100)),
         "{stderr}"
     );
     assert!(!stderr.contains("not an event header"), "{stderr}");
-    let db = rusqlite::Connection::open(state.path().join("s.db")).unwrap();
+    let db = rusqlite::Connection::open(state.path().join("state.db")).unwrap();
     let serials: Vec<i64> = db
         .prepare("SELECT serial FROM outbox")
         .unwrap()
@@ -737,7 +634,7 @@ fn binary_refuses_garbled_input_in_a_real_capture_once_and_acks_every_event_afte
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = Stdout::drain(&mut child);
     let mut want = String::from("READY\n");
-    stdout.expect(&want, &mut child);
+    stdout.expect_all(&want);
     let mut garbage = garbled.iter();
     for (i, ev) in events.iter().enumerate() {
         if i % 15 == 7 {
@@ -745,20 +642,20 @@ fn binary_refuses_garbled_input_in_a_real_capture_once_and_acks_every_event_afte
                 stdin.write_all(g).unwrap();
                 stdin.flush().unwrap();
                 want.push_str("RESULT 4\nFAILREADY\n");
-                stdout.expect(&want, &mut child);
+                stdout.expect_all(&want);
             }
         }
         stdin.write_all(ev).unwrap();
         stdin.flush().unwrap();
         want.push_str(ANSWER);
-        stdout.expect(&want, &mut child);
+        stdout.expect_all(&want);
     }
     assert!(garbage.next().is_none(), "all three were played");
     drop(stdin);
-    assert!(wait_exit(&mut child).success());
+    assert!(wait_exit(&mut child, secs(20)).success());
     let stderr = std::fs::read_to_string(state.path().join("stderr.log")).unwrap();
     assert_eq!(stderr.matches("answered FAIL").count(), 3, "{stderr}");
-    let db = rusqlite::Connection::open(state.path().join("s.db")).unwrap();
+    let db = rusqlite::Connection::open(state.path().join("state.db")).unwrap();
     let committed: i64 = db
         .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .unwrap();

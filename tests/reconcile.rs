@@ -74,10 +74,6 @@ fn replies(standin: &StandIn, process: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn sleeper(name: &str) -> Program {
-    Program::new(name, "/bin/sh -c 'exec sleep 1000'").startsecs(0)
-}
-
 fn wait_matching(standin: &StandIn, sv: &Supervisord, within: u64, what: &str) -> f64 {
     let start = Instant::now();
     let mut last = Vec::new();
@@ -104,7 +100,7 @@ async fn after_the_listener_was_down_and_its_buffer_overflowed_every_parent_matc
     // Started one by one once the listener runs: a buffer of 3 would overflow at boot.
     let mut c = SupervisordConfig::new();
     for p in ["healthy", "a", "b", "c"] {
-        c = c.program(sleeper(p).autostart(false));
+        c = c.program(Program::sleeper(p).startsecs(0).autostart(false));
     }
     let sv = Supervisord::start(
         c.listener(slack_listener(state.path(), &standin.api_url(), "").buffer_size(3)),
@@ -185,8 +181,8 @@ async fn after_a_supervisord_restart_every_parent_matches_and_removed_programs_s
     };
     let mut first = Supervisord::start(
         SupervisordConfig::new()
-            .program(sleeper("web"))
-            .program(sleeper("old"))
+            .program(Program::sleeper("web").startsecs(0))
+            .program(Program::sleeper("old").startsecs(0))
             .listener(listener()),
     );
     first.wait_for_state("old", "RUNNING", secs(10));
@@ -197,7 +193,7 @@ async fn after_a_supervisord_restart_every_parent_matches_and_removed_programs_s
     // whose events are over before the listener is up: priority 999 starts first).
     let second = Supervisord::start(
         SupervisordConfig::new()
-            .program(sleeper("web"))
+            .program(Program::sleeper("web").startsecs(0))
             .program(
                 Program::new("broken", "/nonexistent/command")
                     .startretries(0)
@@ -252,12 +248,12 @@ async fn update_removing_and_adding_groups_is_said_in_their_threads() {
     let listener = slack_listener(state.path(), &standin.api_url(), "")
         .events("PROCESS_STATE,SUPERVISOR_STATE_CHANGE,PROCESS_GROUP");
     let config = |with_extra: bool, with_new: bool| {
-        let mut c = SupervisordConfig::new().program(sleeper("web"));
+        let mut c = SupervisordConfig::new().program(Program::sleeper("web").startsecs(0));
         if with_extra {
-            c = c.program(sleeper("extra"));
+            c = c.program(Program::sleeper("extra").startsecs(0));
         }
         if with_new {
-            c = c.program(sleeper("newcomer"));
+            c = c.program(Program::sleeper("newcomer").startsecs(0));
         }
         c.listener(listener.clone())
     };
@@ -309,7 +305,7 @@ async fn without_xmlrpc_access_events_still_flow_and_the_log_says_what_reconcile
     let extra = format!("supervisor_server_url = \"unix://{}\"\n", nowhere.display());
     let sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(sleeper("web"))
+            .program(Program::sleeper("web").startsecs(0))
             .listener(slack_listener(state.path(), &standin.api_url(), &extra)),
     );
     sv.wait_for_state("web", "RUNNING", secs(10));
@@ -344,7 +340,7 @@ async fn the_regular_pass_finds_a_change_no_event_told() {
     let standin = StandIn::start(options()).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let sv = Supervisord::start(
-        SupervisordConfig::new().program(sleeper("web")).listener(
+        SupervisordConfig::new().program(Program::sleeper("web").startsecs(0)).listener(
             slack_listener(state.path(), &standin.api_url(), "reconcile_interval = \"5s\"\n")
                 .events("PROCESS_STATE_RUNNING"),
         ),

@@ -9,8 +9,9 @@
 //!
 //! The state database lives outside supervisord's temp dir (the container's volume).
 //!
-//! Needs `scripts/test-env`; the container case needs root (`unshare`), and is
-//! skipped with a message elsewhere — never under CI.
+//! Needs `scripts/test-env`; the container case needs root (`unshare`): elsewhere it
+//! fails, or with `SUPERVISOR_SLACK_TEST_SKIP=1` skips visibly (see `common`) — never
+//! under CI.
 
 mod common;
 
@@ -25,7 +26,7 @@ use supervisor_slack::standin::{StandIn, Thread};
 
 fn config(state: &Path, api_url: &str, as_pid1: bool) -> SupervisordConfig {
     let c = SupervisordConfig::new()
-        .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'").startsecs(0))
+        .program(Program::sleeper("web").startsecs(0))
         .listener(slack_listener(state, api_url, ""));
     if as_pid1 {
         c.pid1()
@@ -131,11 +132,10 @@ async fn a_new_supervisord_is_a_new_instance(as_pid1: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisord_as_pid1_of_a_restarted_container_is_a_new_instance() {
     if !pid_namespaces_work() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "unshare --pid --fork --mount-proc must work under CI (run as root)"
+        common::cannot_run_here(
+            "this machine does not let us make a PID namespace: unshare --pid --fork \
+             --mount-proc fails (needs root)",
         );
-        eprintln!("skipped: this machine does not let us make a PID namespace (needs root)");
         return;
     }
     a_new_supervisord_is_a_new_instance(true).await;
@@ -167,19 +167,102 @@ async fn a_reload_is_the_same_instance_and_loses_nothing() {
     sv.assert_no_protocol_trouble();
 }
 
-/// The listener restarted by supervisord (a crash, `supervisorctl restart`): the new
-/// one sees the same instance, so a resend of the event the old one held collides
-/// with its row (`UNIQUE (instance, serial)`) and is dropped, and the thread goes on.
+/// Wraps a listener's command so that the listener can be killed between committing
+/// an event and answering it, as a `kill -9` or an OOM kill may: a relay (a child of
+/// the listener, which keeps supervisord as its parent) passes its stdout on to
+/// supervisord, and once `trigger` exists it holds back the next answer, kills the
+/// listener and removes `trigger`. supervisord then resends the event it was never
+/// answered, with its serial, to the listener it starts next.
+fn killed_before_answering(entry: ListenerEntry, trigger: &Path) -> ListenerEntry {
+    const RELAY: &str = r#"
+import os, signal, sys
+trigger = sys.argv[1]
+buf = b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    buf += chunk
+    while buf:
+        if buf.startswith(b"READY\n"):
+            token, buf = buf[:6], buf[6:]
+        elif buf.startswith(b"RESULT "):
+            nl = buf.find(b"\n")
+            if nl < 0 or len(buf) < nl + 1 + int(buf[7:nl]):
+                break
+            end = nl + 1 + int(buf[7:nl])
+            token, buf = buf[:end], buf[end:]
+            if os.path.exists(trigger):
+                os.unlink(trigger)
+                sys.stderr.write("relay: held back %r and killed the listener\n" % token)
+                sys.stderr.flush()
+                os.kill(os.getppid(), signal.SIGKILL)
+                sys.exit(0)
+        elif len(buf) < 7:
+            break
+        else:
+            token, buf = buf, b""
+        os.write(1, token)
+"#;
+    // bash forks the relay for the process substitution, then becomes the listener.
+    const WRAP: &str = "trigger=$1 python=$2 relay=$3; shift 3\n\
+                        exec > >(exec \"$python\" -u \"$relay\" \"$trigger\")\n\
+                        exec \"$@\"\n";
+    let dir = trigger.parent().unwrap();
+    let (relay, wrap) = (dir.join("relay.py"), dir.join("listen.sh"));
+    std::fs::write(&relay, RELAY).unwrap();
+    std::fs::write(&wrap, WRAP).unwrap();
+    let python = supervisord_path().with_file_name("python3");
+    let mut argv: Vec<String> = ["/bin/bash", path_str(&wrap), path_str(trigger), path_str(&python), path_str(&relay)]
+        .map(String::from)
+        .to_vec();
+    argv.extend(entry.argv.iter().cloned());
+    ListenerEntry { argv, ..entry }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The listener restarted by supervisord (`supervisorctl restart`, then a `kill -9`
+/// between committing an event and answering it): the new one sees the same
+/// instance, so supervisord's resend of the event the dead one held collides with
+/// its row (`UNIQUE (instance, serial)`) and is dropped, and the thread goes on with
+/// that event reported once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_listener_is_the_same_instance() {
-    let (standin, _state, db, mut sv) = web_running().await;
+async fn a_restarted_listener_is_the_same_instance_and_drops_the_resend() {
+    let standin = StandIn::start(options()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db");
+    let trigger = state.path().join("hold-the-next-answer");
+    let listener = killed_before_answering(slack_listener(state.path(), &standin.api_url(), ""), &trigger);
+    let mut sv = Supervisord::start(
+        SupervisordConfig::new()
+            .program(Program::sleeper("web").startsecs(0))
+            .listener(listener),
+    );
+    sv.wait_for_state("web", "RUNNING", secs(10));
+    wait_web_delivered(&standin, &db, 2);
     let before = web_rows(&db).len();
+    let seen = received_events(&sv.listener_stderr()).len();
     sv.ctl_ok(&["restart", "slack"]);
     sv.wait_for_state("slack", "RUNNING", secs(10));
+    // The new listener has taken its own RUNNING (the last event of the restart), and
+    // its answer has had time to pass: the next answer is STOPPING's, held back.
+    assert!(
+        wait_until(secs(10), || received_events(&sv.listener_stderr())[seen..]
+            .iter()
+            .any(|r| r.process == "slack" && r.eventname == "PROCESS_STATE_RUNNING")),
+        "{}",
+        sv.diagnostics()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(&trigger, "").unwrap();
     sv.ctl_ok(&["stop", "web"]);
     sv.ctl_ok(&["start", "web"]);
     sv.wait_for_state("web", "RUNNING", secs(10));
     wait_web_delivered(&standin, &db, before + 4);
+    assert!(!trigger.exists(), "the relay held an answer back\n{}", sv.diagnostics());
     let rows = web_rows(&db);
     assert_eq!(instances(&rows).len(), 1, "{rows:?}");
     let threads = standin.channel("#ops");
@@ -188,6 +271,29 @@ async fn a_restarted_listener_is_the_same_instance() {
         1,
         "one thread for web, continued"
     );
+    // supervisord sent STOPPING twice, with one serial: once to the listener it
+    // killed, again to the next one.
+    let log = sv.listener_stderr();
+    let stopping: Vec<u64> = received_events(&log)
+        .into_iter()
+        .filter(|r| r.process == "web" && r.eventname == "PROCESS_STATE_STOPPING")
+        .map(|r| r.serial)
+        .collect();
+    assert_eq!(stopping.len(), 2, "received twice: {stopping:?}\n{log}");
+    assert_eq!(stopping[0], stopping[1], "a resend keeps its serial");
+    let resent = stopping[0];
+    assert!(
+        log.lines().any(|l| l.contains("dropped a duplicate") && l.contains(&format!("serial={resent}"))),
+        "the resend is dropped as a duplicate:\n{log}"
+    );
+    assert_eq!(rows.iter().filter(|r| r.serial == resent).count(), 1, "stored once: {rows:?}");
+    let reported = thread_serials(&web_thread(&standin).unwrap());
+    assert_eq!(
+        reported.iter().filter(|&&s| s == resent).count(),
+        1,
+        "reported once: {reported:?}"
+    );
+    assert_eq!(sv.state("slack").as_deref(), Some("RUNNING"));
     sv.stop();
     sv.assert_no_protocol_trouble();
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pipe::PipeListener;
-use common::slack::{header, options, thread_serials, FAST, FAST_UPDATES};
+use common::slack::{header, options, reported, thread_serials, FAST, FAST_UPDATES};
 use supervisor_slack::standin::StandIn;
 
 const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
@@ -88,6 +88,14 @@ async fn three_hosts_in_one_channel_see_429s_only_at_a_storms_start_and_lose_not
         per_host(&standin)
     );
     let at_storm_end: Vec<Option<f64>> = dirs.iter().map(|d| learnt_interval_ms(d.path())).collect();
+    // Every reply names, in its metadata, the host whose card it is in.
+    for t in standin.channel("#ops") {
+        let h = HOSTS.iter().find(|h| header(&t).ends_with(&format!("on {h}"))).unwrap();
+        for r in t.replies.iter().filter(|r| r.metadata.is_some()) {
+            let said = reported(r).unwrap();
+            assert_eq!((said.host.as_str(), said.server.as_str()), (*h, "supervisor"), "{:?}", r.metadata);
+        }
+    }
 
     // 429s: some, at the storm's start, a few per host.
     let limited: Vec<_> = standin

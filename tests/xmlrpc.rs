@@ -19,11 +19,6 @@ fn client(sv: &Supervisord) -> Client {
     Client::new(&sv.server_url(), None, None).unwrap()
 }
 
-/// A program that stays RUNNING.
-fn sleeper(name: &str) -> Program {
-    Program::new(name, "/bin/sh -c 'exec sleep 1000'")
-}
-
 /// A TCP port nothing listens on right now (bound, then released).
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -52,8 +47,8 @@ where
 async fn all_process_info_lists_every_program_in_its_state() {
     let sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(sleeper("web").startsecs(0))
-            .program(sleeper("idle").autostart(false))
+            .program(Program::sleeper("web").startsecs(0))
+            .program(Program::sleeper("idle").autostart(false))
             .program(
                 Program::new("broken", "/bin/sh -c 'exit 3'")
                     .startsecs(0)
@@ -86,7 +81,7 @@ async fn all_process_info_lists_every_program_in_its_state() {
 
 #[tokio::test]
 async fn supervisord_itself_answers_running() {
-    let sv = Supervisord::start(SupervisordConfig::new().program(sleeper("web")));
+    let sv = Supervisord::start(SupervisordConfig::new().program(Program::sleeper("web")));
     let state = client(&sv).get_state().await.unwrap();
     assert_eq!((state.code, state.name.as_str()), (1, "RUNNING"));
 
@@ -103,7 +98,7 @@ async fn supervisord_itself_answers_running() {
 
 #[tokio::test]
 async fn an_unknown_process_is_a_bad_name_fault() {
-    let sv = Supervisord::start(SupervisordConfig::new().program(sleeper("web")));
+    let sv = Supervisord::start(SupervisordConfig::new().program(Program::sleeper("web")));
     let err = client(&sv).get_process_info("ghost").await.unwrap_err();
     match &err {
         Error::Fault { fault, string } => {
@@ -122,8 +117,8 @@ async fn an_unknown_process_is_a_bad_name_fault() {
 async fn starting_a_running_process_and_stopping_a_stopped_one_are_refused() {
     let sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(sleeper("web").startsecs(0))
-            .program(sleeper("idle").autostart(false)),
+            .program(Program::sleeper("web").startsecs(0))
+            .program(Program::sleeper("idle").autostart(false)),
     );
     sv.wait_for_state("web", "RUNNING", secs(10));
     let c = client(&sv);
@@ -145,7 +140,7 @@ async fn starting_a_running_process_and_stopping_a_stopped_one_are_refused() {
 
 #[tokio::test]
 async fn stop_then_start_runs_a_new_process() {
-    let sv = Supervisord::start(SupervisordConfig::new().program(sleeper("web").startsecs(0)));
+    let sv = Supervisord::start(SupervisordConfig::new().program(Program::sleeper("web").startsecs(0)));
     sv.wait_for_state("web", "RUNNING", secs(10));
     let c = client(&sv);
     let before = c.get_process_info("web:web").await.unwrap();
@@ -174,7 +169,7 @@ async fn a_signal_reaches_the_process() {
                 )
                 .startsecs(0),
             )
-            .program(sleeper("idle").autostart(false)),
+            .program(Program::sleeper("idle").autostart(false)),
     );
     sv.wait_for_state("hup", "RUNNING", secs(10));
     let c = client(&sv);
@@ -263,7 +258,7 @@ async fn basic_auth_over_tcp_takes_the_right_password_only() {
     let port = free_port();
     let sv = Supervisord::start(
         SupervisordConfig::new()
-            .program(sleeper("web"))
+            .program(Program::sleeper("web"))
             .raw(&format!(
                 "[inet_http_server]\nport=127.0.0.1:{port}\nusername=user\npassword=s3cret"
             )),
@@ -382,7 +377,7 @@ async fn a_socket_that_never_answers_costs_no_more_than_the_time_out() {
 #[tokio::test]
 async fn a_started_process_can_be_polled_until_running() {
     // start_process without waiting answers at once; the state follows.
-    let sv = Supervisord::start(SupervisordConfig::new().program(sleeper("late").autostart(false)));
+    let sv = Supervisord::start(SupervisordConfig::new().program(Program::sleeper("late").autostart(false)));
     let c = client(&sv);
     c.start_process("late:late", false).await.unwrap();
     let running = eventually(secs(5), || async {

@@ -14,9 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
+use super::{say_skipped, under_ci};
 
 fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHROMIUM") {
@@ -34,16 +32,13 @@ pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
     match find_chromium() {
         Some(p) => Some(p),
         None if under_ci() => panic!(
-            "chromium is not installed, and CI is set: the browser tests must run in CI \
+            "chromium is not installed, and CI is set: {test} must run in CI \
              (scripts/test installs it with TEST_ENV_CHROMIUM=1 scripts/test-env)"
         ),
         None => {
-            // Straight to stderr, past the test harness's capture: a skip must be seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: chromium is not installed (TEST_ENV_CHROMIUM=1 scripts/test-env \
-                 installs it; under CI this is a failure)"
+            say_skipped(
+                "chromium is not installed (TEST_ENV_CHROMIUM=1 scripts/test-env installs it; \
+                 under CI this is a failure)",
             );
             None
         }

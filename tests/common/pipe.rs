@@ -2,15 +2,29 @@
 //! pipes, for tests that need exact control of the events (order, timing, kills).
 //! (A listener that a real supervisord runs is configured with
 //! [`super::supervisord::ListenerEntry`] instead.)
+//!
+//! Every read of the listener's stdout is bounded by [`HANG`]: a listener that stops
+//! answering fails its test instead of hanging it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use supervisor_slack::supervisord::protocol::frame;
+use supervisor_slack::supervisord::protocol::{frame, EventReader, Read as Reading};
 
 use super::slack::{write_settings, TOKEN};
-use super::SLACK_BIN;
+use super::{signal, wait_exit, SLACK_BIN};
+
+/// How long an answer on the listener's stdout may take before the test fails. An
+/// answer takes a millisecond or two (README, promise 1); only a hang reaches this.
+/// Not a speed figure: speed belongs to the benchmarks.
+pub const HANG: Duration = Duration::from_secs(10);
+
+/// What a Slack URL is where nothing listens (delivery fails at once, which must not
+/// matter to stdout).
+pub const NO_SLACK: &str = "http://127.0.0.1:9/api";
 
 /// A `supervisor-slack listen` process with its stdin and stdout in the test's hands:
 /// channel `#ops`, host `web-1`, token [`TOKEN`], its state (`state.db`) and stderr
@@ -18,7 +32,7 @@ use super::SLACK_BIN;
 pub struct PipeListener {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: ChildStdout,
+    stdout: Stdout,
     pub dir: PathBuf,
     serial: u64,
 }
@@ -85,15 +99,16 @@ impl PipeListener {
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().unwrap();
-        expect(&mut stdout, b"READY\n");
-        PipeListener {
+        let stdout = Stdout::drain(&mut child);
+        let mut l = PipeListener {
             child,
             stdin,
             stdout,
             dir: dir.to_path_buf(),
             serial,
-        }
+        };
+        l.expect(b"READY\n");
+        l
     }
 
     /// Sends one PROCESS_STATE event and waits for its answer (`RESULT 2\nOK`, then
@@ -119,12 +134,31 @@ impl PipeListener {
     }
 
     /// Writes `bytes` (one framed event) and waits for its answer, as [`Self::state`].
+    /// Fails the test when the answer has not come within [`HANG`].
     pub fn send(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(bytes).unwrap();
         stdin.flush().unwrap();
-        expect(&mut self.stdout, b"RESULT 2\nOK");
-        expect(&mut self.stdout, b"READY\n");
+        self.expect(b"RESULT 2\nOK");
+        self.expect(b"READY\n");
+    }
+
+    /// The next bytes on stdout must be `want`, within [`HANG`].
+    fn expect(&mut self, want: &[u8]) {
+        let got = match self.stdout.take(want.len(), HANG) {
+            Ok(got) => got,
+            Err(partial) => panic!(
+                "the listener did not write {:?} within {HANG:?} (a hang): got {:?}\n--- its stderr ---\n{}",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(&partial),
+                self.stderr()
+            ),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "bytes on the listener's stdout"
+        );
     }
 
     /// The serial of the last event sent.
@@ -147,12 +181,23 @@ impl PipeListener {
         self.child.wait().unwrap();
     }
 
-    /// Closes stdin (supervisord went away) and waits for a clean exit.
+    /// Closes stdin (supervisord went away) and waits (bounded) for a clean exit.
     pub fn close(mut self) {
         drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
+        let status = wait_exit(&mut self.child, secs_30());
         assert!(status.success(), "listener exit status {status}");
     }
+
+    /// SIGTERM (supervisord stopping it) and waits (bounded) for it to exit; returns
+    /// its exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        assert!(signal(self.child.id(), "TERM"), "kill -TERM {}", self.child.id());
+        wait_exit(&mut self.child, secs_30())
+    }
+}
+
+fn secs_30() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Drop for PipeListener {
@@ -184,12 +229,128 @@ pub fn event_frame(
     )
 }
 
-fn expect(out: &mut ChildStdout, want: &[u8]) {
-    let mut got = vec![0u8; want.len()];
-    out.read_exact(&mut got).expect("listener stdout");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(want),
-        "bytes on the listener's stdout"
-    );
+/// What the protocol reader makes of `bytes`, up to the end of input (panics on an
+/// error that ends reading).
+pub fn read_all(bytes: &[u8]) -> Vec<Reading> {
+    let mut r = EventReader::new(bytes);
+    let mut out = Vec::new();
+    loop {
+        match r.next_event().unwrap() {
+            Reading::Eof => return out,
+            other => out.push(other),
+        }
+    }
+}
+
+/// A tick (`TICK_5`) from server `sv`: an event that is answered and not stored.
+pub fn tick(serial: u64) -> Vec<u8> {
+    event_frame("sv", serial, serial, "TICK_5", "when:1")
+}
+
+/// `supervisor-slack listen` for tests that speak the protocol byte by byte: no
+/// settings file, channel `#ops`, host `web-1`, token [`TOKEN`], Slack at
+/// [`NO_SLACK`], its state in `dir/state.db`, stdin and stdout piped (stderr is the
+/// caller's).
+pub fn listen_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(SLACK_BIN);
+    cmd.arg("listen")
+        .arg("--state")
+        .arg(dir.join("state.db"))
+        .env("SLACK_TOKEN", TOKEN)
+        .env("SLACK_CHANNEL", "#ops")
+        .env("SLACK_API_URL", NO_SLACK)
+        .env("SUPERVISOR_SLACK_HOST", "web-1")
+        .env_remove("SUPERVISOR_SLACK_STATE")
+        .env_remove("SUPERVISOR_SLACK_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    cmd
+}
+
+/// [`listen_command`] started, its stderr in `dir/stderr.log`.
+pub fn spawn_listener(dir: &Path) -> Child {
+    listen_command(dir)
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// A child's stdout, drained on a thread so that every read has a bound and a
+/// listener writing more than expected fails the test instead of blocking it.
+pub struct Stdout {
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// Every byte that arrived so far.
+    seen: Vec<u8>,
+    /// How many of them [`Stdout::take`] handed out.
+    taken: usize,
+}
+
+impl Stdout {
+    /// Takes the child's stdout and drains it.
+    pub fn drain(child: &mut Child) -> Self {
+        let out = child.stdout.take().expect("stdout piped");
+        Self::of(out)
+    }
+
+    pub fn of(mut out: ChildStdout) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+            taken: 0,
+        }
+    }
+
+    /// Waits until at least `n` bytes arrived in all, or `within` passed, or stdout
+    /// closed.
+    fn fill(&mut self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.seen.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(b) => self.seen.extend(b),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) if left.is_zero() => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// The next `n` bytes, once they arrived within `within`; `Err` with what did
+    /// arrive when they did not.
+    pub fn take(&mut self, n: usize, within: Duration) -> Result<Vec<u8>, Vec<u8>> {
+        self.fill(self.taken + n, within);
+        let end = (self.taken + n).min(self.seen.len());
+        let got = self.seen[self.taken..end].to_vec();
+        self.taken = end;
+        if got.len() == n {
+            Ok(got)
+        } else {
+            Err(got)
+        }
+    }
+
+    /// Everything written so far must be exactly `want`: waits until as many bytes
+    /// arrived (up to 20 s), then a little longer for any more on their way.
+    pub fn expect_all(&mut self, want: &str) {
+        self.fill(want.len(), Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(300));
+        while let Ok(b) = self.rx.try_recv() {
+            self.seen.extend(b);
+        }
+        assert!(
+            self.seen == want.as_bytes(),
+            "stdout: {:?}… ({} bytes), expected {want:?}",
+            String::from_utf8_lossy(&self.seen[..self.seen.len().min(200)]),
+            self.seen.len()
+        );
+    }
 }

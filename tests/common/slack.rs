@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use supervisor_slack::standin::{Message, StandIn, StandInOptions, Thread};
 
+use super::pipe::PipeListener;
 use super::supervisord::ListenerEntry;
 use super::SLACK_BIN;
 
@@ -38,6 +39,15 @@ pub fn options() -> StandInOptions {
     }
 }
 
+/// The stand-in with [`options`], and a [`PipeListener`] posting to it with
+/// `settings`, its state and logs in a temp dir of their own (returned, to keep).
+pub async fn standin_and_listener(settings: &str) -> (StandIn, tempfile::TempDir, PipeListener) {
+    let standin = StandIn::start(options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let l = PipeListener::start(dir.path(), &standin.api_url(), settings);
+    (standin, dir, l)
+}
+
 /// Writes `dir/settings.toml`: channel `#ops`, host `web-1`, then `extra` (TOML).
 /// Returns its path, for `--config`.
 pub fn write_settings(dir: &Path, extra: &str) -> PathBuf {
@@ -57,6 +67,14 @@ pub async fn wait(standin: &StandIn, secs: u64, what: &str, done: impl Fn(&Stand
         standin.wait_for(Duration::from_secs(secs), done).await,
         "timed out waiting for: {what}"
     );
+}
+
+/// Waits (10 s at most) until `#ops` holds a thread with a reply.
+pub async fn first_reply(standin: &StandIn) {
+    wait(standin, 10, "the first reply", |s| {
+        s.channel("#ops").iter().any(|t| !t.replies.is_empty())
+    })
+    .await;
 }
 
 /// Never over Slack's limits: no 429 answered, no call made while a `Retry-After`
@@ -89,6 +107,29 @@ pub fn serials(m: &Message) -> Vec<u64> {
         .and_then(|v| v.as_str())
         .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
         .unwrap_or_default()
+}
+
+/// The events' identity a reply carries in its Slack message metadata (event type
+/// `supervisor_slack_event`): which host, which supervisord (`server`), which serials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub host: String,
+    pub server: String,
+    pub serials: Vec<u64>,
+}
+
+/// The identity in a message's metadata; `None` when it has none or of another type.
+pub fn reported(m: &Message) -> Option<Reported> {
+    let md = m.metadata.as_ref()?;
+    if md["event_type"] != supervisor_slack::slack::METADATA_EVENT_TYPE {
+        return None;
+    }
+    let text = |key: &str| md["event_payload"][key].as_str().map(str::to_owned);
+    Some(Reported {
+        host: text("host")?,
+        server: text("server")?,
+        serials: serials(m),
+    })
 }
 
 /// The serials of a thread's replies, in reply order.
@@ -144,4 +185,104 @@ pub fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
     ])
     .env("SLACK_TOKEN", TOKEN)
     .env("SUPERVISOR_SLACK_LOG", "info")
+}
+
+/// A Slack that accepts connections and never answers: every socket is read and held
+/// open until the value is dropped, and nothing is ever written back. (The stand-in
+/// always answers in the end; this one hangs, as a Slack behind a black-holing proxy
+/// does.)
+pub struct HungSlack {
+    addr: std::net::SocketAddr,
+    shared: std::sync::Arc<HungShared>,
+}
+
+#[derive(Default)]
+struct HungShared {
+    /// What each connection sent, in accept order.
+    received: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Every socket, to close them when dropped.
+    sockets: std::sync::Mutex<Vec<std::net::TcpStream>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl HungSlack {
+    pub fn start() -> HungSlack {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = std::sync::Arc::new(HungShared::default());
+        let accepting = shared.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accepting.closed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                accepting
+                    .sockets
+                    .lock()
+                    .unwrap()
+                    .push(stream.try_clone().unwrap());
+                let i = {
+                    let mut r = accepting.received.lock().unwrap();
+                    r.push(Vec::new());
+                    r.len() - 1
+                };
+                let reading = accepting.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        reading.received.lock().unwrap()[i].extend_from_slice(&buf[..n]);
+                    }
+                    // The peer gave up: keep the socket until the end all the same.
+                });
+            }
+        });
+        HungSlack { addr, shared }
+    }
+
+    /// `http://127.0.0.1:PORT/api`, for `SLACK_API_URL`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    /// The request lines received (`POST /api/chat.postMessage HTTP/1.1`), one per
+    /// connection that sent one.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| {
+                let text = String::from_utf8_lossy(b);
+                text.lines()
+                    .next()
+                    .filter(|l| l.contains(" HTTP/"))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+impl Drop for HungSlack {
+    fn drop(&mut self) {
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.shared.sockets.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        // Wakes the accepting thread so that it sees `closed`.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
 }

@@ -12,7 +12,7 @@
 //!
 //! let mut sv = Supervisord::start(
 //!     SupervisordConfig::new()
-//!         .program(Program::new("web", "/bin/sh -c 'exec sleep 1000'"))
+//!         .program(Program::sleeper("web"))
 //!         .listener(ListenerEntry::slack().env("SLACK_TOKEN", "xoxb-test")),
 //! );
 //! sv.wait_for_state("web", "RUNNING", secs(5));
@@ -75,6 +75,10 @@ impl Program {
             stopwaitsecs: 2,
             extra: Vec::new(),
         }
+    }
+    /// A program that stays RUNNING until it is stopped (`exec sleep 1000`).
+    pub fn sleeper(name: &str) -> Self {
+        Self::new(name, "/bin/sh -c 'exec sleep 1000'")
     }
     pub fn autostart(mut self, v: bool) -> Self {
         self.autostart = v;
