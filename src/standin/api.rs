@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 
 use super::auth::bearer_token;
 use super::conn::ConnHandle;
-use super::server::{Inner, Shared};
-use super::state::{names_match, Call, Message};
+use super::handle::{Inner, Shared};
+use super::state::{Call, Message};
 use super::wire::{bool_param, message_json, read_params, str_param, with_thread_summary, Answer};
 use super::{people, validate};
 use super::{Fault, StandInOptions};
@@ -219,29 +219,6 @@ fn dispatch(
     }
 }
 
-/// The id of the call's channel, once the channel exists and the bot is in it;
-/// otherwise the answer to send.
-pub(super) fn invited_channel(
-    inner: &mut Inner,
-    opts: &StandInOptions,
-    params: &Map<String, Value>,
-) -> Result<String, Answer> {
-    let channel_arg =
-        str_param(params, "channel").ok_or_else(|| Answer::error("channel_not_found"))?;
-    let channel = inner
-        .workspace
-        .channel_mut(channel_arg, opts.channels.as_deref())
-        .ok_or_else(|| Answer::error("channel_not_found"))?;
-    let uninvited = opts
-        .uninvited_channels
-        .iter()
-        .any(|c| names_match(c, Some(&channel.id), channel.name.as_deref()));
-    if uninvited {
-        return Err(Answer::error("not_in_channel"));
-    }
-    Ok(channel.id.clone())
-}
-
 /// The id of the call's channel, once the channel exists, the bot is in it and the
 /// method's rate limit for it allows the call; otherwise the answer to send.
 fn channel_within_limits(
@@ -250,7 +227,7 @@ fn channel_within_limits(
     params: &Map<String, Value>,
     method: &str,
 ) -> Result<String, Answer> {
-    let channel_id = invited_channel(inner, opts, params)?;
+    let channel_id = inner.invited_channel(opts, params)?;
     inner
         .limits
         .take(opts, method, &channel_id, Instant::now())

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::auth::APP_ID;
 use super::people::user_name;
-use super::server::{Inner, Shared};
+use super::handle::{Inner, Shared};
 use super::wire::message_json;
 use super::StandIn;
 

@@ -3,7 +3,9 @@
 //! against something that behaves like Slack where the project can trip.
 //!
 //! The rooms, one job each:
-//! - [`server`](StandIn): options, start and stop, the handle tests drive, the routes;
+//! - `handle`: the options ([`StandInOptions`]), the state behind the one lock, and
+//!   the handle tests drive ([`StandIn`]) — what every other room reads;
+//! - `server`: start and stop, what a test can ask of the handle, the routes;
 //! - `guard`: only requests addressed to a loopback `Host` are answered (no DNS
 //!   rebinding), and no foreign `Origin`;
 //! - `api`: the Web API methods (`auth.test`, `chat.postMessage`, `chat.update`,
@@ -15,9 +17,11 @@
 //! - `state`: channels, messages, threads, the `ts` clock, the record of [`Call`]s;
 //! - `auth`: the bearer token (a bot token for the Web API, an app-level `xapp-`
 //!   token for `apps.connections.open`) and the [`Identity`] `auth.test` reports;
-//! - `socket`: Socket Mode — the WebSocket server on a second port, single-use
-//!   tickets, `hello`, acks ([`Ack`]), round-robin delivery, and the socket faults
-//!   (`disconnect` frames, cut connections, a revoked app token);
+//! - `sockets`: Socket Mode's registry — single-use tickets, the live connections
+//!   and whose turn is next, the acks ([`Ack`]);
+//! - `socket`: the WebSocket server on a second port — `hello`, round-robin
+//!   delivery, and the socket faults (`disconnect` frames, cut connections, a
+//!   revoked app token);
 //! - `interact`: clicks ([`Click`], [`ClickOutcome`]) turned into `block_actions`
 //!   envelopes, and the buttons a message offers;
 //! - `people`: users' names, user groups, and the [`Ephemeral`] messages
@@ -61,8 +65,10 @@ mod limits;
 pub mod mrkdwn;
 pub mod page;
 mod people;
+mod handle;
 mod server;
 mod socket;
+mod sockets;
 mod state;
 pub mod validate;
 mod wire;
@@ -71,7 +77,7 @@ pub use auth::{Identity, BOT_ID, BOT_USER_ID, TEAM_ID};
 pub use faults::{Fault, FaultRule};
 pub use guard::is_loopback_host;
 pub use interact::{Click, ClickOutcome};
-pub use people::Ephemeral;
-pub use server::{StandIn, StandInOptions};
-pub use socket::Ack;
+pub use state::Ephemeral;
+pub use handle::{StandIn, StandInOptions};
+pub use sockets::Ack;
 pub use state::{Call, Message, Thread};

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::blocks::{attachment, blocks, Attachment, Block};
 use super::mrkdwn::{escape_html, mrkdwn_to_html, plain_to_html};
-use super::people::Ephemeral;
+use super::state::Ephemeral;
 use super::{Message, Thread};
 
 /// The workspace's users, (id, name), for mentions.

@@ -4,33 +4,13 @@
 //! from the channels: `conversations.history` and `conversations.replies` never list
 //! them, as on Slack.
 
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::api::invited_channel;
-use super::server::Inner;
+use super::handle::{Inner, StandIn, StandInOptions};
+use super::state::Ephemeral;
 use super::validate;
 use super::wire::{str_param, Answer};
-use super::{StandIn, StandInOptions};
 
-/// A message `chat.postEphemeral` showed one user.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Ephemeral {
-    /// The channel's id.
-    pub channel: String,
-    /// The one user who sees it.
-    pub user: String,
-    /// Top-level `text`.
-    pub text: Option<String>,
-    /// The thread it shows in, if any.
-    pub thread_ts: Option<String>,
-    /// Top-level `blocks`, as sent.
-    pub blocks: Option<Value>,
-    /// `attachments`, as sent.
-    pub attachments: Option<Value>,
-    /// The `message_ts` answered.
-    pub ts: String,
-}
 
 /// The name of user `id`, if the stand-in knows it.
 pub(super) fn user_name<'a>(users: &'a [(String, String)], id: &str) -> Option<&'a str> {
@@ -48,7 +28,7 @@ pub(super) fn post_ephemeral(
     opts: &StandInOptions,
     params: &Map<String, Value>,
 ) -> Answer {
-    let channel = match invited_channel(inner, opts, params) {
+    let channel = match inner.invited_channel(opts, params) {
         Ok(id) => id,
         Err(answer) => return answer,
     };

@@ -286,3 +286,22 @@ impl Workspace {
         format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
     }
 }
+
+/// A message `chat.postEphemeral` showed one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ephemeral {
+    /// The channel's id.
+    pub channel: String,
+    /// The one user who sees it.
+    pub user: String,
+    /// Top-level `text`.
+    pub text: Option<String>,
+    /// The thread it shows in, if any.
+    pub thread_ts: Option<String>,
+    /// Top-level `blocks`, as sent.
+    pub blocks: Option<Value>,
+    /// `attachments`, as sent.
+    pub attachments: Option<Value>,
+    /// The `message_ts` answered.
+    pub ts: String,
+}
