@@ -25,7 +25,7 @@ use crate::routing::RoutingRouter;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::slack::SlackApi;
-use crate::store::{Budget, Outbox, SharedState, SqliteShared};
+use crate::store::{Budget, Outbox, PostgresShared, SharedState, SqliteShared};
 use crate::supervisord::event::{State, ThreadKey};
 use crate::supervisord::xmlrpc;
 use crate::wakeup::Wakeup;
@@ -101,9 +101,12 @@ pub fn listen(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Re
             None
         }
     };
-    let shared = open_shared(&parts).map_err(|e| {
-        tracing::error!(error = %e, "cannot open the shared state; delivery waits for it");
-    });
+    let shared = {
+        let _inside = runtime.enter();
+        open_shared(&parts).map_err(|e| {
+            tracing::error!(error = %e, "cannot open the shared state; delivery waits for it");
+        })
+    };
     let previous = match &shared {
         Ok(shared) => runtime.block_on(previous_states(&parts, shared.as_ref(), reader_outbox.as_ref())),
         Err(()) => Vec::new(),
@@ -148,9 +151,15 @@ async fn finish(shutdown: Shutdown, in_hand: Arc<InHand>, held: HeldEvents) {
     std::process::exit(0);
 }
 
-/// The shared state: for one host, in the state database beside the outbox.
+/// The shared state: a fleet's in PostgreSQL (connecting in the background: call it
+/// inside the runtime), else one host's in the state database beside the outbox.
 fn open_shared(parts: &Parts) -> Result<Arc<dyn SharedState>, crate::store::StoreError> {
-    let shared = SqliteShared::open(&parts.state_path, budget(&parts.settings))?;
+    let s = &parts.settings;
+    if let Some(fleet) = &s.fleet {
+        tracing::info!(fleet = %fleet.name, "sharing the thread map, the budget and the board with the fleet");
+        return Ok(PostgresShared::start(fleet, budget(s))?);
+    }
+    let shared = SqliteShared::open(&parts.state_path, budget(s))?;
     Ok(Arc::new(shared))
 }
 
@@ -185,6 +194,8 @@ async fn previous_states(
     outbox: Option<&Outbox>,
 ) -> Vec<(ThreadKey, State)> {
     let mut out: std::collections::HashMap<ThreadKey, State> = Default::default();
+    // A fleet database that does not answer at once is not waited for.
+    shared.ready(Duration::from_secs(2)).await;
     let latest = shared.latest_states(&parts.settings.host).await.unwrap_or_default();
     for (key, _, ev) in latest {
         let state = if ev.to == State::Starting { ev.from } else { ev.to };
@@ -249,6 +260,7 @@ async fn delivery(parts: Parts, shared: Option<Arc<dyn SharedState>>) {
             "reconcile is off: no supervisord XML-RPC. Cards follow events only and cannot notice what supervisord drops or sends while the listener is down; set supervisor_server_url (and supervisor_username/password if [unix_http_server] has them)"
         ),
     }
+    until(&parts.shutdown, crate::dispatch::heartbeat::run(core.clone(), parts.supervisor.clone(), parts.trigger.clone()));
     if s.board {
         // The board asks supervisord what it runs; without XML-RPC, it shows the events.
         if let Some(board) = Board::new(core.clone(), parts.supervisor.clone(), parts.trigger.clone()) {

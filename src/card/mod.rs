@@ -17,6 +17,7 @@
 
 pub mod board;
 pub mod controls;
+pub mod fleet_board;
 pub mod history;
 pub mod limits;
 pub mod model;

@@ -22,6 +22,7 @@ pub use crate::secret::Secret;
 
 pub mod actions;
 pub mod file;
+pub mod fleet;
 pub mod paths;
 pub mod routes;
 pub mod schema;
@@ -32,6 +33,7 @@ pub use file::{
 };
 pub use paths::{default_state_path, dir_writable, readable_by_others};
 pub use actions::ActionSettings;
+pub use fleet::FleetSettings;
 pub use schema::{ActionsTable, RouteTable};
 use file::duration_message;
 use paths::read_secret_file;
@@ -101,6 +103,8 @@ pub struct Settings {
     pub supervisor_password: Option<Secret>,
     /// Which channel each event goes to, with which mentions, or whether it is dropped.
     pub routes: Routes,
+    /// The fleet this host shares its state with (`None`: one host, SQLite only).
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Something missing for `listen` to start, with the fix.
@@ -397,6 +401,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
     let routes = routes::routes(file, channel.clone())?;
     let app_token = actions::app_token(file, f.app_token_file.as_ref(), env, &mut warnings)?;
     let action_settings = actions::resolve(file, f.actions.as_ref())?;
+    let fleet = fleet::resolve(file, env, &mut warnings)?;
 
     let settings = Settings {
         token,
@@ -475,6 +480,7 @@ pub fn resolve(file: &SettingsFile, env: &dyn Env) -> Result<Loaded, ConfigError
         supervisor_username,
         supervisor_password,
         routes,
+        fleet,
     };
     Ok(Loaded {
         settings,

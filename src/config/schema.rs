@@ -58,6 +58,16 @@ pub struct FileSettings {
     pub supervisor_username: Option<Spanned<String>>,
     pub supervisor_password: Option<Spanned<String>>,
     pub supervisor_password_file: Option<Spanned<PathBuf>>,
+    /// The fleet's PostgreSQL (`postgresql://user:password@host/db`); a secret.
+    pub fleet_url: Option<Spanned<String>>,
+    /// The fleet's PostgreSQL connection string, in a file.
+    pub fleet_url_file: Option<Spanned<PathBuf>>,
+    /// Which fleet of that database this host belongs to (default `default`).
+    pub fleet_name: Option<Spanned<String>>,
+    /// How often a host tells the fleet it is alive (default 30s).
+    pub heartbeat: Option<Spanned<String>>,
+    /// A host not heard of for this long is silent (default 90s).
+    pub silent_after: Option<Spanned<String>>,
     /// States never reported when no `[[route]]` matches.
     pub skip: Option<Spanned<Vec<Spanned<String>>>>,
     /// `"always"` or `"after_failure"`, when no `[[route]]` matches.

@@ -7,7 +7,9 @@
 //!   the channel sees too (the first failure of an episode, FATAL), and notes;
 //! - [`keeper`]: one per thread — the only task that posts a parent, and keeps it
 //!   showing the newest known state within the edit budget;
-//! - [`board`]: one per listener with `board = true` — the host's board message;
+//! - [`board`]: one per listener with `board = true` — the host's board message,
+//!   or the fleet's (one host at a time draws it);
+//! - [`heartbeat`]: in a fleet, this host's heartbeat and process table;
 //! - [`retry`]: every reaction to a failed call, in one place;
 //! - [`thread`]: the in-memory state a thread's worker and keeper share;
 //! - [`controls`]: the buttons and the mute line on a thread's cards.
@@ -20,6 +22,7 @@
 mod board;
 mod controls;
 mod delivery;
+pub mod heartbeat;
 mod keeper;
 pub mod retry;
 mod thread;

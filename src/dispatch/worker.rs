@@ -347,12 +347,14 @@ impl Worker {
         let states: Vec<State> = events.iter().map(|e| e.to).collect();
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         let channel = &self.channel;
-        core.persist(key, "the delivered reply", || {
-            core.shared.record_delivery(key, channel, &states, &latest)
-        })
-        .await;
+        // The local outbox first: once it says delivered, nothing posts these again,
+        // whatever becomes of the shared state (a fleet database may be out of reach).
         core.persist(key, "the delivered entries", || async {
             core.outbox(|o| o.mark_delivered(&ids))
+        })
+        .await;
+        core.persist(key, "the delivered reply", || {
+            core.shared.record_delivery(key, channel, &states, &latest)
         })
         .await;
         Outcome::Done

@@ -5,8 +5,9 @@
 //!   (SQLite, WAL). It never moves to the network.
 //! - [`SharedState`]: one async trait for everything the delivery side keeps beyond
 //!   the outbox (the thread map, the budget and 429 gate, mutes, clicks and their
-//!   audit, board locations, the signing key). [`SqliteShared`] implements it for one
-//!   host, in the same state database; a fleet implements it in PostgreSQL.
+//!   audit, board locations, the signing key, hosts and leases). [`SqliteShared`]
+//!   implements it for one host, in the same state database; [`PostgresShared`] for
+//!   a fleet of hosts sharing one PostgreSQL.
 //! - [`known`]: what the channel shows per thread, from both, for reconcile and the
 //!   board.
 
@@ -20,8 +21,11 @@ mod shared;
 pub use db::SCHEMA_VERSION;
 pub use known::{known, Known};
 pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView, CHECKPOINT_EVERY};
-pub use shared::sqlite::{Budget, SqliteShared};
-pub use shared::{AuditKeep, AuditRow, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX};
+pub use shared::sqlite::SqliteShared;
+pub use shared::postgres::{FleetProbe, PostgresShared};
+pub use shared::{
+    AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,4 +37,8 @@ pub enum StoreError {
     },
     #[error("state database {path}: {message}")]
     Other { path: PathBuf, message: String },
+    /// The fleet's PostgreSQL (out of reach, refused, ...): the message says what and
+    /// the fix, never the password.
+    #[error("{message}")]
+    Fleet { message: String },
 }

@@ -54,6 +54,7 @@ pub mod events;
 pub mod http;
 pub mod outbox;
 pub mod pipe;
+pub mod postgres;
 pub mod slack;
 pub mod socket;
 pub mod supervisord;

@@ -51,10 +51,15 @@ pub async fn standin_and_listener(settings: &str) -> (StandIn, tempfile::TempDir
 /// Writes `dir/settings.toml`: channel `#ops`, host `web-1`, then `extra` (TOML).
 /// Returns its path, for `--config`.
 pub fn write_settings(dir: &Path, extra: &str) -> PathBuf {
+    write_settings_for("web-1", dir, extra)
+}
+
+/// [`write_settings`] for the host labelled `host`.
+pub fn write_settings_for(host: &str, dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("settings.toml");
     std::fs::write(
         &path,
-        format!("channel = \"#ops\"\nhost = \"web-1\"\n{extra}"),
+        format!("channel = \"#ops\"\nhost = \"{host}\"\n{extra}"),
     )
     .unwrap();
     path
@@ -171,7 +176,13 @@ pub fn by_process(threads: &[Thread]) -> std::collections::BTreeMap<String, Thre
 /// Writes the listener's settings file (fast pacing, the stand-in as Slack) and
 /// returns the `[eventlistener:slack]` section running the built binary with it.
 pub fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
-    let settings = write_settings(
+    slack_listener_for("web-1", dir, api_url, extra)
+}
+
+/// [`slack_listener`] for the host labelled `host`.
+pub fn slack_listener_for(host: &str, dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
+    let settings = write_settings_for(
+        host,
         dir,
         &format!("api_url = \"{api_url}\"\n{FAST}{FAST_UPDATES}{extra}"),
     );

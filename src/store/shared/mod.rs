@@ -14,6 +14,7 @@ use super::StoreError;
 use crate::pacing::Call;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
+pub mod postgres;
 pub mod sqlite;
 
 /// How many states a thread remembers (the parent's trail shows the recent part).
@@ -102,6 +103,58 @@ impl Default for AuditKeep {
             rows: 10_000,
         }
     }
+}
+
+/// How the budget is paced: posts per channel and their burst, edits per minute.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub post_burst: u32,
+    pub post_interval: Duration,
+    pub updates_per_minute: u32,
+}
+
+/// One process as its host last reported it (the host's heartbeat): for the fleet
+/// board and for questions about the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostProcess {
+    pub group: String,
+    pub process: String,
+    pub state: State,
+    /// Since when it is in that state, when known.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// For EXITED: whether the exit was expected.
+    #[serde(default)]
+    pub expected: Option<bool>,
+}
+
+impl HostProcess {
+    /// `group:process`, or `process` when they match.
+    pub fn name(&self) -> String {
+        if self.group == self.process {
+            self.process.clone()
+        } else {
+            format!("{}:{}", self.group, self.process)
+        }
+    }
+}
+
+/// A host of the fleet, as the shared state knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    pub host: String,
+    /// Its last heartbeat.
+    pub last_seen: DateTime<Utc>,
+    /// How long ago that was, by the shared state's clock (hosts' clocks may differ).
+    pub quiet_for: Duration,
+    /// Its processes as it last reported them.
+    pub processes: Vec<HostProcess>,
+    /// Whether that table came from supervisord (else from the events it saw).
+    pub from_supervisord: bool,
+    /// Since when it is known silent (`None`: it is not, or nobody said so yet).
+    pub silent_since: Option<DateTime<Utc>>,
 }
 
 /// The delivery side's state beyond the outbox. Every method is one short call to
@@ -198,4 +251,49 @@ pub trait SharedState: Send + Sync {
 
     /// Records where the board named `name` is now.
     async fn save_board(&self, name: &str, at: &Posted) -> Result<(), StoreError>;
+
+    // --- the fleet: hosts and leases ---------------------------------------------
+    // One host is a fleet of one: it is never silent to itself and holds every lease.
+
+    /// The fleet's name when the state is shared by several hosts (`None`: one host).
+    fn fleet(&self) -> Option<&str> {
+        None
+    }
+
+    /// Waits (at most `within`) until the state can be read: a fleet database that
+    /// is connecting, not one that is down.
+    async fn ready(&self, _within: Duration) {}
+
+    /// Says that `host` is alive, with its processes now.
+    async fn heartbeat(&self, _host: &str, _processes: &[HostProcess], _from_supervisord: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every host of the fleet, by name.
+    async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Marks the hosts not heard of for `after` as silent, and returns those newly
+    /// marked with their last heartbeat: each is returned once across the fleet.
+    async fn newly_silent(&self, _after: Duration) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Clears the mark of silent hosts heard of again, and returns them with the
+    /// time they had gone silent: each is returned once across the fleet.
+    async fn back_again(&self, _after: Duration) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Takes (or renews) the lease `name` for `holder`, for `ttl` from now.
+    /// `false`: another holder has it and it has not expired.
+    async fn lease(&self, _name: &str, _holder: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives the lease `name` up, if `holder` has it.
+    async fn release(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

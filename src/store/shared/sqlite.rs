@@ -12,21 +12,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::{AuditKeep, AuditRow, Mute, Posted, SharedState, ThreadRecord};
+use super::{AuditKeep, AuditRow, Budget, Mute, Posted, SharedState, ThreadRecord};
 use crate::pacing::{Call, LocalPacing, PacingMemory};
 use crate::store::db::Db;
 use crate::store::StoreError;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 const KEY_META: &str = "action_signing_key";
-
-/// How the budget is paced: posts per channel and their burst, edits per minute.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    pub post_burst: u32,
-    pub post_interval: Duration,
-    pub updates_per_minute: u32,
-}
 
 /// One host's shared state.
 pub struct SqliteShared {

@@ -1,0 +1,246 @@
+//! The shared state's contract, against both of its implementations: SQLite (one
+//! host, a real file) and PostgreSQL (a fleet, a real private cluster). The same
+//! checks run against each; the fleet's own parts (hosts, leases, the shared budget,
+//! migrations) against PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::events::{self, EventBuilder};
+use common::postgres;
+use supervisor_slack::config::FleetSettings;
+use supervisor_slack::pacing::Call;
+use supervisor_slack::secret::Secret;
+use supervisor_slack::store::{
+    AuditKeep, Budget, HostProcess, PostgresShared, Posted, SharedState, SqliteShared,
+};
+use supervisor_slack::supervisord::event::{ProcessState, State, ThreadKey};
+
+fn budget() -> Budget {
+    Budget {
+        post_burst: 2,
+        post_interval: Duration::from_millis(200),
+        updates_per_minute: 600,
+    }
+}
+
+fn fleet(url: &str, name: &str) -> FleetSettings {
+    FleetSettings {
+        url: Secret::new(url),
+        name: name.into(),
+        heartbeat: Duration::from_secs(1),
+        silent_after: Duration::from_secs(3),
+    }
+}
+
+/// A fleet's shared state on a fresh database, connected.
+async fn pg(url: &str, name: &str) -> Arc<PostgresShared> {
+    let s = PostgresShared::start(&fleet(url, name), budget()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), s.until_connected())
+        .await
+        .expect("connected to the test cluster");
+    s
+}
+
+fn sqlite(dir: &tempfile::TempDir) -> SqliteShared {
+    SqliteShared::open(&dir.path().join("state.db"), budget()).unwrap()
+}
+
+fn key(host: &str, process: &str) -> ThreadKey {
+    ThreadKey {
+        host: host.into(),
+        group: "api".into(),
+        process: process.into(),
+    }
+}
+
+fn ev(process: &str, serial: u64, to: State) -> ProcessState {
+    events::ev(process, to).group("api").serial(serial).host("web-1")
+}
+
+fn posted(ts: &str) -> Posted {
+    Posted {
+        channel_id: "C1".into(),
+        ts: ts.into(),
+        at: Utc::now(),
+    }
+}
+
+/// The thread map: parents replaced only from the parent they replace, history
+/// appended and kept to its last 200 states, the latest event, per channel.
+async fn thread_map(s: &dyn SharedState) {
+    let k = key("web-1", "a");
+    assert_eq!(s.thread(&k, "#ops").await.unwrap(), None);
+    assert!(s.set_parent(&k, "#ops", None, &posted("1.1"), false).await.unwrap());
+    assert!(!s.set_parent(&k, "#ops", None, &posted("1.2"), false).await.unwrap(), "it has one");
+    s.record_delivery(&k, "#ops", &[State::Starting, State::Running], &ev("a", 2, State::Running))
+        .await
+        .unwrap();
+    let many: Vec<State> = (0..250).map(|i| if i % 2 == 0 { State::Backoff } else { State::Starting }).collect();
+    s.record_delivery(&k, "#ops", &many, &ev("a", 3, State::Starting)).await.unwrap();
+    let t = s.thread(&k, "#ops").await.unwrap().unwrap();
+    assert_eq!(t.history.len(), 200, "the last 200 states");
+    assert_eq!(t.history.last(), Some(&State::Starting));
+    assert_eq!(t.latest.as_ref().map(|e| e.serial), Some(3));
+    assert!(s.set_parent(&k, "#ops", Some("1.1"), &posted("2.1"), false).await.unwrap());
+    assert!(!s.set_parent(&k, "#ops", Some("1.1"), &posted("2.2"), false).await.unwrap(), "from a stale copy");
+    assert!(s.set_parent(&k, "#ops", Some("2.1"), &posted("3.1"), true).await.unwrap());
+    let t = s.thread(&k, "#ops").await.unwrap().unwrap();
+    assert_eq!((t.parent_ts.as_deref(), t.channel_id.as_deref()), (Some("3.1"), Some("C1")));
+    assert!(t.history.is_empty(), "started over");
+    // Another channel of the same process is another thread.
+    assert!(s.set_parent(&k, "#alerts", None, &posted("9.9"), false).await.unwrap());
+    assert_eq!(s.threads_of(&k).await.unwrap().len(), 2);
+    let latest = s.latest_states("web-1").await.unwrap();
+    assert_eq!(latest.len(), 1, "only threads that delivered: {latest:?}");
+    assert_eq!(s.latest_states("web-2").await.unwrap(), vec![]);
+}
+
+async fn mutes_clicks_key_and_boards(s: &dyn SharedState) {
+    let k = key("web-1", "worker");
+    s.mute(&k, "U1", Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(s.mute_of(&k).await.unwrap().map(|m| m.by), Some("U1".to_string()));
+    s.mute(&key("web-1", "old"), "U1", Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    assert_eq!(s.mute_of(&key("web-1", "old")).await.unwrap(), None, "expired");
+    assert!(s.unmute(&k).await.unwrap());
+    assert!(!s.unmute(&k).await.unwrap());
+    let id = s.record_click("U1", "1.000001", &k, "restart").await.unwrap().expect("recorded");
+    assert_eq!(s.record_click("U1", "1.000001", &k, "restart").await.unwrap(), None, "twice: once");
+    s.click_outcome(id, "RUNNING, pid 7").await.unwrap();
+    for i in 2..=12 {
+        s.record_click("U1", &format!("1.{i:06}"), &k, "stop").await.unwrap();
+    }
+    assert_eq!(s.prune_audit(AuditKeep { days: 90, rows: 10 }).await.unwrap(), 2);
+    let audit = s.audit(100).await.unwrap();
+    assert_eq!(audit.len(), 10);
+    assert_eq!(audit.last().unwrap().action, "stop", "the oldest (the restart) went first");
+    let key1 = s.signing_key().await.unwrap();
+    assert_eq!(key1.len(), 32);
+    assert_eq!(s.signing_key().await.unwrap(), key1, "made once");
+    assert_eq!(s.board("web-1 #ops").await.unwrap(), None);
+    s.save_board("web-1 #ops", &posted("5.5")).await.unwrap();
+    assert_eq!(s.board("web-1 #ops").await.unwrap().map(|p| p.ts), Some("5.5".to_string()));
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sqlite(&dir);
+    thread_map(&s).await;
+    mutes_clicks_key_and_boards(&s).await;
+    assert!(s.lease("board #ops", "web-1", Duration::from_secs(5)).await.unwrap(), "one host holds every lease");
+    assert_eq!(s.fleet(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_keeps_the_contract() {
+    let url = postgres::database();
+    let s = pg(&url, "default").await;
+    thread_map(s.as_ref()).await;
+    mutes_clicks_key_and_boards(s.as_ref()).await;
+    assert_eq!(s.fleet(), Some("default"));
+    // Another fleet in the same database sees none of it.
+    let other = pg(&url, "other").await;
+    assert_eq!(other.thread(&key("web-1", "a"), "#ops").await.unwrap(), None);
+    assert_ne!(other.signing_key().await.unwrap(), s.signing_key().await.unwrap(), "a key per fleet");
+    assert!(other.audit(10).await.unwrap().is_empty());
+}
+
+/// Hosts starting together against a fresh database apply each migration once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_starting_together_migrate_once() {
+    let url = postgres::database();
+    let many: Vec<Arc<PostgresShared>> = (0..6)
+        .map(|_| PostgresShared::start(&fleet(&url, "default"), budget()).unwrap())
+        .collect();
+    for s in &many {
+        tokio::time::timeout(Duration::from_secs(20), s.until_connected()).await.unwrap();
+    }
+    let db = url.rsplit('/').next().unwrap();
+    let rows = postgres::shared().psql(db, "SELECT version FROM supervisor_slack_schema ORDER BY 1");
+    assert_eq!(rows, "1", "each version once");
+}
+
+/// Heartbeats, silence said once, and back again said once; leases held by one host
+/// at a time and taken over when they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_go_silent_come_back_and_leases_move() {
+    let url = postgres::database();
+    let s = pg(&url, "default").await;
+    let table = vec![HostProcess {
+        group: "api".into(),
+        process: "api".into(),
+        state: State::Fatal,
+        since: Some(Utc::now()),
+        pid: None,
+        expected: None,
+    }];
+    s.heartbeat("web-1", &table, true).await.unwrap();
+    s.heartbeat("web-2", &[], false).await.unwrap();
+    let hosts = s.hosts().await.unwrap();
+    assert_eq!(hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["web-1", "web-2"]);
+    assert_eq!(hosts[0].processes, table);
+    assert!(hosts[0].from_supervisord && hosts[0].quiet_for < Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.heartbeat("web-2", &[], false).await.unwrap();
+    let silent = s.newly_silent(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(silent.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(), ["web-1"]);
+    assert!(s.newly_silent(Duration::from_secs(1)).await.unwrap().is_empty(), "said once");
+    assert!(s.back_again(Duration::from_secs(1)).await.unwrap().is_empty(), "still silent");
+    s.heartbeat("web-1", &table, true).await.unwrap();
+    let back = s.back_again(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(back.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(), ["web-1"]);
+    assert!(s.back_again(Duration::from_secs(1)).await.unwrap().is_empty(), "said once");
+
+    let ttl = Duration::from_secs(1);
+    assert!(s.lease("board #ops", "web-1", ttl).await.unwrap());
+    assert!(!s.lease("board #ops", "web-2", ttl).await.unwrap(), "held by web-1");
+    assert!(s.lease("board #ops", "web-1", ttl).await.unwrap(), "renewed by its holder");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(s.lease("board #ops", "web-2", ttl).await.unwrap(), "taken over once it expired");
+    s.release("board #ops", "web-2").await.unwrap();
+    assert!(s.lease("board #ops", "web-3", ttl).await.unwrap(), "released: free at once");
+}
+
+/// The budget is the channel's, whoever asks: hosts reserving slots together get
+/// them one interval apart after a burst, and a 429 one host is told closes the lane
+/// for the others too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_is_shared_and_a_429_closes_it_for_every_host() {
+    let url = postgres::database();
+    let hosts: Vec<Arc<PostgresShared>> = vec![pg(&url, "default").await, pg(&url, "default").await, pg(&url, "default").await];
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for h in &hosts {
+        for _ in 0..4 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                h.acquire(Call::Post("#ops")).await;
+                started.elapsed()
+            }));
+        }
+    }
+    let mut at: Vec<Duration> = Vec::new();
+    for t in tasks {
+        at.push(t.await.unwrap());
+    }
+    at.sort();
+    // 12 calls, a burst of 2, then one per 200 ms: the last at least 9 intervals in.
+    assert!(at[11] >= Duration::from_millis(1800), "{at:?}");
+    for w in at[2..].windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(150), "spaced by the interval: {at:?}");
+    }
+    eprintln!("figure: 12 posts from 3 hosts, last at {:?} (pace 200 ms, burst 2)", at[11]);
+    // web-1 is told 429 (2 s): web-2, which shares the channel, waits too.
+    hosts[0].rate_limited(Call::Post("#ops"), Duration::from_secs(2)).await;
+    let t = Instant::now();
+    hosts[1].acquire(Call::Post("#ops")).await;
+    assert!(t.elapsed() >= Duration::from_millis(1800), "{:?}", t.elapsed());
+    // Another channel is another budget.
+    let t = Instant::now();
+    hosts[2].acquire(Call::Post("#other")).await;
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+}
