@@ -1,9 +1,11 @@
 //! `supervisor-slack check`: is everything set up? Checks the settings, the
-//! templates, the token (`auth.test`), optionally a test post, the state directory and
-//! whether supervisord answers XML-RPC, and reports each finding with the fix. The
+//! templates, the token (`auth.test`), optionally a test post, actions from Slack,
+//! the fleet database, the state directory and whether supervisord answers XML-RPC,
+//! and reports each finding with the fix. The
 //! CLI prints the [`Report`] and exits non-zero when it holds a problem.
 
 mod actions;
+mod fleet;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -161,6 +163,9 @@ pub async fn run(settings: &Settings, opts: &Options) -> Report {
     for f in actions::check(settings, api.as_ref()).await {
         r.push(f);
     }
+    for f in fleet::check(settings).await {
+        r.push(f);
+    }
     let state = opts
         .state
         .clone()
@@ -240,11 +245,14 @@ fn board_finding(settings: &Settings) -> Finding {
             "board = true but there is no default channel: no board is posted",
             "set channel (or SLACK_CHANNEL): the board goes there",
         ),
-        Some(c) if settings.board_pin => Finding::ok(format!(
-            "board: one message for {} in {c}, pinned (the app needs the pins:write scope)",
-            settings.host
-        )),
-        Some(c) => Finding::ok(format!("board: one message for {} in {c}", settings.host)),
+        Some(c) => {
+            let whose = match &settings.fleet {
+                Some(f) => format!("the fleet {} (drawn by one host at a time)", f.name),
+                None => settings.host.clone(),
+            };
+            let pinned = if settings.board_pin { ", pinned (the app needs the pins:write scope)" } else { "" };
+            Finding::ok(format!("board: one message for {whose} in {c}{pinned}"))
+        }
     }
 }
 

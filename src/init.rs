@@ -179,6 +179,21 @@ channel = "#ops"
 # supervisor_password_file = "/etc/supervisor-slack/supervisor-password"
 # supervisor_password = "..."
 
+# A fleet (optional): many hosts sharing one PostgreSQL database, so that they share
+# the channel's rate budget (no host trips a 429 another one earned), one board for
+# the fleet (silent hosts named), the thread map, mutes and the click audit. Each
+# host keeps its own outbox here: supervisord is answered whether the database is up
+# or not. The connection string holds a password: prefer the file (chmod 600).
+# Env: SUPERVISOR_SLACK_FLEET_URL. Never a command-line argument.
+# fleet_url_file = "/etc/supervisor-slack/fleet-url"
+# fleet_url = "postgresql://slack:PASSWORD@db.internal:5432/supervisor_slack"
+# Several fleets may share one database: each its own name.
+# fleet_name = "default"
+# How often a host tells the fleet it is alive (with its process table), and how long
+# it may be quiet before the fleet's board calls it silent.
+# heartbeat = "30s"
+# silent_after = "90s"
+
 # For events that match no [[route]] below:
 # States not reported at all.
 # skip = ["STARTING"]

@@ -539,3 +539,39 @@ fn a_bot_token_as_the_app_token_is_refused_and_never_shown() {
     let ok = load("", &[("SLACK_APP_TOKEN", " xapp-1-A-2-appsecret \n")]).unwrap();
     assert_eq!(ok.settings.app_token.unwrap().expose(), "xapp-1-A-2-appsecret");
 }
+
+#[test]
+fn fleet_settings_are_checked_and_the_url_never_quoted() {
+    let msg = assert_error("fleet_url = \"mysql://root:hunter2@db/x\"\n", "fleet_url", 1);
+    assert!(msg.contains("not a PostgreSQL connection string"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    let msg = assert_error(
+        "fleet_url = \"postgresql://u:p@db/x\"\nfleet_name = \"prod fleet\"\n",
+        "fleet_name",
+        2,
+    );
+    assert!(msg.contains("1 to 64 letters"), "{msg}");
+    let msg = assert_error(
+        "fleet_url = \"postgresql://u:p@db/x\"\nheartbeat = \"30s\"\nsilent_after = \"20s\"\n",
+        "silent_after",
+        3,
+    );
+    assert!(msg.contains("longer than heartbeat"), "{msg}");
+    let msg = assert_error("heartbeat = \"10s\"\n", "heartbeat", 1);
+    assert!(msg.contains("set fleet_url"), "{msg}");
+    let loaded = load(
+        "fleet_url = \"postgresql://u:p@db/x\"\n",
+        &[("SLACK_TOKEN", "xoxb-t")],
+    )
+    .unwrap();
+    let fleet = loaded.settings.fleet.expect("a fleet");
+    assert_eq!(fleet.name, "default");
+    assert_eq!(fleet.heartbeat, std::time::Duration::from_secs(30));
+    assert_eq!(fleet.silent_after, std::time::Duration::from_secs(90));
+    assert!(!format!("{fleet:?}").contains("u:p"), "never shown: {fleet:?}");
+    // The environment wins, and no fleet setting means no fleet.
+    let env = [("SUPERVISOR_SLACK_FLEET_URL", "host=db user=u dbname=x")];
+    let loaded = load("", &env).unwrap();
+    assert_eq!(loaded.settings.fleet.unwrap().url.expose(), "host=db user=u dbname=x");
+    assert!(load("", &[("SLACK_TOKEN", "x")]).unwrap().settings.fleet.is_none());
+}

@@ -99,6 +99,8 @@ fn starter_settings_document_every_key_with_working_examples() {
     assert!(f.skip.is_some() && f.running.is_some() && f.mentions.is_some());
     assert_eq!(f.route.len(), 2);
     assert!(f.app_token_file.is_some() && f.actions.is_some());
+    assert!(f.fleet_url.is_some() && f.fleet_url_file.is_some() && f.fleet_name.is_some());
+    assert!(f.heartbeat.is_some() && f.silent_after.is_some());
     assert!(text.contains("# supervisor_password = "));
     // Semantic checks pass on the examples (files aside, which do not exist here).
     let no_files = uncommented
@@ -107,6 +109,7 @@ fn starter_settings_document_every_key_with_working_examples() {
             !l.starts_with("token_file")
                 && !l.starts_with("app_token_file")
                 && !l.starts_with("supervisor_password_file")
+                && !l.starts_with("fleet_url_file")
         })
         .collect::<Vec<_>>()
         .join("\n");

@@ -244,3 +244,69 @@ async fn the_budget_is_shared_and_a_429_closes_it_for_every_host() {
     hosts[2].acquire(Call::Post("#other")).await;
     assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
 }
+
+/// `check` connects to the fleet database and says what it found, with the fix for
+/// each thing that can be wrong: nothing listening, a refused login, a missing
+/// database, a schema from a newer release; and the hosts it sees. The password is
+/// never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_fleet_database_and_says_how_to_fix_it() {
+    use supervisor_slack::check::{self, Level, Options};
+    use supervisor_slack::config::{parse_str, resolve};
+    let cluster = postgres::shared();
+    let url = cluster.database();
+    let report = |url: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [
+            ("SLACK_TOKEN", "xoxb-test".to_string()),
+            ("SLACK_CHANNEL", "#ops".to_string()),
+            ("SLACK_API_URL", "http://127.0.0.1:9/api".to_string()),
+            ("SUPERVISOR_SLACK_STATE", dir.path().join("s.db").to_str().unwrap().to_string()),
+            ("SUPERVISOR_SLACK_FLEET_URL", url.to_string()),
+        ];
+        let env: [(&str, &str); 5] = std::array::from_fn(|i| (env[i].0, env[i].1.as_str()));
+        let s = resolve(&parse_str("call_timeout = \"1s\"\n", None).unwrap(), &env)
+            .unwrap()
+            .settings;
+        async move {
+            let r = check::run(&s, &Options::default()).await;
+            let fleet: Vec<_> = r
+                .findings
+                .iter()
+                .filter(|f| f.what.contains("fleet"))
+                .cloned()
+                .collect();
+            (r.to_string(), fleet)
+        }
+    };
+    // A fresh database: it answers; no tables yet; no host.
+    let (shown, fleet) = report(&url).await;
+    assert!(fleet[0].level == Level::Ok && fleet[0].what.contains("PostgreSQL 1"), "{shown}");
+    assert!(fleet[1].what.contains("no tables yet"), "{shown}");
+    // A host joins.
+    let s = pg(&url, "default").await;
+    s.heartbeat("web-7", &[], true).await.unwrap();
+    let (shown, fleet) = report(&url).await;
+    assert!(fleet.iter().any(|f| f.what.contains("fleet database schema 1")), "{shown}");
+    assert!(fleet.iter().any(|f| f.what.contains("1 host(s): web-7 (heard of")), "{shown}");
+    // Nothing listening.
+    let (shown, fleet) = report("postgresql://postgres:sEcReT@127.0.0.1:9/x").await;
+    assert_eq!(fleet[0].level, Level::Problem, "{shown}");
+    assert!(shown.contains("nothing answers"), "{shown}");
+    assert!(!shown.contains("sEcReT"), "the password is never shown: {shown}");
+    // A refused login.
+    let port = cluster.port;
+    let (shown, _) = report(&format!("postgresql://nobody:sEcReT@127.0.0.1:{port}/postgres")).await;
+    assert!(shown.contains("the login was refused for role nobody"), "{shown}");
+    assert!(!shown.contains("sEcReT"), "{shown}");
+    // A missing database.
+    let (shown, _) = report(&format!("postgresql://postgres@127.0.0.1:{port}/nowhere")).await;
+    assert!(shown.contains("database nowhere does not exist: create it first"), "{shown}");
+    // A schema from a newer release.
+    let db = url.rsplit('/').next().unwrap();
+    cluster.psql(db, "INSERT INTO supervisor_slack_schema (version) VALUES (99)");
+    let (shown, fleet) = report(&url).await;
+    let newer = fleet.iter().find(|f| f.what.contains("newer")).unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(newer.level, Level::Problem);
+    assert!(newer.fix.as_deref().unwrap().contains("upgrade this host"), "{shown}");
+}

@@ -36,8 +36,6 @@ pub const BOARD_QUIET: Duration = Duration::from_secs(1);
 pub const BOARD_REFRESH: Duration = Duration::from_secs(60);
 /// How often the fleet board's holder looks at the hosts' tables.
 const FLEET_LOOK: Duration = Duration::from_secs(2);
-/// How long the fleet board's lease lasts unless renewed (renewed every look).
-pub const BOARD_LEASE: Duration = Duration::from_secs(20);
 
 /// The board of the default channel.
 pub struct Board {
@@ -116,10 +114,15 @@ impl Board {
             .map_or(crate::config::fleet::DEFAULT_SILENT_AFTER, |f| f.silent_after);
         let fleet = self.core.shared.fleet().unwrap_or_default().to_string();
         let lease = format!("board {}", self.channel);
+        // Held as long as a host may be quiet before it is called silent: a holder
+        // that dies hands the board over about when the fleet calls it silent (one
+        // that stops gives it up at once). The others ask again now and then.
+        let ttl = silent_after;
+        let retry = (ttl / 3).min(Duration::from_secs(30));
         let mut holding = false;
         let mut drawn = Instant::now() - BOARD_REFRESH;
         loop {
-            let held = self.core.shared.lease(&lease, &self.host, BOARD_LEASE).await.unwrap_or(false);
+            let held = self.core.shared.lease(&lease, &self.host, ttl).await.unwrap_or(false);
             if held != holding {
                 holding = held;
                 if held {
@@ -133,7 +136,7 @@ impl Board {
             }
             if !holding {
                 tokio::select! {
-                    _ = tokio::time::sleep(BOARD_LEASE / 2) => continue,
+                    _ = tokio::time::sleep(retry) => continue,
                     _ = self.core.shutdown.triggered() => return,
                 }
             }

@@ -51,6 +51,7 @@
 pub mod cdp;
 pub mod disk;
 pub mod events;
+pub mod fleet;
 pub mod http;
 pub mod outbox;
 pub mod pipe;

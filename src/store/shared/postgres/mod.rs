@@ -48,6 +48,9 @@ pub struct FleetProbe {
     pub schema_known: i32,
     /// The hosts of this fleet, and how long since each was heard of.
     pub hosts: Vec<(String, Duration)>,
+    /// Whether the role may create tables in the database (the first listener needs
+    /// to, to create the schema; later migrations too).
+    pub can_create: bool,
 }
 
 impl PostgresShared {
@@ -100,7 +103,17 @@ impl PostgresShared {
             .await
             .map_err(|e| pg.error(&e))?
             .get(0);
-        let at = schema::version(&client).await.map_err(|e| pg.error(&e))?;
+        let can_create: bool = client
+            .query_one("SELECT has_database_privilege(current_user, current_database(), 'CREATE')", &[])
+            .await
+            .map_err(|e| pg.error(&e))?
+            .get(0);
+        let at = match schema::version(&client).await {
+            Ok(v) => v,
+            // A role that may not create the schema's bookkeeping table: no schema yet.
+            Err(_) if !can_create => 0,
+            Err(e) => return Err(pg.error(&e)),
+        };
         let hosts = if at >= 1 {
             client
                 .query(
@@ -121,6 +134,7 @@ impl PostgresShared {
             schema: at,
             schema_known: schema::VERSION,
             hosts,
+            can_create,
         })
     }
 }
