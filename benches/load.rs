@@ -19,7 +19,10 @@
 //! 20,000; `--rss-events N`, default 100,000; `--baseline-events N`, default 2,000;
 //! `--baseline-slow-events N`, default 20; `--only-rss`: the two 100,000-event runs
 //! alone, without the other scenarios and the baseline; `--only-actions`: Socket Mode
-//! off against on, with clicks arriving during the run, alternated). Prints figures; asserts nothing about
+//! off against on, with clicks arriving during the run, alternated; `--only-fleet`:
+//! fleet off against on (a private PostgreSQL), alternated, and 100,000 events with
+//! the fleet on for its RSS; `--before BIN`: another build of the listener against
+//! this one, alternated, for before/after figures from the same run). Prints figures; asserts nothing about
 //! time (a benchmark, not a test). Under `cargo test --all-targets` (no `--bench`
 //! argument) every scenario runs with a handful of events, as a smoke run.
 
@@ -29,6 +32,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use supervisor_slack::supervisord::protocol::frame;
+
+#[path = "load/ab.rs"]
+mod ab;
+#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 use supervisor_slack::standin::{Fault, StandIn, StandInOptions};
 
 struct Figures {
@@ -279,8 +288,13 @@ fn print_rss_traces(n_rss: usize, runs: &[(&str, &Figures)]) {
 }
 
 fn supervisor_slack(api_url: &str) -> Subject {
+    listener_from(Path::new(env!("CARGO_BIN_EXE_supervisor-slack")), api_url)
+}
+
+/// The listener built at `bin` (another build of it, for a before/after run).
+fn listener_from(bin: &Path, api_url: &str) -> Subject {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_supervisor-slack"));
+    let mut c = Command::new(bin);
     c.arg("listen")
         .arg("--state")
         .arg(dir.path().join("state.db"))
@@ -435,6 +449,12 @@ fn main() {
     let processes = 20;
     let only_rss = full && args.iter().any(|a| a == "--only-rss");
     let only_actions = full && args.iter().any(|a| a == "--only-actions");
+    let only_fleet = full && args.iter().any(|a| a == "--only-fleet");
+    let before = args
+        .iter()
+        .position(|a| a == "--before")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -512,6 +532,14 @@ fn main() {
         socket_mode();
         return;
     }
+    if let Some(before) = before {
+        ab::before_after(&rt, &before, n, processes);
+        return;
+    }
+    if only_fleet {
+        ab::fleet_off_on(&rt, n, n_rss, processes);
+        return;
+    }
     if only_rss {
         let (big_standin, big, big_down) = big_runs();
         println!("load average at end: {}", loadavg());
@@ -541,6 +569,7 @@ fn main() {
     print("supervisor-slack, Slack drops connections", &ours_drop);
 
     socket_mode();
+    ab::fleet_off_on(&rt, n, n, processes);
 
     let (big_standin, big, big_down) = big_runs();
 
