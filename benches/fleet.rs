@@ -108,6 +108,7 @@ async fn run(cluster: &postgres::Cluster, hosts: usize, secs: u64) -> Row {
         name: "default".into(),
         heartbeat: Duration::from_secs(5),
         silent_after: Duration::from_secs(15),
+        by_program: true,
     };
     let budget = Budget {
         post_burst: 2,

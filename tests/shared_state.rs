@@ -33,6 +33,7 @@ fn fleet(url: &str, name: &str) -> FleetSettings {
         name: name.into(),
         heartbeat: Duration::from_secs(1),
         silent_after: Duration::from_secs(3),
+        by_program: true,
     }
 }
 
@@ -161,7 +162,7 @@ async fn hosts_starting_together_migrate_once() {
     }
     let db = url.rsplit('/').next().unwrap();
     let rows = postgres::shared().psql(db, "SELECT version FROM supervisor_slack_schema ORDER BY 1");
-    assert_eq!(rows, "1", "each version once");
+    assert_eq!(rows, "1\n2", "each version once");
 }
 
 /// Heartbeats, silence said once, and back again said once; leases held by one host
@@ -287,7 +288,7 @@ async fn check_reports_the_fleet_database_and_says_how_to_fix_it() {
     let s = pg(&url, "default").await;
     s.heartbeat("web-7", &[], true).await.unwrap();
     let (shown, fleet) = report(&url).await;
-    assert!(fleet.iter().any(|f| f.what.contains("fleet database schema 1")), "{shown}");
+    assert!(fleet.iter().any(|f| f.what.contains("fleet database schema 2")), "{shown}");
     assert!(fleet.iter().any(|f| f.what.contains("1 host(s): web-7 (heard of")), "{shown}");
     // Nothing listening.
     let (shown, fleet) = report("postgresql://postgres:sEcReT@127.0.0.1:9/x").await;
@@ -302,6 +303,12 @@ async fn check_reports_the_fleet_database_and_says_how_to_fix_it() {
     // A missing database.
     let (shown, _) = report(&format!("postgresql://postgres@127.0.0.1:{port}/nowhere")).await;
     assert!(shown.contains("database nowhere does not exist: create it first"), "{shown}");
+    // A schema from an older release: the next listener migrates it.
+    let older = cluster.database();
+    let older_db = older.rsplit('/').next().unwrap();
+    cluster.psql(older_db, "CREATE TABLE supervisor_slack_schema (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO supervisor_slack_schema (version) VALUES (1)");
+    let (shown, fleet) = report(&older).await;
+    assert!(fleet.iter().any(|f| f.what.contains("schema 1 is older than this release's 2")), "{shown}");
     // A schema from a newer release.
     let db = url.rsplit('/').next().unwrap();
     cluster.psql(db, "INSERT INTO supervisor_slack_schema (version) VALUES (99)");
@@ -309,4 +316,49 @@ async fn check_reports_the_fleet_database_and_says_how_to_fix_it() {
     let newer = fleet.iter().find(|f| f.what.contains("newer")).unwrap_or_else(|| panic!("{shown}"));
     assert_eq!(newer.level, Level::Problem);
     assert!(newer.fix.as_deref().unwrap().contains("upgrade this host"), "{shown}");
+}
+
+/// Hosts that see a program's first failure at the same moment claim its card at
+/// once: exactly one wins and posts; the others wait for its parent. A claim whose
+/// holder died (it expired) is taken over; a parent is replaced only by one claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_wins_the_claim_to_post_a_programs_card() {
+    let url = postgres::database();
+    let hosts: Vec<Arc<PostgresShared>> = vec![pg(&url, "default").await, pg(&url, "default").await, pg(&url, "default").await];
+    let card = ThreadKey::fleet("api", "api");
+    let claims: Vec<bool> = futures_util::future::join_all(hosts.iter().enumerate().map(|(i, h)| {
+        let card = card.clone();
+        async move {
+            h.claim_parent(&card, "#ops", None, &format!("web-{i}"), Duration::from_secs(30))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
+    let winner = claims.iter().position(|c| *c).unwrap();
+    assert!(hosts[winner].set_parent(&card, "#ops", None, &posted("7.1"), false).await.unwrap());
+    let t = hosts[(winner + 1) % 3].thread(&card, "#ops").await.unwrap().unwrap();
+    assert_eq!(t.parent_ts.as_deref(), Some("7.1"), "the others find its parent");
+    // Replacing it: one claim, from the parent it replaces.
+    assert!(hosts[0].claim_parent(&card, "#ops", Some("7.1"), "web-0", Duration::from_millis(300)).await.unwrap());
+    assert!(!hosts[1].claim_parent(&card, "#ops", Some("7.1"), "web-1", Duration::from_secs(30)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        hosts[1].claim_parent(&card, "#ops", Some("7.1"), "web-1", Duration::from_secs(30)).await.unwrap(),
+        "web-0's claim expired (it died): web-1 takes it"
+    );
+    assert!(!hosts[2].claim_parent(&card, "#ops", Some("6.0"), "web-2", Duration::from_secs(30)).await.unwrap(), "a stale copy");
+    // The program's broadcast episode: the first failure, not the next ones.
+    assert!(hosts[0].fleet_broadcast(&card, "#ops", 1, 3, Duration::from_secs(60)).await.unwrap());
+    assert!(!hosts[1].fleet_broadcast(&card, "#ops", 2, 3, Duration::from_secs(60)).await.unwrap(), "grown, but within regroup");
+    assert!(!hosts[2].fleet_broadcast(&card, "#ops", 3, 3, Duration::from_secs(60)).await.unwrap());
+    // Calm for longer than regroup: the next failure opens a new episode.
+    hosts[0].fleet_calm(&card, "#ops").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hosts[1].fleet_broadcast(&card, "#ops", 1, 3, Duration::from_millis(200)).await.unwrap());
+    // Grown from one host to half, after regroup: once more, then no more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hosts[1].fleet_broadcast(&card, "#ops", 2, 3, Duration::from_millis(200)).await.unwrap());
+    assert!(!hosts[1].fleet_broadcast(&card, "#ops", 3, 3, Duration::from_millis(200)).await.unwrap());
 }

@@ -18,6 +18,7 @@
 pub mod board;
 pub mod controls;
 pub mod fleet_board;
+pub mod fleet_card;
 pub mod history;
 pub mod limits;
 pub mod model;

@@ -21,6 +21,9 @@ pub struct FleetSettings {
     pub heartbeat: Duration,
     /// A host not heard of for this long is silent.
     pub silent_after: Duration,
+    /// One card per program across the fleet (`thread_by = "program"`), or one per
+    /// program and host (`"host"`).
+    pub by_program: bool,
 }
 
 pub const DEFAULT_FLEET_NAME: &str = "default";
@@ -61,6 +64,16 @@ pub(super) fn resolve(
         fleet_only("fleet_name", f.fleet_name.as_ref().map(|s| s.span()))?;
         fleet_only("heartbeat", f.heartbeat.as_ref().map(|s| s.span()))?;
         fleet_only("silent_after", f.silent_after.as_ref().map(|s| s.span()))?;
+        if let Some(t) = &f.thread_by {
+            if t.get_ref().trim() == "program" {
+                return Err(file.invalid(
+                    "thread_by",
+                    t.span(),
+                    "\"program\" (one card per program across hosts) needs a fleet: set fleet_url too, or write \"host\"",
+                ));
+            }
+            thread_by(file, t)?;
+        }
         return Ok(None);
     };
     check_url(&url).map_err(|m| match at.clone() {
@@ -105,12 +118,30 @@ pub(super) fn resolve(
             ),
         ));
     }
+    let by_program = match &f.thread_by {
+        Some(t) => thread_by(file, t)?,
+        None => true,
+    };
     Ok(Some(FleetSettings {
         url,
         name,
         heartbeat,
         silent_after,
+        by_program,
     }))
+}
+
+/// `thread_by`: whether cards are per program (`true`) or per host.
+fn thread_by(file: &SettingsFile, t: &toml::Spanned<String>) -> Result<bool, ConfigError> {
+    match t.get_ref().trim() {
+        "program" => Ok(true),
+        "host" => Ok(false),
+        other => Err(file.invalid(
+            "thread_by",
+            t.span(),
+            format!("{other:?}: write \"program\" (one card per program across the fleet) or \"host\" (one card per program and host)"),
+        )),
+    }
 }
 
 /// A PostgreSQL connection string this program can use: a `postgresql://` (or

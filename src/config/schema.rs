@@ -68,6 +68,9 @@ pub struct FileSettings {
     pub heartbeat: Option<Spanned<String>>,
     /// A host not heard of for this long is silent (default 90s).
     pub silent_after: Option<Spanned<String>>,
+    /// `"program"`: one card per program across the fleet (the default in a fleet);
+    /// `"host"`: one card per program and host.
+    pub thread_by: Option<Spanned<String>>,
     /// States never reported when no `[[route]]` matches.
     pub skip: Option<Spanned<Vec<Spanned<String>>>>,
     /// `"always"` or `"after_failure"`, when no `[[route]]` matches.

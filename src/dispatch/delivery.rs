@@ -104,6 +104,29 @@ impl Delivery {
         }
     }
 
+    /// Whether cards are per program across the fleet (`thread_by = "program"`).
+    pub(super) fn by_program(&self) -> bool {
+        self.shared.fleet().is_some() && self.settings.fleet.as_ref().is_some_and(|f| f.by_program)
+    }
+
+    /// The card a thread's replies go under: the program's across the fleet, or the
+    /// host's own (always for supervisord's own thread).
+    pub(super) fn card_key(&self, key: &ThreadKey) -> ThreadKey {
+        if self.by_program() && !key.is_supervisord() {
+            ThreadKey::fleet(&key.group, &key.process)
+        } else {
+            key.clone()
+        }
+    }
+
+    /// A host not heard of for this long is silent (in a fleet).
+    pub(super) fn silent_after(&self) -> Duration {
+        self.settings
+            .fleet
+            .as_ref()
+            .map_or(crate::config::fleet::DEFAULT_SILENT_AFTER, |f| f.silent_after)
+    }
+
     /// The mute on `key` now, if any: none when actions are off (nothing is read),
     /// and a store error counts as none (delivery goes on).
     pub(super) async fn mute_of(&self, key: &ThreadKey) -> Option<Mute> {

@@ -7,6 +7,9 @@
 //!   the channel sees too (the first failure of an episode, FATAL), and notes;
 //! - [`keeper`]: one per thread — the only task that posts a parent, and keeps it
 //!   showing the newest known state within the edit budget;
+//! - [`fleet_keeper`]: instead, with cards per program across a fleet — one parent
+//!   per program whatever the race (a claim before the post), drawn by one host at
+//!   a time (a lease), from every host's part;
 //! - [`board`]: one per listener with `board = true` — the host's board message,
 //!   or the fleet's (one host at a time draws it);
 //! - [`heartbeat`]: in a fleet, this host's heartbeat and process table;
@@ -22,6 +25,7 @@
 mod board;
 mod controls;
 mod delivery;
+mod fleet_keeper;
 pub mod heartbeat;
 mod keeper;
 pub mod retry;
@@ -41,6 +45,7 @@ use crate::card::Card;
 use crate::store::{known, Known, StoreError};
 use crate::supervisord::event::ThreadKey;
 use crate::wakeup::{Wake, Wakeup};
+use fleet_keeper::FleetKeeper;
 use keeper::Keeper;
 use thread::{Note, ThreadState};
 use worker::Worker;
@@ -136,9 +141,15 @@ impl Dispatcher {
         threads.insert(w.clone(), state.clone());
         let (key, channel) = w;
         let (core, k, c, s) = (self.core.clone(), key.clone(), channel.clone(), state.clone());
-        supervise("keeper", key.clone(), move || {
-            Keeper::new(core.clone(), k.clone(), c.clone(), s.clone()).run()
-        });
+        if self.core.card_key(&key).is_fleet() {
+            supervise("keeper", key.clone(), move || {
+                FleetKeeper::new(core.clone(), k.clone(), c.clone(), s.clone()).run()
+            });
+        } else {
+            supervise("keeper", key.clone(), move || {
+                Keeper::new(core.clone(), k.clone(), c.clone(), s.clone()).run()
+            });
+        }
         let (core, k, s) = (self.core.clone(), key.clone(), state.clone());
         supervise("worker", key, move || {
             Worker::new(core.clone(), k.clone(), channel.clone(), s.clone()).run()

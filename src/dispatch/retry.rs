@@ -209,6 +209,19 @@ impl Retrier {
         }
     }
 
+    /// Edits the message at `at` to show `card` (as plain text when Slack refuses
+    /// the card and `latest` tells what); a message that can no longer be edited is
+    /// the caller's to replace (`EditRefused`, `ThreadGone`).
+    pub async fn edit(
+        &self,
+        channel: &str,
+        at: &Posted,
+        card: &Card,
+        latest: Option<&ProcessState>,
+    ) -> Result<(), Failure> {
+        self.update(channel, at, card, latest).await
+    }
+
     async fn update(
         &self,
         channel: &str,

@@ -167,7 +167,9 @@ impl Worker {
         if let Some(f) = self.state.take_refusal() {
             return Parent::Refused(f);
         }
-        let thread = match self.core.shared.thread(&self.key, &self.channel).await {
+        // The card replies go under: the program's across the fleet, or this host's.
+        let card = self.core.card_key(&self.key);
+        let thread = match self.core.shared.thread(&card, &self.channel).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(thread = %self.key, error = %e, "cannot read the thread map; retrying");
@@ -178,7 +180,14 @@ impl Worker {
         let ttl = chrono::Duration::from_std(self.core.settings.thread_ttl)
             .unwrap_or(chrono::Duration::MAX);
         let renew = match thread {
-            Some(t) if t.parent_ts.is_some() && Utc::now() - t.created <= ttl => return Parent::Ready(t),
+            Some(mut t) if t.parent_ts.is_some() && Utc::now() - t.created <= ttl => {
+                if card != self.key {
+                    // The notes of a reply follow this host's own history.
+                    let own = self.core.shared.thread(&self.key, &self.channel).await;
+                    t.history = own.ok().flatten().map(|o| o.history).unwrap_or_default();
+                }
+                return Parent::Ready(t);
+            }
             Some(t) if t.parent_ts.is_some() => {
                 tracing::info!(thread = %self.key, "thread is older than thread_ttl: asking for a new parent");
                 Renew {
@@ -192,7 +201,9 @@ impl Worker {
             },
         };
         self.state.ask_renew(renew);
-        let _ = tokio::time::timeout(PARENT_WAIT, self.state.work.notified()).await;
+        // Another host may post the program's card: look again soon.
+        let wait = if card.is_fleet() { Duration::from_millis(500) } else { PARENT_WAIT };
+        let _ = tokio::time::timeout(wait, self.state.work.notified()).await;
         Parent::Wait
     }
 
@@ -328,7 +339,11 @@ impl Worker {
             card: reply,
             thread_ts: thread.parent_ts.clone(),
             broadcast: core.settings.broadcast_failures
-                && self.state.broadcast(&events, core.settings.settle_after)
+                && if core.card_key(key).is_fleet() {
+                    self.fleet_broadcast(&events).await
+                } else {
+                    self.state.broadcast(&events, core.settings.settle_after)
+                }
                 && mute.is_none(),
             identity: Some(identity),
         };
@@ -358,6 +373,29 @@ impl Worker {
         })
         .await;
         Outcome::Done
+    }
+
+    /// Whether a reply of this host goes to the channel too, when cards are per
+    /// program: only a failure (never a recovery), and only as the program's fleet
+    /// episode allows — its first failure, and once more if it grows to half the
+    /// hosts later on.
+    async fn fleet_broadcast(&self, events: &[ProcessState]) -> bool {
+        let recovered = events.last().is_some_and(|e| e.to == State::Running);
+        if recovered || !events.iter().any(ProcessState::is_failure) {
+            return false;
+        }
+        let core = &self.core;
+        let parts = super::fleet_keeper::parts(core, &self.key, &self.channel, events.last()).await;
+        let failing = parts
+            .iter()
+            .filter(|(_, p)| matches!(p, crate::card::fleet_card::HostPart::State { state, expected, .. } if crate::supervisord::event::failing(*state, *expected)))
+            .count()
+            .max(1);
+        let card = core.card_key(&self.key);
+        core.shared
+            .fleet_broadcast(&card, &self.channel, failing, parts.len().max(1), core.settings.settle_after)
+            .await
+            .unwrap_or(false)
     }
 
     /// A batch Slack will not take in any form: set aside (kept on disk with the

@@ -24,7 +24,8 @@ pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView
 pub use shared::sqlite::SqliteShared;
 pub use shared::postgres::{FleetProbe, PostgresShared};
 pub use shared::{
-    AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX,
+    AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState,
+    ThreadRecord, HISTORY_MAX,
 };
 
 #[derive(Debug, thiserror::Error)]

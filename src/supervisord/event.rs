@@ -381,6 +381,20 @@ impl ThreadKey {
         }
     }
 
+    /// The key of a program's card across a fleet: no host (`""`).
+    pub fn fleet(group: &str, process: &str) -> ThreadKey {
+        ThreadKey {
+            host: String::new(),
+            group: group.to_string(),
+            process: process.to_string(),
+        }
+    }
+
+    /// Whether this is a program's card across a fleet ([`ThreadKey::fleet`]).
+    pub fn is_fleet(&self) -> bool {
+        self.host.is_empty()
+    }
+
     /// Whether this is the host's supervisord thread (its own start and stop).
     pub fn is_supervisord(&self) -> bool {
         self.group == SUPERVISORD_GROUP && self.process == SUPERVISORD_PROCESS

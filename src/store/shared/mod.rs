@@ -296,4 +296,67 @@ pub trait SharedState: Send + Sync {
     async fn release(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // --- cards across the fleet ---------------------------------------------------
+    // A program's card across the fleet is the thread of `ThreadKey::fleet(group,
+    // process)` (host ""): its parent, and its trail in `history`.
+
+    /// Claims, for `ttl`, the right to post the parent of `key` in `channel` that
+    /// replaces `replaces` (`None`: the first). `false`: another host holds the claim
+    /// or the parent is no longer `replaces` — wait for theirs. The claim ends with
+    /// [`SharedState::set_parent`], or when it expires (its holder died).
+    async fn claim_parent(
+        &self,
+        _key: &ThreadKey,
+        _channel: &str,
+        _replaces: Option<&str>,
+        _holder: &str,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Each host's part of a program in `channel`: the hosts that have a thread of it
+    /// there, with their process as they last reported it and when they were heard of.
+    async fn program_hosts(&self, _group: &str, _process: &str, _channel: &str) -> Result<Vec<ProgramOnHost>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Appends `state` to the trail of the card `key` in `channel`.
+    async fn record_trail(&self, _key: &ThreadKey, _channel: &str, _state: State) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether a failure reply of a program goes to the channel too: the first
+    /// failure of its fleet episode, and once more when the episode has grown from
+    /// under half of its `hosts` to `failing` ≥ half, `regroup` after the first.
+    /// Opens an episode when none is open (or it has been calm for `regroup`).
+    async fn fleet_broadcast(
+        &self,
+        _key: &ThreadKey,
+        _channel: &str,
+        _failing: usize,
+        _hosts: usize,
+        _regroup: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// No host of the program is failing now: its episode is calm (and ends once
+    /// calm for `regroup`, at the next failure).
+    async fn fleet_calm(&self, _key: &ThreadKey, _channel: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// One host's part of a program, for the program's card across the fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgramOnHost {
+    pub host: String,
+    /// How long since the host was heard of (`None`: never: it has no heartbeat).
+    pub quiet_for: Option<Duration>,
+    /// The program as the host last reported it (its heartbeat's table).
+    pub reported: Option<HostProcess>,
+    /// The newest event of the host's thread of the program.
+    pub latest: Option<ProcessState>,
 }

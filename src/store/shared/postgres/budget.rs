@@ -43,7 +43,8 @@ fn lane(call: Call<'_>) -> String {
 }
 
 impl SharedBudget {
-    pub fn new(pg: Arc<Pg>, fleet: String, pace: Pace) -> Arc<SharedBudget> {
+    /// The budget, and the task that hears other hosts' 429s.
+    pub fn new(pg: Arc<Pg>, fleet: String, pace: Pace) -> (Arc<SharedBudget>, tokio::task::AbortHandle) {
         let budget = Arc::new(SharedBudget {
             alone: LocalPacing::new(pace.post_burst, pace.post_interval, pace.updates_per_minute, None),
             pg,
@@ -53,8 +54,8 @@ impl SharedBudget {
             pacing_alone: AtomicBool::new(false),
         });
         let listener = budget.clone();
-        tokio::spawn(async move { listener.hear_gates().await });
-        budget
+        let hearing = tokio::spawn(async move { listener.hear_gates().await }).abort_handle();
+        (budget, hearing)
     }
 
     fn rule(&self, call: Call<'_>) -> LaneRule {

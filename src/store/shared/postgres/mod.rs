@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use super::{AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX};
+use super::{
+    AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState, ThreadRecord,
+    HISTORY_MAX,
+};
 use crate::config::FleetSettings;
 use crate::pacing::Call;
 use crate::store::StoreError;
@@ -34,6 +37,17 @@ pub struct PostgresShared {
     pg: Arc<Pg>,
     fleet: String,
     budget: Arc<SharedBudget>,
+    /// The tasks that keep the connection and hear notifications: stopped (and the
+    /// connection closed) when this is dropped.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for PostgresShared {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// What `check` reports of the fleet database.
@@ -59,11 +73,13 @@ impl PostgresShared {
     /// database answers.
     pub fn start(fleet: &FleetSettings, pace: Budget) -> Result<Arc<PostgresShared>, StoreError> {
         let pg = Pg::new(&fleet.url)?;
-        tokio::spawn(pg.clone().keep());
+        let keeper = tokio::spawn(pg.clone().keep()).abort_handle();
+        let (budget, hearing) = SharedBudget::new(pg.clone(), fleet.name.clone(), pace);
         Ok(Arc::new(PostgresShared {
-            budget: SharedBudget::new(pg.clone(), fleet.name.clone(), pace),
+            budget,
             pg,
             fleet: fleet.name.clone(),
+            tasks: vec![keeper, hearing],
         }))
     }
 
@@ -114,7 +130,12 @@ impl PostgresShared {
             Err(_) if !can_create => 0,
             Err(e) => return Err(pg.error(&e)),
         };
-        let hosts = if at >= 1 {
+        let has_hosts: bool = client
+            .query_one("SELECT to_regclass('hosts') IS NOT NULL", &[])
+            .await
+            .map_err(|e| pg.error(&e))?
+            .get(0);
+        let hosts = if has_hosts {
             client
                 .query(
                     "SELECT host, EXTRACT(EPOCH FROM now() - last_seen)::float8 FROM hosts WHERE fleet = $1 ORDER BY host",
@@ -238,7 +259,8 @@ impl SharedState for PostgresShared {
             .pg
             .query(
                 "UPDATE threads SET channel_id = $6, parent_ts = $7, created = $8,
-                     history = CASE WHEN $9 THEN '[]'::jsonb ELSE history END
+                     history = CASE WHEN $9 THEN '[]'::jsonb ELSE history END,
+                     claim_holder = NULL, claim_until = NULL
                  WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5
                    AND parent_ts IS NOT DISTINCT FROM $10
                  RETURNING 1",
@@ -551,6 +573,125 @@ impl SharedState for PostgresShared {
             .query(
                 "DELETE FROM leases WHERE fleet = $1 AND name = $2 AND holder = $3",
                 &[&self.fleet, &name, &holder],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_parent(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        replaces: Option<&str>,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let secs = ttl.as_secs_f64();
+        // The row of a thread nobody posted yet is made by the first to claim it.
+        let row = self
+            .pg
+            .query_opt(
+                "INSERT INTO threads AS t (fleet, host, grp, process, channel, claim_holder, claim_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+                 ON CONFLICT (fleet, host, grp, process, channel) DO UPDATE SET
+                     claim_holder = excluded.claim_holder, claim_until = excluded.claim_until
+                 WHERE t.parent_ts IS NOT DISTINCT FROM $8
+                   AND (t.claim_holder IS NULL OR t.claim_holder = excluded.claim_holder OR t.claim_until < now())
+                 RETURNING 1",
+                &[&self.fleet, &key.host, &key.group, &key.process, &channel, &holder, &secs, &replaces],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn program_hosts(&self, group: &str, process: &str, channel: &str) -> Result<Vec<ProgramOnHost>, StoreError> {
+        let rows = self
+            .pg
+            .query(
+                "SELECT t.host, t.latest, h.processes, EXTRACT(EPOCH FROM now() - h.last_seen)::float8
+                 FROM threads t LEFT JOIN hosts h ON h.fleet = t.fleet AND h.host = t.host
+                 WHERE t.fleet = $1 AND t.grp = $2 AND t.process = $3 AND t.channel = $4 AND t.host <> ''
+                 ORDER BY t.host",
+                &[&self.fleet, &group, &process, &channel],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let table: Option<serde_json::Value> = r.get(2);
+                let reported = table
+                    .and_then(|t| serde_json::from_value::<Vec<HostProcess>>(t).ok())
+                    .and_then(|t| t.into_iter().find(|p| p.group == group && p.process == process));
+                ProgramOnHost {
+                    host: r.get(0),
+                    latest: r
+                        .get::<_, Option<serde_json::Value>>(1)
+                        .and_then(|l| serde_json::from_value(l).ok()),
+                    reported,
+                    quiet_for: r
+                        .get::<_, Option<f64>>(3)
+                        .map(|s| Duration::try_from_secs_f64(s).unwrap_or_default()),
+                }
+            })
+            .collect())
+    }
+
+    async fn record_trail(&self, key: &ThreadKey, channel: &str, state: State) -> Result<(), StoreError> {
+        let max = HISTORY_MAX as i64;
+        self.pg
+            .query(
+                "UPDATE threads t SET history = (SELECT COALESCE(jsonb_agg(e ORDER BY i), '[]'::jsonb) FROM (
+                     SELECT e, i FROM jsonb_array_elements(t.history || $6) WITH ORDINALITY AS x(e, i)
+                     ORDER BY i DESC LIMIT $7) kept)
+                 WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5",
+                &[&self.fleet, &key.host, &key.group, &key.process, &channel, &json(&[state]), &max],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn fleet_broadcast(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        failing: usize,
+        hosts: usize,
+        regroup: Duration,
+    ) -> Result<bool, StoreError> {
+        let (failing, hosts) = (failing as i32, hosts as i32);
+        let row = self
+            .pg
+            .query_opt(
+                "UPDATE threads t SET episode = n.episode
+                 FROM (SELECT CASE
+                     WHEN e IS NULL OR ((e->>'calm_since') IS NOT NULL
+                                        AND (e->>'calm_since')::timestamptz < now() - make_interval(secs => $8))
+                         THEN jsonb_build_object('since', now(), 'broadcasts', 1, 'first_failing', $6::int,
+                                                 'first_at', now(), 'said', true)
+                     WHEN (e->>'broadcasts')::int < 2 AND $7::int > 1 AND $6::int * 2 >= $7::int
+                          AND (e->>'first_failing')::int * 2 < $7::int
+                          AND (e->>'first_at')::timestamptz < now() - make_interval(secs => $8)
+                         THEN (e - 'calm_since') || jsonb_build_object('broadcasts', 2, 'said', true)
+                     ELSE (e - 'calm_since') || jsonb_build_object('said', false)
+                   END AS episode
+                   FROM (SELECT episode AS e FROM threads
+                         WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5
+                         FOR UPDATE) cur) n
+                 WHERE t.fleet = $1 AND t.host = $2 AND t.grp = $3 AND t.process = $4 AND t.channel = $5
+                 RETURNING (n.episode->>'said')::bool",
+                &[&self.fleet, &key.host, &key.group, &key.process, &channel, &failing, &hosts, &regroup.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, bool>(0)).unwrap_or(false))
+    }
+
+    async fn fleet_calm(&self, key: &ThreadKey, channel: &str) -> Result<(), StoreError> {
+        self.pg
+            .query(
+                "UPDATE threads SET episode = episode || jsonb_build_object('calm_since', now())
+                 WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5
+                   AND episode IS NOT NULL AND episode->>'calm_since' IS NULL",
+                &[&self.fleet, &key.host, &key.group, &key.process, &channel],
             )
             .await?;
         Ok(())

@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use crate::store::StoreError;
 
 /// The schema version this release writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// The advisory lock every host takes to migrate (an arbitrary constant: "ss-fleet").
 const LOCK: i64 = 0x7373_2d66_6c65_6574;
@@ -92,6 +92,13 @@ const MIGRATIONS: &[&str] = &[
         expires_at  timestamptz NOT NULL,
         PRIMARY KEY (fleet, name)
     );
+    ",
+    // 2: cards across the fleet: a program's thread is the row of host '' (the
+    // fleet); who may post its parent (a claim), and its broadcast episode.
+    "
+    ALTER TABLE threads ADD COLUMN claim_holder text;
+    ALTER TABLE threads ADD COLUMN claim_until timestamptz;
+    ALTER TABLE threads ADD COLUMN episode jsonb;
     ",
 ];
 
