@@ -22,6 +22,7 @@ pub use known::{known, Known};
 pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView, CHECKPOINT_EVERY};
 pub use shared::sqlite::{Budget, SqliteShared};
 pub use shared::{AuditKeep, AuditRow, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX};
+pub use shared::Episode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
