@@ -3,12 +3,14 @@
 //! - [`delivery`]: the core every task below shares (Slack under the policy, the
 //!   outbox, the shared state, the renderer, the settings);
 //! - [`worker`]: one per thread — replies strictly in order, coalescing what piled
-//!   up, digests while the process flaps, the "settled" reply after, which replies
-//!   the channel sees too (the first failure of an episode, FATAL), and notes;
+//!   up, digests while the process flaps, the "settled" reply after, the
+//!   broadcasts its episode calls for, and notes;
 //! - [`keeper`]: one per thread — the only task that posts a parent, and keeps it
 //!   showing the newest known state within the edit budget;
 //! - [`board`]: one per listener with `board = true` — the host's board message;
 //! - [`retry`]: every reaction to a failed call, in one place;
+//! - [`episode`]: failure episodes on supervisord's clock — which replies the
+//!   channel sees too (one per episode, and its FATAL);
 //! - [`thread`]: the in-memory state a thread's worker and keeper share;
 //! - [`controls`]: the buttons and the mute line on a thread's cards.
 //!
@@ -20,6 +22,7 @@
 mod board;
 mod controls;
 mod delivery;
+mod episode;
 mod keeper;
 pub mod retry;
 mod thread;
