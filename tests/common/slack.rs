@@ -171,10 +171,13 @@ pub fn by_process(threads: &[Thread]) -> std::collections::BTreeMap<String, Thre
 /// Writes the listener's settings file (fast pacing, the stand-in as Slack) and
 /// returns the `[eventlistener:slack]` section running the built binary with it.
 pub fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
-    let settings = write_settings(
-        dir,
-        &format!("api_url = \"{api_url}\"\n{FAST}{FAST_UPDATES}{extra}"),
-    );
+    slack_listener_with(dir, api_url, &format!("{FAST}{FAST_UPDATES}{extra}"))
+}
+
+/// [`slack_listener`] with the whole of its `settings` given (say, [`FAST`] with some
+/// of its values changed).
+pub fn slack_listener_with(dir: &Path, api_url: &str, settings: &str) -> ListenerEntry {
+    let settings = write_settings(dir, &format!("api_url = \"{api_url}\"\n{settings}"));
     ListenerEntry::custom(&[
         SLACK_BIN,
         "--config",
