@@ -111,7 +111,10 @@ channel = "#ops"
 # A process's thread older than this gets a new parent message.
 # thread_ttl = "24h"
 
-# Also show FATAL and unexpected EXITED replies in the channel, not only the thread.
+# Also show failures in the channel, not only the thread: once per failure episode
+# (from a failure until the process is stopped on purpose or stays up for
+# settle_after), and its FATAL once more. A crash loop is one message however long
+# it loops, and a restart of this listener does not start a new episode.
 # broadcast_failures = true
 
 # Cards for this listener's own process too (supervisord tells it its name); off by
@@ -156,7 +159,8 @@ channel = "#ops"
 # flap_window is flapping: its parent card says so and stays current, and its
 # transitions go into its thread as one digest reply per digest_interval (FATAL
 # always at once). When it stays in one state for settle_after, a "settled" reply
-# says so.
+# says so. A failing process that stays up (RUNNING, or exited as expected) for
+# settle_after ends its failure episode: its next failure is shown in the channel.
 # flap_threshold = 10
 # flap_window = "5m"
 # digest_interval = "60s"

@@ -36,16 +36,17 @@
 //! - [`routing`]: which channel an event goes to, with which mentions, or none.
 //! - [`store`]: the two kinds of state — the *outbox* (local, synchronous, the
 //!   reader's only store) and the *shared state* (one async trait: thread map,
-//!   budget and 429 gate, mutes, clicks and audit, board locations, signing key;
-//!   SQLite for one host). The only room that names a database.
+//!   budget and 429 gate, mutes, clicks and audit, board locations, signing key,
+//!   failure episodes; SQLite for one host). The only room that names a database.
 //! - [`pacing`]: one listener's budget — token buckets, the 429 gate, the pace learnt
 //!   from Slack's answers — as the one-host shared state keeps it.
 //! - [`wakeup`]: the set of threads with new outbox entries, from the reader to the
 //!   dispatcher.
 //! - [`dispatch`]: the delivery policy — `worker` (order, coalescing, flapping,
 //!   broadcasts, notes), `keeper` (the only task that posts or edits a parent),
-//!   `board` (the host's board), over one delivery core; `retry` holds every
-//!   reaction to a failed call.
+//!   `board` (the host's board), over one delivery core; `episode` decides which
+//!   replies the channel sees too (once per failure episode, on supervisord's
+//!   clock); `retry` holds every reaction to a failed call.
 //! - [`crash`]: crash context — exit status, spawn error, uptime and the stderr tail
 //!   of a process that died; best effort, bounded.
 //! - [`reconcile`]: every card compared with what supervisord reports now; a

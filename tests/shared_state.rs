@@ -100,6 +100,30 @@ async fn thread_map(s: &dyn SharedState) {
     assert_eq!(s.latest_states("web-2").await.unwrap(), vec![]);
 }
 
+/// A thread's failure episode: per thread and channel, the latest kept, gone when
+/// it ends.
+async fn episodes(s: &dyn SharedState) {
+    use supervisor_slack::store::Episode;
+    let k = key("web-1", "ep");
+    assert_eq!(s.episode(&k, "#ops").await.unwrap(), None, "never recorded");
+    let at = chrono::Utc::now();
+    let ep = Episode {
+        started: at,
+        told: true,
+        fatal_told: false,
+        calm_since: None,
+    };
+    s.save_episode(&k, "#ops", Some(&ep)).await.unwrap();
+    let fatal = Episode { fatal_told: true, ..ep.clone() };
+    s.save_episode(&k, "#ops", Some(&fatal)).await.unwrap();
+    s.save_episode(&k, "#alerts", Some(&ep)).await.unwrap();
+    assert_eq!(s.episode(&k, "#ops").await.unwrap(), Some(fatal), "the latest");
+    assert_eq!(s.episode(&k, "#alerts").await.unwrap(), Some(ep), "per channel");
+    assert_eq!(s.episode(&key("web-2", "ep"), "#ops").await.unwrap(), None, "per host");
+    s.save_episode(&k, "#ops", None).await.unwrap();
+    assert_eq!(s.episode(&k, "#ops").await.unwrap(), None, "ended");
+}
+
 async fn mutes_clicks_key_and_boards(s: &dyn SharedState) {
     let k = key("web-1", "worker");
     s.mute(&k, "U1", Utc::now() + chrono::Duration::hours(1)).await.unwrap();
@@ -132,6 +156,7 @@ async fn sqlite_keeps_the_contract() {
     let s = sqlite(&dir);
     thread_map(&s).await;
     mutes_clicks_key_and_boards(&s).await;
+    episodes(&s).await;
     assert!(s.lease("board #ops", "web-1", Duration::from_secs(5)).await.unwrap(), "one host holds every lease");
     assert_eq!(s.fleet(), None);
 }
@@ -142,6 +167,7 @@ async fn postgresql_keeps_the_contract() {
     let s = pg(&url, "default").await;
     thread_map(s.as_ref()).await;
     mutes_clicks_key_and_boards(s.as_ref()).await;
+    episodes(s.as_ref()).await;
     assert_eq!(s.fleet(), Some("default"));
     // Another fleet in the same database sees none of it.
     let other = pg(&url, "other").await;

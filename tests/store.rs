@@ -508,3 +508,44 @@ async fn the_gate_survives_a_restart() {
         started.elapsed()
     );
 }
+
+/// A thread's failure episode is kept per thread and channel, survives reopening,
+/// and is gone once it ends; a row this version cannot read is no episode.
+#[tokio::test]
+async fn a_threads_episode_survives_reopening_and_is_gone_when_it_ends() {
+    use supervisor_slack::store::Episode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = shared(&path);
+    let k = key("a");
+    assert_eq!(s.episode(&k, "#ops").await.unwrap(), None, "never recorded");
+    let at = Utc.with_ymd_and_hms(2026, 11, 26, 14, 0, 0).unwrap();
+    let ep = Episode {
+        started: at,
+        told: true,
+        fatal_told: false,
+        calm_since: Some(at + chrono::Duration::seconds(3)),
+    };
+    s.save_episode(&k, "#ops", Some(&ep)).await.unwrap();
+    let told_fatal = Episode { fatal_told: true, calm_since: None, ..ep.clone() };
+    s.save_episode(&k, "#ops", Some(&told_fatal)).await.unwrap();
+    s.save_episode(&k, "#alerts", Some(&ep)).await.unwrap();
+    drop(s);
+
+    let s = shared(&path);
+    assert_eq!(s.episode(&k, "#ops").await.unwrap(), Some(told_fatal), "the latest, after a restart");
+    assert_eq!(s.episode(&k, "#alerts").await.unwrap(), Some(ep), "per channel");
+    assert_eq!(s.episode(&key("b"), "#ops").await.unwrap(), None, "per thread");
+    s.save_episode(&k, "#ops", None).await.unwrap();
+    assert_eq!(s.episode(&k, "#ops").await.unwrap(), None, "ended");
+    let rows: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM episodes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "an ended episode leaves no row");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE episodes SET episode = 'not json'", [])
+        .unwrap();
+    assert_eq!(s.episode(&k, "#alerts").await.unwrap(), None, "unreadable: none, and the thread goes on");
+}

@@ -58,7 +58,8 @@ pub struct Settings {
     pub templates_dir: Option<PathBuf>,
     /// A thread older than this gets a new parent.
     pub thread_ttl: Duration,
-    /// FATAL and unexpected EXITED replies are also shown in the channel.
+    /// Failures are also shown in the channel: once per failure episode, and its
+    /// FATAL (`dispatch::episode`).
     pub broadcast_failures: bool,
     /// Cards for the listener's own process (supervisord names it in
     /// `SUPERVISOR_PROCESS_NAME`); off by default: nobody needs `slack RUNNING`.

@@ -3,8 +3,8 @@
 //! - [`delivery`]: the core every task below shares (Slack under the policy, the
 //!   outbox, the shared state, the renderer, the settings);
 //! - [`worker`]: one per thread — replies strictly in order, coalescing what piled
-//!   up, digests while the process flaps, the "settled" reply after, which replies
-//!   the channel sees too (the first failure of an episode, FATAL), and notes;
+//!   up, digests while the process flaps, the "settled" reply after, the
+//!   broadcasts its episode calls for, and notes;
 //! - [`keeper`]: one per thread — the only task that posts a parent, and keeps it
 //!   showing the newest known state within the edit budget;
 //! - [`fleet_keeper`]: instead, with cards per program across a fleet — one parent
@@ -14,6 +14,8 @@
 //!   or the fleet's (one host at a time draws it);
 //! - [`heartbeat`]: in a fleet, this host's heartbeat and process table;
 //! - [`retry`]: every reaction to a failed call, in one place;
+//! - [`episode`]: failure episodes on supervisord's clock — which replies the
+//!   channel sees too (one per episode, and its FATAL);
 //! - [`thread`]: the in-memory state a thread's worker and keeper share;
 //! - [`controls`]: the buttons and the mute line on a thread's cards.
 //!
@@ -25,6 +27,7 @@
 mod board;
 mod controls;
 mod delivery;
+mod episode;
 mod fleet_keeper;
 pub mod heartbeat;
 mod keeper;

@@ -27,9 +27,6 @@ pub struct ThreadState {
     pub shown: Mutex<Option<Card>>,
     /// How often the process changes (the worker's alone, behind a lock for sharing).
     flap: Mutex<Flap>,
-    /// The failure episode under way: when its last failure was delivered, and
-    /// whether it was already shown in the channel.
-    episode: Mutex<Episode>,
     /// A new parent the worker asks of the keeper (the keeper alone posts parents).
     renew: Mutex<Option<Renew>>,
     /// Notes waiting to be posted in the thread, in order.
@@ -56,12 +53,6 @@ pub struct Note {
     pub after: Option<i64>,
 }
 
-#[derive(Default)]
-struct Episode {
-    last_failure: Option<Instant>,
-    broadcast: bool,
-}
-
 /// Recent transitions, to tell whether the process is flapping.
 #[derive(Default)]
 struct Flap {
@@ -80,33 +71,6 @@ pub struct FlapRule {
 }
 
 impl ThreadState {
-    /// Whether a reply carrying `events` goes to the channel too: the first failure
-    /// of an episode and every FATAL, never a reply that ends in a recovery, and not
-    /// the rest of a churning process's replies. An episode ends when the process
-    /// is stopped on purpose or has had no failure for `calm`.
-    pub fn broadcast(&self, events: &[crate::supervisord::event::ProcessState], calm: Duration) -> bool {
-        use crate::supervisord::event::State;
-        let mut ep = self.episode.lock().unwrap();
-        let now = Instant::now();
-        if ep.last_failure.is_some_and(|t| now.duration_since(t) > calm) {
-            *ep = Episode::default();
-        }
-        let mut out = false;
-        for e in events {
-            if e.to == State::Stopped {
-                *ep = Episode::default();
-            } else if e.is_failing() {
-                if e.is_failure() && (e.to == State::Fatal || !ep.broadcast) {
-                    out = true;
-                    ep.broadcast = true;
-                }
-                ep.last_failure = Some(now);
-            }
-        }
-        let recovered = events.last().is_some_and(|e| e.to == State::Running);
-        out && !recovered
-    }
-
     /// Something new happened to the process: wake the worker and the keeper.
     pub fn nudge(&self) {
         *self.last_event.lock().unwrap() = Some(Instant::now());
@@ -246,37 +210,5 @@ impl ThreadState {
             .last_reply
             .map(|t| t.elapsed())
             .unwrap_or(Duration::MAX)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::supervisord::event::{ProcessState, State};
-
-    fn ev(from: State, to: State, expected: Option<bool>) -> ProcessState {
-        let mut e = crate::card::samples::event("h", "g", "p", from, to, 0);
-        e.expected = expected;
-        e
-    }
-
-    #[test]
-    fn a_churning_process_broadcasts_once_per_episode_and_never_a_recovery() {
-        let t = ThreadState::default();
-        let calm = Duration::from_secs(60);
-        let crash = || vec![ev(State::Running, State::Exited, Some(false))];
-        let up = || vec![ev(State::Starting, State::Running, None)];
-        assert!(t.broadcast(&crash(), calm), "the first failure of an episode");
-        assert!(!t.broadcast(&up(), calm), "a recovery");
-        assert!(!t.broadcast(&crash(), calm), "the same episode: not again");
-        assert!(t.broadcast(&[ev(State::Backoff, State::Fatal, None)], calm), "FATAL always");
-        let mut batch = crash();
-        batch.extend(up());
-        assert!(!t.broadcast(&batch, calm), "a batch that ends RUNNING");
-        // Stopped on purpose: the next failure is a new episode.
-        assert!(!t.broadcast(&[ev(State::Stopping, State::Stopped, None)], calm));
-        assert!(t.broadcast(&crash(), calm));
-        // No failure for `calm`: a new episode.
-        assert!(t.broadcast(&crash(), Duration::ZERO));
     }
 }

@@ -1,7 +1,9 @@
 //! A thread's worker: posts its replies strictly in order, forever. What piled up
 //! goes out as one reply (at most `coalesce_max` events); while the process flaps,
 //! replies become digests (at most one per `digest_interval`, FATAL at once) and a
-//! "settled" reply ends the episode. Notes (an action's audit) go out in their turn.
+//! "settled" reply ends the episode. Which replies the channel sees too is the
+//! thread's failure [`episode`](super::episode)'s call, kept in the shared state with
+//! each reply that changes it. Notes (an action's audit) go out in their turn.
 //! It never posts a parent: when there is none, or it is gone or too old, it asks
 //! the thread's [`keeper`](super::keeper) for one and waits.
 
@@ -11,12 +13,13 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::delivery::Delivery;
+use super::episode;
 use super::retry::Backoff;
 use super::thread::{FlapRule, Renew, ThreadState};
 use crate::card::notes::{self, NoteCounts};
 use crate::card::{ReplyInput, Variant};
 use crate::slack::{Failure, Identity, Outgoing};
-use crate::store::{OutboxEntry, ThreadRecord};
+use crate::store::{Episode, OutboxEntry, ThreadRecord};
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 /// A flapping process's digest takes up to this many waiting events (the card
@@ -49,6 +52,9 @@ pub(super) struct Worker {
     state: Arc<ThreadState>,
     backoff: Backoff,
     rule: FlapRule,
+    /// The failure episode under way, as the last delivered reply left it (read
+    /// from the shared state when the worker starts).
+    episode: Option<Episode>,
 }
 
 impl Worker {
@@ -66,11 +72,13 @@ impl Worker {
             state,
             backoff,
             rule,
+            episode: None,
         }
     }
 
     pub async fn run(mut self) {
         let (key, channel) = (self.key.clone(), self.channel.clone());
+        self.load_episode().await;
         loop {
             let note = self.state.next_note();
             let limit = if self.state.is_flapping() {
@@ -156,6 +164,24 @@ impl Worker {
                     self.state.replied();
                 }
                 Outcome::Again => {}
+            }
+        }
+    }
+
+    /// Takes up the episode an earlier run (or this worker before a panic) left,
+    /// so that a restart in the middle of a crash loop tells the channel nothing new.
+    async fn load_episode(&mut self) {
+        loop {
+            match self.core.shared.episode(&self.key, &self.channel).await {
+                Ok(ep) => {
+                    self.episode = ep;
+                    self.backoff.reset();
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(thread = %self.key, error = %e, "cannot read the thread's failure episode; retrying");
+                    tokio::time::sleep(self.backoff.next()).await;
+                }
             }
         }
     }
@@ -292,7 +318,7 @@ impl Worker {
         self.state.pop_note();
     }
 
-    async fn deliver(&self, batch: &[OutboxEntry], thread: &ThreadRecord) -> Outcome {
+    async fn deliver(&mut self, batch: &[OutboxEntry], thread: &ThreadRecord) -> Outcome {
         let core = &self.core;
         let key = &self.key;
         let events: Vec<ProcessState> = batch.iter().map(|e| e.event.clone()).collect();
@@ -334,17 +360,16 @@ impl Worker {
             // legacy attachment may not).
             reply.text = format!("{} {}", reply.text, mentions.join(" "));
         }
+        // A mute keeps the reply out of the channel; the episode counts as told.
+        let decision = episode::decide(self.episode.as_ref(), &events, core.settings.settle_after);
+        // With a card per program, this host's episode is one part of the program's:
+        // only the first failure across the fleet is told (and once more as it grows).
+        let fleet_says = !decision.broadcast || !core.card_key(key).is_fleet() || self.fleet_broadcast(&events).await;
         let out = Outgoing {
             channel: self.channel.clone(),
             card: reply,
             thread_ts: thread.parent_ts.clone(),
-            broadcast: core.settings.broadcast_failures
-                && if core.card_key(key).is_fleet() {
-                    self.fleet_broadcast(&events).await
-                } else {
-                    self.state.broadcast(&events, core.settings.settle_after)
-                }
-                && mute.is_none(),
+            broadcast: core.settings.broadcast_failures && decision.broadcast && fleet_says && mute.is_none(),
             identity: Some(identity),
         };
         match core.retrier.post(&out, &events, Variant::Reply).await {
@@ -368,10 +393,16 @@ impl Worker {
             core.outbox(|o| o.mark_delivered(&ids))
         })
         .await;
+        if decision.episode != self.episode {
+            let ep = decision.episode.as_ref();
+            core.persist(key, "the failure episode", || core.shared.save_episode(key, channel, ep))
+                .await;
+        }
         core.persist(key, "the delivered reply", || {
             core.shared.record_delivery(key, channel, &states, &latest)
         })
         .await;
+        self.episode = decision.episode;
         Outcome::Done
     }
 

@@ -24,7 +24,7 @@ pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView
 pub use shared::sqlite::SqliteShared;
 pub use shared::postgres::{FleetProbe, PostgresShared};
 pub use shared::{
-    AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState,
+    AuditKeep, AuditRow, Budget, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState,
     ThreadRecord, HISTORY_MAX,
 };
 

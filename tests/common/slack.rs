@@ -181,11 +181,17 @@ pub fn slack_listener(dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
 
 /// [`slack_listener`] for the host labelled `host`.
 pub fn slack_listener_for(host: &str, dir: &Path, api_url: &str, extra: &str) -> ListenerEntry {
-    let settings = write_settings_for(
-        host,
-        dir,
-        &format!("api_url = \"{api_url}\"\n{FAST}{FAST_UPDATES}{extra}"),
-    );
+    listener_entry(host, dir, api_url, &format!("{FAST}{FAST_UPDATES}{extra}"))
+}
+
+/// [`slack_listener`] with the whole of its `settings` given (say, [`FAST`] with some
+/// of its values changed).
+pub fn slack_listener_with(dir: &Path, api_url: &str, settings: &str) -> ListenerEntry {
+    listener_entry("web-1", dir, api_url, settings)
+}
+
+fn listener_entry(host: &str, dir: &Path, api_url: &str, settings: &str) -> ListenerEntry {
+    let settings = write_settings_for(host, dir, &format!("api_url = \"{api_url}\"\n{settings}"));
     ListenerEntry::custom(&[
         SLACK_BIN,
         "--config",

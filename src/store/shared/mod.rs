@@ -347,6 +347,21 @@ pub trait SharedState: Send + Sync {
     async fn fleet_calm(&self, _key: &ThreadKey, _channel: &str) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // --- episodes -------------------------------------------------------------
+
+    /// The failure episode under way in the thread of `key` in `channel`, as the last
+    /// delivered reply left it (`None`: none under way, or never recorded).
+    async fn episode(&self, key: &ThreadKey, channel: &str) -> Result<Option<Episode>, StoreError>;
+
+    /// Records the thread's episode after Slack accepted a reply that changed it
+    /// (`None`: the episode ended).
+    async fn save_episode(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        episode: Option<&Episode>,
+    ) -> Result<(), StoreError>;
 }
 
 /// One host's part of a program, for the program's card across the fleet.
@@ -359,4 +374,24 @@ pub struct ProgramOnHost {
     pub reported: Option<HostProcess>,
     /// The newest event of the host's thread of the program.
     pub latest: Option<ProcessState>,
+}
+
+// --- episodes -----------------------------------------------------------------
+
+/// A thread's failure episode under way: from a failure until the process is stopped
+/// on purpose or has been up for `settle_after` (`dispatch::episode` decides). Kept
+/// with the thread so that a restart does not open a new one. All times are
+/// supervisord's (an event's, or reconcile's `since`), never a delivery's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Episode {
+    /// When its first failure happened.
+    pub started: DateTime<Utc>,
+    /// A reply of it was shown in the channel (broadcast, or would have been but for
+    /// a mute): its failures are not shown again.
+    pub told: bool,
+    /// Its FATAL was shown in the channel.
+    pub fatal_told: bool,
+    /// Since when the process has been up (RUNNING, or exited as expected) with no
+    /// failure after; `None` while it is failing.
+    pub calm_since: Option<DateTime<Utc>>,
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::{AuditKeep, AuditRow, Budget, Mute, Posted, SharedState, ThreadRecord};
+use super::{AuditKeep, AuditRow, Budget, Episode, Mute, Posted, SharedState, ThreadRecord};
 use crate::pacing::{Call, LocalPacing, PacingMemory};
 use crate::store::db::Db;
 use crate::store::StoreError;
@@ -417,6 +417,55 @@ impl SharedState for SqliteShared {
     async fn save_board(&self, name: &str, at: &Posted) -> Result<(), StoreError> {
         let json = serde_json::to_string(at).expect("serializes");
         self.db().set_meta(&board_key(name), &json)
+    }
+
+    // --- episodes
+
+    async fn episode(&self, key: &ThreadKey, channel: &str) -> Result<Option<Episode>, StoreError> {
+        let db = self.db();
+        let text: Option<String> = db
+            .conn
+            .query_row(
+                "SELECT episode FROM episodes WHERE host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
+                params![key.host, key.group, key.process, channel],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| db.err(e))?;
+        // A row this version cannot read is no episode: at worst one more broadcast,
+        // never a thread held up.
+        Ok(text.and_then(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| tracing::warn!(thread = %key, error = %e, "cannot read the thread's failure episode; starting afresh"))
+                .ok()
+        }))
+    }
+
+    async fn save_episode(
+        &self,
+        key: &ThreadKey,
+        channel: &str,
+        episode: Option<&Episode>,
+    ) -> Result<(), StoreError> {
+        let db = self.db();
+        let done = match episode {
+            Some(ep) => db.conn.execute(
+                "INSERT INTO episodes (host, grp, process, channel, episode) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (host, grp, process, channel) DO UPDATE SET episode = excluded.episode",
+                params![
+                    key.host,
+                    key.group,
+                    key.process,
+                    channel,
+                    serde_json::to_string(ep).expect("episodes serialize")
+                ],
+            ),
+            None => db.conn.execute(
+                "DELETE FROM episodes WHERE host = ?1 AND grp = ?2 AND process = ?3 AND channel = ?4",
+                params![key.host, key.group, key.process, channel],
+            ),
+        };
+        done.map(|_| ()).map_err(|e| db.err(e))
     }
 }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{
-    AuditKeep, AuditRow, Budget, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState, ThreadRecord,
+    AuditKeep, AuditRow, Budget, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState, ThreadRecord,
     HISTORY_MAX,
 };
 use crate::config::FleetSettings;
@@ -694,6 +694,47 @@ impl SharedState for PostgresShared {
                 &[&self.fleet, &key.host, &key.group, &key.process, &channel],
             )
             .await?;
+        Ok(())
+    }
+
+    // --- episodes
+
+    async fn episode(&self, key: &ThreadKey, channel: &str) -> Result<Option<Episode>, StoreError> {
+        let row = self
+            .pg
+            .query_opt(
+                "SELECT episode FROM episodes WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5",
+                &[&self.fleet, &key.host, &key.group, &key.process, &channel],
+            )
+            .await?;
+        // One this version cannot read is no episode: at worst one more broadcast.
+        Ok(row.and_then(|r| {
+            serde_json::from_value(r.get(0))
+                .map_err(|e| tracing::warn!(thread = %key, error = %e, "cannot read the thread's failure episode; starting afresh"))
+                .ok()
+        }))
+    }
+
+    async fn save_episode(&self, key: &ThreadKey, channel: &str, episode: Option<&Episode>) -> Result<(), StoreError> {
+        match episode {
+            Some(ep) => {
+                self.pg
+                    .query(
+                        "INSERT INTO episodes (fleet, host, grp, process, channel, episode) VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (fleet, host, grp, process, channel) DO UPDATE SET episode = EXCLUDED.episode",
+                        &[&self.fleet, &key.host, &key.group, &key.process, &channel, &json(ep)],
+                    )
+                    .await?
+            }
+            None => {
+                self.pg
+                    .query(
+                        "DELETE FROM episodes WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5",
+                        &[&self.fleet, &key.host, &key.group, &key.process, &channel],
+                    )
+                    .await?
+            }
+        };
         Ok(())
     }
 }

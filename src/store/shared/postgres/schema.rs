@@ -94,11 +94,21 @@ const MIGRATIONS: &[&str] = &[
     );
     ",
     // 2: cards across the fleet: a program's thread is the row of host '' (the
-    // fleet); who may post its parent (a claim), and its broadcast episode.
+    // fleet); who may post its parent (a claim), and its broadcast episode. Each
+    // host's own failure episodes (a crash loop told once), kept while one is open.
     "
     ALTER TABLE threads ADD COLUMN claim_holder text;
     ALTER TABLE threads ADD COLUMN claim_until timestamptz;
     ALTER TABLE threads ADD COLUMN episode jsonb;
+    CREATE TABLE episodes (
+        fleet       text NOT NULL,
+        host        text NOT NULL,
+        grp         text NOT NULL,
+        process     text NOT NULL,
+        channel     text NOT NULL,
+        episode     jsonb NOT NULL,
+        PRIMARY KEY (fleet, host, grp, process, channel)
+    );
     ",
 ];
 
