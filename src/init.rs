@@ -197,6 +197,11 @@ channel = "#ops"
 # it may be quiet before the fleet's board calls it silent.
 # heartbeat = "30s"
 # silent_after = "90s"
+# "program" (the default in a fleet): one card per program across the fleet, which
+# counts and names the hosts it fails on, each host's changes in its thread, the
+# first failure told to the channel once for the whole fleet. "host": a card per
+# program and host, as without a fleet.
+# thread_by = "program"
 
 # For events that match no [[route]] below:
 # States not reported at all.
