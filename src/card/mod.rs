@@ -11,10 +11,12 @@
 //! - [`history`]: runs and cycles counted, the parent's trail, a digest's summary.
 //! - [`notes`]: the notes on replies and the "settled" and "set aside" messages.
 //! - [`board`]: the host's board.
+//! - [`answers`]: what `/supervisor` answers, as only the asker sees it.
 //! - [`limits`]: Block Kit's limits, checked on the JSON ([`check_limits`]).
 //! - this module: the [`Renderer`] (built-in or user templates from `templates/`, with a
 //!   fall-back to the built-in card whenever a user template fails) and [`plain_text`].
 
+pub mod answers;
 pub mod board;
 pub mod controls;
 pub mod history;
