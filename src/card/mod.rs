@@ -61,7 +61,9 @@ impl Variant {
 }
 
 /// What went wrong with a process, from supervisord's XML-RPC (crash-context issue).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Kept as the process's last crash (for `/supervisor why`), hence `Deserialize`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CrashContext {
     pub exit_status: Option<i64>,
     pub spawn_error: Option<String>,

@@ -5,7 +5,8 @@
 //!   (SQLite, WAL). It never moves to the network.
 //! - [`SharedState`]: one async trait for everything the delivery side keeps beyond
 //!   the outbox (the thread map, the budget and 429 gate, mutes, clicks and their
-//!   audit, board locations, the signing key). [`SqliteShared`] implements it for one
+//!   audit, board locations, the signing key, each process's last crash).
+//!   [`SqliteShared`] implements it for one
 //!   host, in the same state database; a fleet implements it in PostgreSQL.
 //! - [`known`]: what the channel shows per thread, from both, for reconcile and the
 //!   board.
@@ -21,7 +22,7 @@ pub use db::SCHEMA_VERSION;
 pub use known::{known, Known};
 pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView, CHECKPOINT_EVERY};
 pub use shared::sqlite::{Budget, SqliteShared};
-pub use shared::{AuditKeep, AuditRow, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX};
+pub use shared::{AuditKeep, AuditRow, CommandSeen, CrashRecord, Mute, Posted, SharedState, ThreadRecord, HISTORY_MAX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
