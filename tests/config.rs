@@ -539,3 +539,26 @@ fn a_bot_token_as_the_app_token_is_refused_and_never_shown() {
     let ok = load("", &[("SLACK_APP_TOKEN", " xapp-1-A-2-appsecret \n")]).unwrap();
     assert_eq!(ok.settings.app_token.unwrap().expose(), "xapp-1-A-2-appsecret");
 }
+
+#[test]
+fn the_slash_commands_are_switched_on_by_allowed_and_status_is_open_to_the_channel() {
+    use supervisor_slack::actions::Ask;
+    let all = load("[actions]\nallow_users = [\"U0ADMIN\"]\n", &NO_ENV).unwrap().settings.actions;
+    assert_eq!(all.asks, [Ask::Status, Ask::Tail, Ask::Why]);
+    assert_eq!(all.open_to_channel, [Ask::Status]);
+    assert!(all.anyone_may_ask());
+    // Without an allow list status is still open; an allowed list without them
+    // switches them off.
+    assert!(load("", &NO_ENV).unwrap().settings.actions.anyone_may_ask());
+    let some = load("[actions]\nallowed = [\"restart\", \"tail\"]\nopen_to_channel = []\n", &NO_ENV)
+        .unwrap()
+        .settings
+        .actions;
+    assert_eq!(some.asks, [Ask::Tail]);
+    assert_eq!(some.allowed.len(), 1);
+    assert!(!some.anyone_may_ask(), "tail for nobody: no allow list and nothing open");
+    let s = assert_error("[actions]\nallowed = [\"statuz\"]\n", "actions.allowed", 2);
+    assert!(s.contains("status, tail and why"), "{s}");
+    let s = assert_error("[actions]\nopen_to_channel = [\"restart\"]\n", "actions.open_to_channel", 2);
+    assert!(s.contains("not a /supervisor command"), "{s}");
+}
