@@ -176,7 +176,12 @@ pub async fn serve(
     // slack-morphism only logs a bad token and retries every 30 s: ask once here so
     // the operator reads what is wrong and how to fix it.
     match api.open_socket_url(&app_token).await {
-        Ok(_) => tracing::info!(connections, "actions from Slack are on: opening Socket Mode"),
+        Ok(_) => tracing::info!(
+            connections,
+            buttons = runner.is_some(),
+            commands = asker.is_some(),
+            "actions from Slack are on: opening Socket Mode"
+        ),
         Err(f) => tracing::error!(
             "Socket Mode cannot open with this app-level token (Slack answered {}); buttons do nothing until it can: {}",
             f.code().map(str::to_string).unwrap_or_else(|| f.to_string()),
