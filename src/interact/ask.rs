@@ -11,6 +11,22 @@
 //! - [`select`] and [`pick`]: pure functions over whatever rows a source returns — a
 //!   pattern's matches in the order `status` lists them (failing first), and the one
 //!   process a name means, or the candidates when it means several.
+//!
+//! # A fleet's source
+//! What a fleet implements to answer for every host (the command needs no change):
+//! - `processes`: every host's last process table from its heartbeat — a
+//!   `Vec<Row>` as [`super::local::LocalSource::processes`] returns it on that host
+//!   (rows serialize) — with `silent = Some(last_seen)` for a host whose heartbeat is
+//!   older than the fleet's silence bound.
+//! - `ask(host, question)`: for this host, [`super::local::LocalSource::ask`]; for
+//!   another, `Err(Unreachable::Silent(..))` at once when it is silent, else a row
+//!   in the action queue (the [`Question`] as JSON, owner `host`, expiring after
+//!   `[actions] timeout`), woken with NOTIFY; the owner answers it with its own
+//!   `LocalSource::ask` and writes the [`Answer`] as JSON; no answer in time is
+//!   `Err(Unreachable::NoAnswer(timeout))`. `why` may skip the queue: the last crash
+//!   is in the shared state ([`crate::store::SharedState::last_crash`]).
+//! - `app::asker` passes that source instead of the local one. The slower answers
+//!   reach the asker through the command's `response_url` by themselves.
 
 use std::time::Duration;
 
