@@ -267,7 +267,7 @@ async fn delivery(parts: Parts, shared: Option<Arc<dyn SharedState>>) {
             until(&parts.shutdown, board.run());
         }
     }
-    if let Some((offer, app_token)) = actions {
+    let runner = actions.map(|(offer, _)| {
         let runner = Arc::new(Runner::new(RunnerParts {
             host: s.host.clone(),
             settings: s.actions.clone(),
@@ -282,9 +282,12 @@ async fn delivery(parts: Parts, shared: Option<Arc<dyn SharedState>>) {
         if parts.supervisor.is_none() {
             tracing::warn!("buttons can mute, but not act on processes or show stderr: no supervisord XML-RPC");
         }
-        let connections = s.actions.connections;
-        let shutdown = parts.shutdown.clone();
-        tokio::spawn(crate::interact::serve(app_token, connections, runner, shutdown));
+        runner
+    });
+    let asker = asker(&parts, shared.clone());
+    if let Some(app_token) = s.app_token.clone().filter(|_| runner.is_some() || asker.is_some()) {
+        let (connections, api, shutdown) = (s.actions.connections, parts.slack.clone(), parts.shutdown.clone());
+        tokio::spawn(crate::interact::serve(app_token, connections, api, runner, asker, shutdown));
     }
     dispatcher.run(parts.wakeup.clone()).await;
 }
@@ -353,6 +356,31 @@ fn own_process(settings: &Settings) -> Option<(String, String)> {
         (Ok(g), Ok(p)) if !settings.own_card && !p.is_empty() => Some((g, p)),
         _ => None,
     }
+}
+
+// --- asking from Slack: /supervisor, over the actions' Socket Mode connection
+
+/// `/supervisor`, when an app-level token is set and someone may ask something; it
+/// answers for this host alone (a fleet passes its own [`Source`] instead).
+///
+/// [`Source`]: crate::interact::ask::Source
+fn asker(parts: &Parts, shared: Arc<dyn SharedState>) -> Option<Arc<crate::interact::Asker>> {
+    use crate::interact::command::{Asker, AskerParts};
+    use crate::interact::local::LocalSource;
+    let s = &parts.settings;
+    if s.app_token.is_none() || !s.actions.anyone_may_ask() {
+        return None;
+    }
+    let supervisor = parts.supervisor.clone().map(|c| c.with_timeout(s.actions.timeout));
+    let source = Arc::new(LocalSource::new(s.host.clone(), supervisor, shared.clone()));
+    Some(Arc::new(Asker::new(AskerParts {
+        host: s.host.clone(),
+        settings: s.actions.clone(),
+        channels: s.routes.channels(),
+        api: parts.slack.clone(),
+        shared,
+        source,
+    })))
 }
 
 /// Actions from Slack, when an app-level token and an allow list are set: what cards

@@ -171,6 +171,9 @@ pub async fn run(settings: &Settings, opts: &Options) -> Report {
         .clone()
         .or_else(|| settings.state.clone())
         .unwrap_or_else(|| config::default_state_path(&config::ProcessEnv));
+    for f in actions::commands(settings, &state).await {
+        r.push(f);
+    }
     r.push(check_state_path(&state));
     if let Some(f) = check_set_aside(&state) {
         r.push(f);

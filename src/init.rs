@@ -238,12 +238,21 @@ channel = "#ops"
 # Nobody allowed, no buttons. Use one Slack app per host: Slack hands a click to any
 # connection of the app, and a host runs only its own cards' buttons.
 #
+# The same connection answers the slash command /supervisor (add it to the app with
+# the scope commands): status [pattern], tail <process> [host] [n] [--stdout],
+# why <process> [host], help. Only the asker sees the answer. "status", "tail" and
+# "why" in `allowed` switch them on (an `allowed` list without them switches them
+# off). open_to_channel: the ones anyone may ask in a channel this listener posts
+# to; the others only allow_users / allow_groups (tail and why show log lines,
+# which can hold secrets). Every tail is logged with the user id.
+#
 # [actions]
 # allow_users = ["U012AB3CD"]        # member ids
 # allow_groups = ["S012AB3CD"]       # user groups (scope usergroups:read)
-# allowed = ["restart", "start", "stop", "stderr", "mute"]
+# allowed = ["restart", "start", "stop", "stderr", "mute", "status", "tail", "why"]
+# open_to_channel = ["status"]
 # mute_for = "1h"
-# stderr_lines = 20
+# stderr_lines = 20                  # Show stderr, and tail's n at most
 # timeout = "30s"                    # longest an action may take with supervisord
 # connections = 1                    # Socket Mode connections (10 per app in all)
 "##;

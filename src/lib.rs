@@ -16,6 +16,7 @@
 //!                                              store::Outbox (delivered) · store::SharedState (thread map)
 //!
 //! Slack ─Socket Mode─► interact (ack, check) ─► supervisord::xmlrpc ─► a note in the thread (dispatch)
+//!       /supervisor  ─► interact::command (check) ─► interact::ask::Source ─► the ack, or response_url
 //! ```
 //! The thread that reads stdin never waits on the network: an event is answered as
 //! soon as it is committed to the outbox. Everything after that runs on tokio and may
@@ -37,7 +38,8 @@
 //! - [`store`]: the two kinds of state — the *outbox* (local, synchronous, the
 //!   reader's only store) and the *shared state* (one async trait: thread map,
 //!   budget and 429 gate, mutes, clicks and audit, board locations, signing key,
-//!   failure episodes; SQLite for one host). The only room that names a database.
+//!   failure episodes, each process's last crash; SQLite for one host). The only
+//!   room that names a database.
 //! - [`pacing`]: one listener's budget — token buckets, the 429 gate, the pace learnt
 //!   from Slack's answers — as the one-host shared state keeps it.
 //! - [`wakeup`]: the set of threads with new outbox entries, from the reader to the
@@ -52,12 +54,17 @@
 //! - [`reconcile`]: every card compared with what supervisord reports now; a
 //!   disagreement becomes an outbox entry. Its [`reconcile::Trigger`] is the reader's
 //!   pulse (the one quiet-wait).
-//! - [`actions`]: what can be asked from a card, as values — the actions, which of
-//!   them a state offers, and the signed button value.
 //! - [`interact`]: clicks over Socket Mode — acked at once, checked (owner, signature,
-//!   age, who may), deduped, run against supervisord within `timeout`, audited.
+//!   age, who may), deduped, run against supervisord within `timeout`, audited; and
+//!   the `/supervisor` command (`status`, `tail`, `why`) on the same connection,
+//!   answered only to the asker, from a [`interact::ask::Source`] (this host's
+//!   supervisord and shared state, or a fleet's).
+//! - [`actions`]: what can be asked from a card, as values — the actions, which of
+//!   them a state offers, and the signed button value; and the slash command's
+//!   subcommands ([`actions::Ask`]).
 //! - [`card`]: Block Kit rendering — colours, mrkdwn escaping, templates, size limits,
-//!   the board, the buttons, and every card and note text. Pure functions over values.
+//!   the board, the buttons, and every card, note and `/supervisor` answer text. Pure
+//!   functions over values.
 //! - [`slack`]: the Slack Web API through slack-morphism, and the classification of
 //!   every failure.
 //! - [`bucket`]: the one token bucket (pacing, and the stand-in's limits).

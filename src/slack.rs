@@ -410,6 +410,23 @@ impl SlackApi {
         Ok(r.users.into_iter().map(|u| u.to_string()).collect())
     }
 
+    /// Sends a message only the asker sees to a slash command's `response_url`
+    /// (ephemeral unless it says otherwise; up to 5 times within 30 minutes). The
+    /// URL carries a token of its own: it is never part of an error.
+    pub async fn respond(&self, response_url: &str, text: &str) -> Result<(), Failure> {
+        let url = url::Url::parse(response_url)
+            .map_err(|e| Failure::Transient(format!("the response URL is not a URL ({e})")))?;
+        let req = SlackApiPostWebhookMessageRequest::new(SlackMessageContent::new().with_text(text.to_string()));
+        let hide = |f: Failure| match f {
+            Failure::Transient(m) => Failure::Transient(m.replace(response_url, "[response_url]")),
+            other => other,
+        };
+        self.timed("", self.client.post_webhook_message(&url, &req))
+            .await
+            .map(|_| ())
+            .map_err(hide)
+    }
+
     /// Asks for a Socket Mode URL with the app-level token (`apps.connections.open`):
     /// what slack-morphism's listener does, but with the error returned (the listener
     /// only logs it and retries every 30 s).

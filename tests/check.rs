@@ -347,3 +347,29 @@ async fn actions_without_an_app_token_or_without_anyone_allowed_are_warnings() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn check_says_whether_a_slash_command_has_reached_the_listener() {
+    use supervisor_slack::store::{Budget, SharedState, SqliteShared};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    let env = [
+        ("SUPERVISOR_SLACK_STATE", state.to_str().unwrap()),
+        ("SLACK_APP_TOKEN", "xapp-1-A-1-x"),
+    ];
+    let s = settings("channel = \"#ops\"\n[actions]\nallow_users = [\"U0ADMIN\"]\n", &env);
+    let r = check::run(&s, &Options::default()).await;
+    let shown = r.to_string();
+    assert!(shown.contains("/supervisor: status for anyone in #ops; tail, why for 1 user(s)"), "{shown}");
+    let none = r.findings.iter().find(|f| f.what.contains("no /supervisor command has reached")).expect(&shown);
+    assert_eq!(none.level, Level::Warning);
+    assert!(none.fix.as_deref().unwrap_or("").contains("scope commands"), "{shown}");
+    let budget = Budget { post_burst: 2, post_interval: Duration::from_secs(1), updates_per_minute: 50 };
+    SqliteShared::open(&state, budget).unwrap().command_seen("U0ALICE").await.unwrap();
+    let shown = check::run(&s, &Options::default()).await.to_string();
+    assert!(shown.contains("Socket Mode delivers /supervisor") && shown.contains("U0ALICE"), "{shown}");
+    // Switched off: said, and nothing asked of the state.
+    let s = settings("channel = \"#ops\"\n[actions]\nallowed = [\"restart\"]\n", &env);
+    let shown = check::run(&s, &Options::default()).await.to_string();
+    assert!(shown.contains("/supervisor: off ([actions] allowed lists none"), "{shown}");
+}

@@ -575,3 +575,26 @@ fn fleet_settings_are_checked_and_the_url_never_quoted() {
     assert_eq!(loaded.settings.fleet.unwrap().url.expose(), "host=db user=u dbname=x");
     assert!(load("", &[("SLACK_TOKEN", "x")]).unwrap().settings.fleet.is_none());
 }
+
+#[test]
+fn the_slash_commands_are_switched_on_by_allowed_and_status_is_open_to_the_channel() {
+    use supervisor_slack::actions::Ask;
+    let all = load("[actions]\nallow_users = [\"U0ADMIN\"]\n", &NO_ENV).unwrap().settings.actions;
+    assert_eq!(all.asks, [Ask::Status, Ask::Tail, Ask::Why]);
+    assert_eq!(all.open_to_channel, [Ask::Status]);
+    assert!(all.anyone_may_ask());
+    // Without an allow list status is still open; an allowed list without them
+    // switches them off.
+    assert!(load("", &NO_ENV).unwrap().settings.actions.anyone_may_ask());
+    let some = load("[actions]\nallowed = [\"restart\", \"tail\"]\nopen_to_channel = []\n", &NO_ENV)
+        .unwrap()
+        .settings
+        .actions;
+    assert_eq!(some.asks, [Ask::Tail]);
+    assert_eq!(some.allowed.len(), 1);
+    assert!(!some.anyone_may_ask(), "tail for nobody: no allow list and nothing open");
+    let s = assert_error("[actions]\nallowed = [\"statuz\"]\n", "actions.allowed", 2);
+    assert!(s.contains("status, tail and why"), "{s}");
+    let s = assert_error("[actions]\nopen_to_channel = [\"restart\"]\n", "actions.open_to_channel", 2);
+    assert!(s.contains("not a /supervisor command"), "{s}");
+}

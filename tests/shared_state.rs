@@ -100,6 +100,31 @@ async fn thread_map(s: &dyn SharedState) {
     assert_eq!(s.latest_states("web-2").await.unwrap(), vec![]);
 }
 
+/// A process's last crash (the newest kept, per process) and the newest command.
+async fn crashes_and_commands(s: &dyn SharedState) {
+    use supervisor_slack::card::CrashContext;
+    use supervisor_slack::store::CrashRecord;
+    let k = key("web-1", "crashy");
+    let crash = |status: i64| CrashRecord {
+        at: chrono::DateTime::from_timestamp(1_800_000_000 + status, 0).unwrap(),
+        state: State::Exited,
+        expected: Some(false),
+        context: CrashContext {
+            exit_status: Some(status),
+            log_tail: Some("boom <!here>".into()),
+            ..CrashContext::default()
+        },
+    };
+    assert_eq!(s.last_crash(&k).await.unwrap(), None);
+    s.record_crash(&k, &crash(3)).await.unwrap();
+    s.record_crash(&k, &crash(4)).await.unwrap();
+    assert_eq!(s.last_crash(&k).await.unwrap(), Some(crash(4)), "the newest");
+    assert_eq!(s.last_crash(&key("web-2", "crashy")).await.unwrap(), None, "per host");
+    assert_eq!(s.last_command().await.unwrap(), None);
+    s.command_seen("U0ADMIN").await.unwrap();
+    assert_eq!(s.last_command().await.unwrap().map(|c| c.user), Some("U0ADMIN".into()));
+}
+
 /// A thread's failure episode: per thread and channel, the latest kept, gone when
 /// it ends.
 async fn episodes(s: &dyn SharedState) {
@@ -157,6 +182,7 @@ async fn sqlite_keeps_the_contract() {
     thread_map(&s).await;
     mutes_clicks_key_and_boards(&s).await;
     episodes(&s).await;
+    crashes_and_commands(&s).await;
     assert!(s.lease("board #ops", "web-1", Duration::from_secs(5)).await.unwrap(), "one host holds every lease");
     assert_eq!(s.fleet(), None);
 }
@@ -168,6 +194,7 @@ async fn postgresql_keeps_the_contract() {
     thread_map(s.as_ref()).await;
     mutes_clicks_key_and_boards(s.as_ref()).await;
     episodes(s.as_ref()).await;
+    crashes_and_commands(s.as_ref()).await;
     assert_eq!(s.fleet(), Some("default"));
     // Another fleet in the same database sees none of it.
     let other = pg(&url, "other").await;

@@ -549,3 +549,37 @@ async fn a_threads_episode_survives_reopening_and_is_gone_when_it_ends() {
         .unwrap();
     assert_eq!(s.episode(&k, "#alerts").await.unwrap(), None, "unreadable: none, and the thread goes on");
 }
+
+#[tokio::test]
+async fn the_last_crash_of_a_process_is_kept_across_a_restart_and_replaced_by_the_next() {
+    use supervisor_slack::card::CrashContext;
+    use supervisor_slack::store::CrashRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let key = ThreadKey { host: "web-1".into(), group: "app".into(), process: "worker".into() };
+    let other = ThreadKey { process: "web".into(), ..key.clone() };
+    let crash = |status: i64| CrashRecord {
+        at: Utc.timestamp_opt(1_800_000_000 + status, 0).unwrap(),
+        state: State::Exited,
+        expected: Some(false),
+        context: CrashContext {
+            exit_status: Some(status),
+            uptime_secs: Some(2),
+            log_tail: Some("RuntimeError: <!here>".into()),
+            log_name: Some("stderr".into()),
+            ..CrashContext::default()
+        },
+    };
+    {
+        let s = shared(&path);
+        assert_eq!(s.last_crash(&key).await.unwrap(), None);
+        s.record_crash(&key, &crash(3)).await.unwrap();
+        s.record_crash(&key, &crash(4)).await.unwrap();
+        assert_eq!(s.last_command().await.unwrap(), None);
+        s.command_seen("U0ADMIN").await.unwrap();
+    }
+    let s = shared(&path);
+    assert_eq!(s.last_crash(&key).await.unwrap(), Some(crash(4)), "the newest, after a restart");
+    assert_eq!(s.last_crash(&other).await.unwrap(), None, "per process");
+    assert_eq!(s.last_command().await.unwrap().map(|c| c.user), Some("U0ADMIN".into()));
+}

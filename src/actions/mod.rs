@@ -1,8 +1,10 @@
 //! What can be asked from Slack, as values: the [`Action`]s, which of them a card
 //! offers for a state ([`offered`]), and the signed button value ([`sign`]) that says
-//! which process a click is about. Pure: the clicks themselves arrive in
-//! [`crate::interact`], the settings that allow them are in [`crate::config`].
+//! which process a click is about; and what the slash command may ask ([`Ask`]).
+//! Pure: the clicks and commands themselves arrive in [`crate::interact`], the
+//! settings that allow them are in [`crate::config`].
 
+pub mod ask;
 pub mod sign;
 
 use std::fmt;
@@ -10,6 +12,7 @@ use std::str::FromStr;
 
 use crate::supervisord::event::State;
 
+pub use ask::Ask;
 pub use sign::{ButtonValue, Signer, ValueError};
 
 /// Something a user may ask from a card.

@@ -11,10 +11,12 @@
 //! - [`history`]: runs and cycles counted, the parent's trail, a digest's summary.
 //! - [`notes`]: the notes on replies and the "settled" and "set aside" messages.
 //! - [`board`]: the host's board.
+//! - [`answers`]: what `/supervisor` answers, as only the asker sees it.
 //! - [`limits`]: Block Kit's limits, checked on the JSON ([`check_limits`]).
 //! - this module: the [`Renderer`] (built-in or user templates from `templates/`, with a
 //!   fall-back to the built-in card whenever a user template fails) and [`plain_text`].
 
+pub mod answers;
 pub mod board;
 pub mod controls;
 pub mod fleet_board;
@@ -61,7 +63,9 @@ impl Variant {
 }
 
 /// What went wrong with a process, from supervisord's XML-RPC (crash-context issue).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Kept as the process's last crash (for `/supervisor why`), hence `Deserialize`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CrashContext {
     pub exit_status: Option<i64>,
     pub spawn_error: Option<String>,

@@ -1,7 +1,11 @@
 //! `check` for actions from Slack: the app-level token (one Socket Mode connection
 //! opened, its hello read, and closed again — slack-morphism itself only logs a bad
-//! token), the allow lists, and the user groups they name.
+//! token), the allow lists, and the user groups they name; and `/supervisor`: who may
+//! ask what, and whether Socket Mode has delivered a command to this listener (Slack
+//! tells no one whether an app has the command: the listener notes each one it
+//! receives in its state database).
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -9,6 +13,7 @@ use futures_util::StreamExt;
 use super::Finding;
 use crate::config::Settings;
 use crate::slack::{Failure, SlackApi};
+use crate::store::{Budget, SharedState, SqliteShared};
 
 /// How to get a working app-level token.
 pub fn app_token_fix() -> &'static str {
@@ -66,6 +71,63 @@ pub async fn check(settings: &Settings, api: Option<&SlackApi>) -> Vec<Finding> 
             ),
         });
     }
+    out
+}
+
+/// How to make Slack deliver `/supervisor` over Socket Mode.
+pub fn command_fix() -> &'static str {
+    "add the slash command /supervisor to the app (manifest: features.slash_commands, should_escape: false) and the bot scope commands, reinstall the app, then type /supervisor help in a channel; check reports it once one has arrived"
+}
+
+/// `/supervisor`: what may be asked by whom, and whether a command has reached this
+/// listener (noted in the state database at `state`).
+pub async fn commands(settings: &Settings, state: &Path) -> Vec<Finding> {
+    let a = &settings.actions;
+    if a.asks.is_empty() {
+        return vec![Finding::note("/supervisor: off ([actions] allowed lists none of status, tail and why)")];
+    }
+    if settings.app_token.is_none() {
+        return vec![Finding::note("/supervisor: off (no app-level token)")];
+    }
+    if !a.anyone_may_ask() {
+        return vec![Finding::warning(
+            "/supervisor: nobody may ask anything (no allow list, and [actions] open_to_channel lists none of the commands switched on)",
+            "list who may: [actions] allow_users / allow_groups, or open_to_channel = [\"status\"]",
+        )];
+    }
+    let name = |asks: Vec<&crate::actions::Ask>| asks.iter().map(|x| x.name()).collect::<Vec<_>>().join(", ");
+    let open: Vec<_> = a.asks.iter().filter(|x| a.open_to_channel.contains(x)).collect();
+    let listed: Vec<_> = a.asks.iter().filter(|x| !a.open_to_channel.contains(x)).collect();
+    let mut out = vec![Finding::ok(format!(
+        "/supervisor: {}{}",
+        if open.is_empty() { String::new() } else { format!("{} for anyone in {}; ", name(open), settings.routes.channels().join(", ")) },
+        if listed.is_empty() { "nothing else".to_string() } else { format!("{} for {} user(s) and {} group(s) only", name(listed), a.allow_users.len(), a.allow_groups.len()) }
+    ))];
+    let seen = match state.is_file() {
+        false => None,
+        true => {
+            let budget = Budget {
+                post_burst: settings.post_burst,
+                post_interval: settings.post_interval,
+                updates_per_minute: settings.updates_per_minute,
+            };
+            match SqliteShared::open(state, budget) {
+                Ok(shared) => shared.last_command().await.ok().flatten(),
+                Err(_) => None,
+            }
+        }
+    };
+    out.push(match seen {
+        Some(c) => Finding::ok(format!(
+            "Socket Mode delivers /supervisor: the last command reached this listener at {} (from {})",
+            c.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            c.user
+        )),
+        None => Finding::warning(
+            "no /supervisor command has reached this listener over Socket Mode yet",
+            command_fix(),
+        ),
+    });
     out
 }
 

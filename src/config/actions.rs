@@ -1,5 +1,6 @@
-//! The `[actions]` table: who may act on a process from Slack, which actions exist at
-//! all, and the app-level token (`SLACK_APP_TOKEN`, `SLACK_APP_TOKEN_FILE` or
+//! The `[actions]` table: who may act on a process from Slack, which actions (and
+//! which `/supervisor` subcommands) exist at all, which subcommands are open to the
+//! members of the listener's channels, and the app-level token (`SLACK_APP_TOKEN`, `SLACK_APP_TOKEN_FILE` or
 //! `app_token_file`) that opens the Socket Mode connection the clicks arrive on.
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use super::file::duration_message;
 use super::paths::read_secret_file;
 use super::schema::ActionsTable;
 use super::{invalid, ConfigError, Env, Secret, SettingsFile, Warning};
-use crate::actions::Action;
+use crate::actions::{Action, Ask};
 
 
 /// What may be done from Slack, resolved.
@@ -20,6 +21,12 @@ pub struct ActionSettings {
     pub allow_users: Vec<String>,
     pub allow_groups: Vec<String>,
     pub allowed: Vec<Action>,
+    /// The `/supervisor` subcommands that exist (from the same `allowed` list;
+    /// default: every one).
+    pub asks: Vec<Ask>,
+    /// Subcommands anyone may ask in a channel the listener posts to (default:
+    /// `status`); the others only `allow_users` / `allow_groups`.
+    pub open_to_channel: Vec<Ask>,
     pub connections: u32,
     pub timeout: Duration,
     pub mute_for: Duration,
@@ -32,6 +39,8 @@ impl Default for ActionSettings {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             allowed: vec![Action::Restart, Action::Start, Action::Stop, Action::Stderr, Action::Mute],
+            asks: Ask::ALL.to_vec(),
+            open_to_channel: Ask::ALL.into_iter().filter(|a| a.open_by_default()).collect(),
             connections: 1,
             timeout: Duration::from_secs(30),
             mute_for: Duration::from_secs(3600),
@@ -47,6 +56,21 @@ impl ActionSettings {
         let nobody = self.allow_users.is_empty() && self.allow_groups.is_empty();
         !self.allowed.is_empty() && !nobody
     }
+
+    /// Someone may ask something with `/supervisor`: a subcommand exists and either
+    /// an allow list is set or one of them is open to the channel.
+    pub fn anyone_may_ask(&self) -> bool {
+        let listed = !self.allow_users.is_empty() || !self.allow_groups.is_empty();
+        let open = self.open_to_channel.iter().any(|a| self.asks.contains(a));
+        !self.asks.is_empty() && (listed || open)
+    }
+}
+
+/// An `allowed` name that is neither an action nor a subcommand.
+fn unknown_name(name: &str) -> String {
+    format!(
+        "{name:?} is neither an action nor a command; the actions are restart, start, stop, stderr and mute, the /supervisor commands status, tail and why"
+    )
 }
 
 /// The app-level token: `SLACK_APP_TOKEN`, else the file `SLACK_APP_TOKEN_FILE`, else
@@ -115,12 +139,18 @@ pub(super) fn resolve(file: &SettingsFile, t: Option<&ActionsTable>) -> Result<A
     out.allow_groups = ids("actions.allow_groups", &t.allow_groups, &['S'], "a user group id such as S0123ABCD")?;
     if let Some(list) = &t.allowed {
         let mut allowed = Vec::new();
+        let mut asks = Vec::new();
         for name in list.get_ref() {
-            let a: Action = name
-                .get_ref()
-                .trim()
+            let text = name.get_ref().trim();
+            if let Ok(ask) = text.parse::<Ask>() {
+                if !asks.contains(&ask) {
+                    asks.push(ask);
+                }
+                continue;
+            }
+            let a: Action = text
                 .parse()
-                .map_err(|e: crate::actions::UnknownAction| file.invalid("actions.allowed", name.span(), e.to_string()))?;
+                .map_err(|_| file.invalid("actions.allowed", name.span(), unknown_name(text)))?;
             if a == Action::Unmute {
                 return Err(file.invalid("actions.allowed", name.span(), "\"unmute\" comes with \"mute\"; write \"mute\""));
             }
@@ -129,6 +159,24 @@ pub(super) fn resolve(file: &SettingsFile, t: Option<&ActionsTable>) -> Result<A
             }
         }
         out.allowed = allowed;
+        out.asks = asks;
+    }
+    if let Some(list) = &t.open_to_channel {
+        let mut open = Vec::new();
+        for name in list.get_ref() {
+            let text = name.get_ref().trim();
+            let ask: Ask = text.parse().map_err(|_| {
+                file.invalid(
+                    "actions.open_to_channel",
+                    name.span(),
+                    format!("{text:?} is not a /supervisor command; they are status, tail and why"),
+                )
+            })?;
+            if !open.contains(&ask) {
+                open.push(ask);
+            }
+        }
+        out.open_to_channel = open;
     }
     if let Some(n) = &t.connections {
         if !(1..=10).contains(n.get_ref()) {

@@ -114,14 +114,19 @@ pub struct ActionsTable {
     pub allow_users: Option<Spanned<Vec<Spanned<String>>>>,
     /// User groups (`S…`) whose members may act (`usergroups.users.list`).
     pub allow_groups: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Which actions exist at all (default: every one).
+    /// Which actions, and which `/supervisor` subcommands (`status`, `tail`,
+    /// `why`), exist at all (default: every one).
     pub allowed: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `/supervisor` subcommands anyone may ask in a channel the listener posts to
+    /// (default `["status"]`); the others only the allow lists.
+    pub open_to_channel: Option<Spanned<Vec<Spanned<String>>>>,
     /// Socket Mode connections this listener opens (1–10, default 1).
     pub connections: Option<Spanned<u32>>,
     /// Longest an action may take with supervisord (default 30s).
     pub timeout: Option<Spanned<String>>,
     /// How long Mute silences a process (default 1h).
     pub mute_for: Option<Spanned<String>>,
-    /// Lines Show stderr posts (1–100, default 20).
+    /// Lines Show stderr posts and `/supervisor tail` shows at most (1–100, default
+    /// 20).
     pub stderr_lines: Option<Spanned<usize>>,
 }

@@ -19,7 +19,7 @@ use super::thread::{FlapRule, Renew, ThreadState};
 use crate::card::notes::{self, NoteCounts};
 use crate::card::{ReplyInput, Variant};
 use crate::slack::{Failure, Identity, Outgoing};
-use crate::store::{Episode, OutboxEntry, ThreadRecord};
+use crate::store::{CrashRecord, Episode, OutboxEntry, ThreadRecord};
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 /// A flapping process's digest takes up to this many waiting events (the card
@@ -337,7 +337,8 @@ impl Worker {
         let notes = notes::reply_notes(&events, counts, &thread.history);
         // Why it failed: asked of supervisord for the last failure of the batch, on
         // this side only, bounded by the context time-out.
-        let crash = match (&core.context, events.iter().rev().find(|e| e.is_failing())) {
+        let failed = events.iter().rev().find(|e| e.is_failing());
+        let crash = match (&core.context, failed) {
             (Some(source), Some(failed)) => source.for_event(failed).await,
             _ => None,
         };
@@ -403,6 +404,19 @@ impl Worker {
         })
         .await;
         self.episode = decision.episode;
+        // --- the last crash, kept for `/supervisor why` (best effort: a reply
+        // without it is still delivered).
+        if let (Some(failed), Some(context)) = (failed, crash) {
+            let record = CrashRecord {
+                at: failed.at,
+                state: failed.to,
+                expected: failed.expected,
+                context,
+            };
+            if let Err(e) = core.shared.record_crash(key, &record).await {
+                tracing::warn!(thread = %key, error = %e, "cannot keep the crash context for /supervisor why");
+            }
+        }
         Outcome::Done
     }
 

@@ -10,7 +10,17 @@
 //! - [`refusals`]: how often one user is told "no" (a flood of refused clicks costs
 //!   neither Slack calls nor audit rows);
 //! - [`members`]: who is in an allowed user group (`usergroups.users.list`, cached).
+//!
+//! Asking from Slack (`/supervisor`), on the same connection:
+//! - [`command`]: the slash command — parsed, checked (who may), answered in the ack
+//!   or, when slower, to its `response_url`; only the asker sees the answer;
+//! - [`ask`]: where answers come from (the [`ask::Source`] seam: one host, or a
+//!   fleet) and which process a typed name means;
+//! - [`local`]: the one-host source (this supervisord, this shared state).
 
+pub mod ask;
+pub mod command;
+pub mod local;
 pub mod members;
 pub mod refusals;
 pub mod run;
@@ -23,9 +33,10 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
-use crate::slack::Connector;
+use crate::slack::{Connector, SlackApi};
 use crate::store::AuditKeep;
 
+pub use command::Asker;
 pub use run::Runner;
 
 /// Clicks waiting for a runner; beyond this many, new ones are dropped (logged).
@@ -150,15 +161,27 @@ async fn on_interaction(
     Ok(())
 }
 
-/// Keeps the Socket Mode connection(s) open until shutdown (through the runner's
-/// Slack client) and runs every click with `runner`, a few at a time. Returns when
-/// the connection cannot be set up at all, or at shutdown.
-pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>, shutdown: Shutdown) {
-    let api = runner.api();
+/// Keeps the Socket Mode connection(s) open until shutdown (through `api`'s Slack
+/// client), runs every click with `runner` (`None`: buttons are off), a few at a
+/// time, and answers `/supervisor` with `asker` (`None`: commands are off). Returns
+/// when the connection cannot be set up at all, or at shutdown.
+pub async fn serve(
+    app_token: Secret,
+    connections: u32,
+    api: Arc<SlackApi>,
+    runner: Option<Arc<Runner>>,
+    asker: Option<Arc<Asker>>,
+    shutdown: Shutdown,
+) {
     // slack-morphism only logs a bad token and retries every 30 s: ask once here so
     // the operator reads what is wrong and how to fix it.
     match api.open_socket_url(&app_token).await {
-        Ok(_) => tracing::info!(connections, "actions from Slack are on: opening Socket Mode"),
+        Ok(_) => tracing::info!(
+            connections,
+            buttons = runner.is_some(),
+            commands = asker.is_some(),
+            "actions from Slack are on: opening Socket Mode"
+        ),
         Err(f) => tracing::error!(
             "Socket Mode cannot open with this app-level token (Slack answered {}); buttons do nothing until it can: {}",
             f.code().map(str::to_string).unwrap_or_else(|| f.to_string()),
@@ -166,10 +189,17 @@ pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>, shu
         ),
     }
     let (tx, rx) = mpsc::channel::<Click>(QUEUE);
-    let env = Arc::new(
-        SlackClientEventsListenerEnvironment::new(api.client()).with_user_state(ClickQueue(tx)),
-    );
-    let callbacks = SlackSocketModeListenerCallbacks::new().with_interaction_events(on_interaction);
+    let mut env = SlackClientEventsListenerEnvironment::new(api.client());
+    if runner.is_some() {
+        env = env.with_user_state(ClickQueue(tx));
+    }
+    if let Some(asker) = asker {
+        env = env.with_user_state(asker);
+    }
+    let env = Arc::new(env);
+    let callbacks = SlackSocketModeListenerCallbacks::new()
+        .with_interaction_events(on_interaction)
+        .with_command_events(command::on_command);
     let config = SlackClientSocketModeConfig::new()
         .with_max_connections_count(connections)
         .with_reconnect_timeout_in_seconds(10);
@@ -182,7 +212,7 @@ pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>, shu
     listener.start().await;
     let rx = Arc::new(Mutex::new(rx));
     let mut runners = Vec::new();
-    for _ in 0..RUNNERS {
+    for runner in std::iter::repeat_n(runner.clone(), RUNNERS).flatten() {
         let (rx, runner) = (rx.clone(), runner.clone());
         runners.push(tokio::spawn(async move {
             loop {
@@ -196,7 +226,11 @@ pub async fn serve(app_token: Secret, connections: u32, runner: Arc<Runner>, shu
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
-            _ = prune.tick() => runner.prune_audit(AuditKeep::default()).await,
+            _ = prune.tick() => {
+                if let Some(runner) = &runner {
+                    runner.prune_audit(AuditKeep::default()).await;
+                }
+            }
             _ = shutdown.triggered() => break,
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::auth::{Auth, Identity};
+use super::command::{CommandAnswer, Pending};
 use super::faults::Faults;
 use super::limits::Limits;
 use super::sockets::Sockets;
@@ -92,6 +93,10 @@ pub(super) struct Inner {
     pub limits: Limits,
     pub ephemerals: Vec<Ephemeral>,
     pub sockets: Sockets,
+    /// Typed commands, by `trigger_id`: who typed them where.
+    pub commands: std::collections::HashMap<String, Pending>,
+    /// Their answers, from acks and response URLs.
+    pub answers: Vec<CommandAnswer>,
 }
 
 #[derive(Debug)]

@@ -24,6 +24,9 @@
 //!   revoked app token);
 //! - `interact`: clicks ([`Click`], [`ClickOutcome`]) turned into `block_actions`
 //!   envelopes, and the buttons a message offers;
+//! - `command`: slash commands ([`SlashCommand`], [`CommandOutcome`]) turned into
+//!   `slash_commands` envelopes; their answers ([`CommandAnswer`]: the ack's payload,
+//!   or a POST to the command's `response_url`) shown to the user alone;
 //! - `people`: users' names, user groups, and the [`Ephemeral`] messages
 //!   `chat.postEphemeral` shows one user (never in the channel's history);
 //! - [`Fault`], [`FaultRule`] (`faults`): failures injected on demand — HTTP statuses,
@@ -41,7 +44,9 @@
 //! Routes: `/api/{method}`, `/` (the page; `?channel=NAME`, `?thread=TS` for one thread,
 //! `?collapsed=1` for folded threads), `/api/_calls` and `/api/_channel/{name}` (JSON,
 //! for debugging), `GET /api/_socket` (live connections, handshakes, acks) and
-//! `POST /api/_socket/click` (JSON [`Click`]; the page's buttons use it). Socket Mode
+//! `POST /api/_socket/click` (JSON [`Click`]; the page's buttons use it),
+//! `POST /api/_socket/command` (JSON [`SlashCommand`]; the page's message box uses
+//! it) and `POST /api/_socket/response_url/{id}` (a command's later answer). Socket Mode
 //! itself is `ws://127.0.0.1:WSPORT/link/?ticket=…` on its own port, the URL
 //! `apps.connections.open` answers.
 //!
@@ -57,6 +62,7 @@
 mod api;
 mod auth;
 mod blocks;
+mod command;
 mod conn;
 mod faults;
 mod guard;
@@ -74,6 +80,7 @@ pub mod validate;
 mod wire;
 
 pub use auth::{Identity, BOT_ID, BOT_USER_ID, TEAM_ID};
+pub use command::{CommandAnswer, CommandOutcome, SlashCommand};
 pub use faults::{Fault, FaultRule};
 pub use guard::is_loopback_host;
 pub use interact::{Click, ClickOutcome};

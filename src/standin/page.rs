@@ -7,7 +7,9 @@
 //! Buttons are drawn and work: a click (after the button's `confirm` dialog, if it
 //! has one) goes to `POST /api/_socket/click` as the page's user, and so to the
 //! listener over Socket Mode; that user's ephemeral messages show where they were
-//! posted, marked "Only visible to you".
+//! posted, marked "Only visible to you". A channel has a message box: a slash command
+//! typed there (`/supervisor status`) goes to `POST /api/_socket/command` as the page's
+//! user, in that channel, and its answer shows in the flow, also "Only visible to you".
 //!
 //! The markup is the minijinja template `page.html`; this file only decides what it
 //! shows (a view of plain values) and turns message text into HTML through

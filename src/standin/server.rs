@@ -19,7 +19,7 @@ use super::limits::Limits;
 use super::sockets::Sockets;
 use super::handle::{Inner, Shared, StandIn, StandInOptions};
 use super::state::{Call, Message, Thread, Workspace};
-use super::{api, guard, interact, page, socket};
+use super::{api, command, guard, interact, page, socket};
 use crate::shutdown::Shutdown;
 
 fn routes(shared: Arc<Shared>) -> Router {
@@ -29,6 +29,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/_channel/{name}", get(channel_handler))
         .route("/api/_socket", get(socket::figures_handler))
         .route("/api/_socket/click", post(interact::click_handler))
+        .route("/api/_socket/command", post(command::command_handler))
+        .route("/api/_socket/response_url/{id}", post(command::response_url_handler))
         .route("/api/{method}", any(api::handler))
         .layer(middleware::from_fn(guard::loopback_only))
         .with_state(shared)
@@ -49,6 +51,8 @@ impl StandIn {
             limits: Limits::default(),
             ephemerals: Vec::new(),
             sockets: Sockets::new(socket_listener.local_addr()?),
+            commands: HashMap::new(),
+            answers: Vec::new(),
         };
         let shared = Arc::new(Shared {
             opts,

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::StoreError;
 
 /// Bumped whenever the schema changes; opening migrates older files forward. Tables
-/// that only add (mutes, actions, episodes) need no bump: an older listener ignores
+/// that only add (mutes, actions, episodes, crashes) need no bump: an older listener ignores
 /// them.
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -89,6 +89,14 @@ CREATE TABLE IF NOT EXISTS episodes (
     channel  TEXT NOT NULL,
     episode  TEXT NOT NULL,
     PRIMARY KEY (host, grp, process, channel)
+);
+CREATE TABLE IF NOT EXISTS crashes (
+    host     TEXT NOT NULL,
+    grp      TEXT NOT NULL,
+    process  TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    crash    TEXT NOT NULL,
+    PRIMARY KEY (host, grp, process)
 );
 ";
 

@@ -5,9 +5,10 @@
 //!   (SQLite, WAL). It never moves to the network.
 //! - [`SharedState`]: one async trait for everything the delivery side keeps beyond
 //!   the outbox (the thread map, the budget and 429 gate, mutes, clicks and their
-//!   audit, board locations, the signing key, hosts and leases). [`SqliteShared`]
-//!   implements it for one host, in the same state database; [`PostgresShared`] for
-//!   a fleet of hosts sharing one PostgreSQL.
+//!   audit, board locations, the signing key, failure episodes, each process's last
+//!   crash, hosts and leases). [`SqliteShared`] implements it for one host, in the
+//!   same state database; [`PostgresShared`] for a fleet of hosts sharing one
+//!   PostgreSQL.
 //! - [`known`]: what the channel shows per thread, from both, for reconcile and the
 //!   board.
 
@@ -24,8 +25,8 @@ pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView
 pub use shared::sqlite::SqliteShared;
 pub use shared::postgres::{FleetProbe, PostgresShared};
 pub use shared::{
-    AuditKeep, AuditRow, Budget, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState,
-    ThreadRecord, HISTORY_MAX,
+    AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted,
+    ProgramOnHost, SharedState, ThreadRecord, HISTORY_MAX,
 };
 
 #[derive(Debug, thiserror::Error)]

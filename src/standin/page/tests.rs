@@ -286,3 +286,13 @@ fn the_page_users_ephemerals_show_in_the_flow_and_in_their_thread() {
         "the thread counts what the reader sees"
     );
 }
+
+#[test]
+fn a_channel_has_a_message_box_for_slash_commands_and_an_empty_page_none() {
+    let html = render(&[two_threads()], Some("ops"), "http://127.0.0.1:1/api");
+    assert!(html.contains("<form id=\"composer\""), "{html}");
+    assert!(html.contains("placeholder=\"Message #ops — /supervisor status"));
+    assert!(html.contains("fetch('/api/_socket/command'"), "the box sends commands over the stand-in");
+    let empty = render(&[], None, "http://127.0.0.1:1/api");
+    assert!(!empty.contains("<form id=\"composer\""));
+}

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
+use crate::card::CrashContext;
 use crate::pacing::Call;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
@@ -155,6 +156,28 @@ pub struct HostRecord {
     pub from_supervisord: bool,
     /// Since when it is known silent (`None`: it is not, or nobody said so yet).
     pub silent_since: Option<DateTime<Utc>>,
+}
+
+/// A process's last crash, as its failure reply showed it: kept for `/supervisor
+/// why`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CrashRecord {
+    /// When the process entered `state` (the event's time).
+    pub at: DateTime<Utc>,
+    /// BACKOFF, FATAL or EXITED.
+    pub state: State,
+    /// supervisord's judgement of an EXITED (`None`: not known).
+    pub expected: Option<bool>,
+    /// Exit status, spawn error, uptime and the log tail at the time.
+    pub context: CrashContext,
+}
+
+/// The newest `/supervisor` command that reached a listener (for `check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSeen {
+    pub at: DateTime<Utc>,
+    /// The asker's user id.
+    pub user: String,
 }
 
 /// The delivery side's state beyond the outbox. Every method is one short call to
@@ -362,6 +385,20 @@ pub trait SharedState: Send + Sync {
         channel: &str,
         episode: Option<&Episode>,
     ) -> Result<(), StoreError>;
+
+    // --- asking from Slack: the last crash, the last command ---------------------
+
+    /// Keeps `crash` as the last crash of `key` (an older one is replaced).
+    async fn record_crash(&self, key: &ThreadKey, crash: &CrashRecord) -> Result<(), StoreError>;
+
+    /// The last crash recorded for `key`, if any.
+    async fn last_crash(&self, key: &ThreadKey) -> Result<Option<CrashRecord>, StoreError>;
+
+    /// Notes that a `/supervisor` command from `user` reached this listener now.
+    async fn command_seen(&self, user: &str) -> Result<(), StoreError>;
+
+    /// The newest command noted by [`SharedState::command_seen`].
+    async fn last_command(&self) -> Result<Option<CommandSeen>, StoreError>;
 }
 
 /// One host's part of a program, for the program's card across the fleet.

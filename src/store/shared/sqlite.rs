@@ -12,13 +12,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::{AuditKeep, AuditRow, Budget, Episode, Mute, Posted, SharedState, ThreadRecord};
+use super::{AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, Mute, Posted, SharedState, ThreadRecord};
 use crate::pacing::{Call, LocalPacing, PacingMemory};
 use crate::store::db::Db;
 use crate::store::StoreError;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 const KEY_META: &str = "action_signing_key";
+
+/// The newest `/supervisor` command, in `meta`: `{"at":…,"user":…}`.
+const COMMAND_META: &str = "last_command";
 
 /// One host's shared state.
 pub struct SqliteShared {
@@ -466,6 +469,52 @@ impl SharedState for SqliteShared {
             ),
         };
         done.map(|_| ()).map_err(|e| db.err(e))
+    }
+
+    // --- asking from Slack: the last crash, the last command
+
+    async fn record_crash(&self, key: &ThreadKey, crash: &CrashRecord) -> Result<(), StoreError> {
+        let db = self.db();
+        let json = serde_json::to_string(crash).expect("a crash record serializes");
+        db.conn
+            .execute(
+                "INSERT INTO crashes (host, grp, process, at, crash) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (host, grp, process) DO UPDATE SET at = excluded.at, crash = excluded.crash",
+                params![key.host, key.group, key.process, crash.at.to_rfc3339(), json],
+            )
+            .map(|_| ())
+            .map_err(|e| db.err(e))
+    }
+
+    async fn last_crash(&self, key: &ThreadKey) -> Result<Option<CrashRecord>, StoreError> {
+        let db = self.db();
+        let json: Option<String> = db
+            .conn
+            .query_row(
+                "SELECT crash FROM crashes WHERE host = ?1 AND grp = ?2 AND process = ?3",
+                params![key.host, key.group, key.process],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| db.err(e))?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| db.other(format!("crash of {key}: {e}"))))
+            .transpose()
+    }
+
+    async fn command_seen(&self, user: &str) -> Result<(), StoreError> {
+        let json = serde_json::json!({"at": Utc::now().to_rfc3339(), "user": user}).to_string();
+        self.db().set_meta(COMMAND_META, &json)
+    }
+
+    async fn last_command(&self) -> Result<Option<CommandSeen>, StoreError> {
+        let text = self.db().meta(COMMAND_META)?;
+        Ok(text.and_then(|t| {
+            let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+            Some(CommandSeen {
+                at: parse_time(v["at"].as_str()?)?,
+                user: v["user"].as_str()?.to_string(),
+            })
+        }))
     }
 }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{
-    AuditKeep, AuditRow, Budget, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState, ThreadRecord,
+    AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState, ThreadRecord,
     HISTORY_MAX,
 };
 use crate::config::FleetSettings;
@@ -30,6 +30,8 @@ mod schema;
 use budget::SharedBudget;
 use conn::Pg;
 
+/// The newest `/supervisor` command that reached the fleet, in `meta`.
+const COMMAND_META: &str = "last_command";
 const KEY_META: &str = "action_signing_key";
 
 /// A fleet's shared state.
@@ -736,5 +738,60 @@ impl SharedState for PostgresShared {
             }
         };
         Ok(())
+    }
+
+    // --- asking from Slack: the last crash, the last command
+
+    async fn record_crash(&self, key: &ThreadKey, crash: &CrashRecord) -> Result<(), StoreError> {
+        self.pg
+            .query(
+                "INSERT INTO crashes (fleet, host, grp, process, at, crash) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (fleet, host, grp, process) DO UPDATE SET at = EXCLUDED.at, crash = EXCLUDED.crash",
+                &[&self.fleet, &key.host, &key.group, &key.process, &crash.at, &json(crash)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn last_crash(&self, key: &ThreadKey) -> Result<Option<CrashRecord>, StoreError> {
+        let row = self
+            .pg
+            .query_opt(
+                "SELECT crash FROM crashes WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4",
+                &[&self.fleet, &key.host, &key.group, &key.process],
+            )
+            .await?;
+        row.map(|r| {
+            serde_json::from_value(r.get(0)).map_err(|e| StoreError::Fleet {
+                message: format!("the last crash of {key} in the fleet database cannot be read: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn command_seen(&self, user: &str) -> Result<(), StoreError> {
+        let value = serde_json::json!({"at": Utc::now(), "user": user}).to_string();
+        self.pg
+            .query(
+                "INSERT INTO meta (fleet, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (fleet, key) DO UPDATE SET value = EXCLUDED.value",
+                &[&self.fleet, &COMMAND_META, &value],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn last_command(&self) -> Result<Option<CommandSeen>, StoreError> {
+        let row = self
+            .pg
+            .query_opt("SELECT value FROM meta WHERE fleet = $1 AND key = $2", &[&self.fleet, &COMMAND_META])
+            .await?;
+        Ok(row.and_then(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.get::<_, String>(0)).ok()?;
+            Some(CommandSeen {
+                at: serde_json::from_value(v["at"].clone()).ok()?,
+                user: v["user"].as_str()?.to_string(),
+            })
+        }))
     }
 }

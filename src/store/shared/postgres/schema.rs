@@ -95,7 +95,8 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 2: cards across the fleet: a program's thread is the row of host '' (the
     // fleet); who may post its parent (a claim), and its broadcast episode. Each
-    // host's own failure episodes (a crash loop told once), kept while one is open.
+    // host's own failure episodes (a crash loop told once), kept while one is open;
+    // each process's last crash, for `/supervisor why`.
     "
     ALTER TABLE threads ADD COLUMN claim_holder text;
     ALTER TABLE threads ADD COLUMN claim_until timestamptz;
@@ -108,6 +109,15 @@ const MIGRATIONS: &[&str] = &[
         channel     text NOT NULL,
         episode     jsonb NOT NULL,
         PRIMARY KEY (fleet, host, grp, process, channel)
+    );
+    CREATE TABLE crashes (
+        fleet       text NOT NULL,
+        host        text NOT NULL,
+        grp         text NOT NULL,
+        process     text NOT NULL,
+        at          timestamptz NOT NULL,
+        crash       jsonb NOT NULL,
+        PRIMARY KEY (fleet, host, grp, process)
     );
     ",
 ];
