@@ -109,10 +109,10 @@ impl Delivery {
         self.shared.fleet().is_some() && self.settings.fleet.as_ref().is_some_and(|f| f.by_program)
     }
 
-    /// The card a thread's replies go under: the program's across the fleet, or the
-    /// host's own (always for supervisord's own thread).
+    /// The card a thread's replies go under: the program's across the fleet (and
+    /// supervisord's own, one card for every host's supervisord), or the host's own.
     pub(super) fn card_key(&self, key: &ThreadKey) -> ThreadKey {
-        if self.by_program() && !key.is_supervisord() {
+        if self.by_program() {
             ThreadKey::fleet(&key.group, &key.process)
         } else {
             key.clone()
