@@ -109,6 +109,7 @@ async fn run(cluster: &postgres::Cluster, hosts: usize, secs: u64) -> Row {
         heartbeat: Duration::from_secs(5),
         silent_after: Duration::from_secs(15),
         by_program: true,
+        socket_connections: 2,
     };
     let budget = Budget {
         post_burst: 2,

@@ -18,7 +18,7 @@ use crate::card::Renderer;
 use crate::config::Settings;
 use crate::crash::{ContextOptions, ContextSource};
 use crate::dispatch::{Board, Delivery, Dispatcher, Offer, Parts as DeliveryParts};
-use crate::interact::run::{Runner, RunnerParts};
+use crate::interact::run::{FleetRunner, Runner, RunnerParts};
 use crate::listen::{self, lock, serve, Handler, HeldEvents, InHand, DRAIN};
 use crate::reconcile::{Reconciler, Trigger};
 use crate::routing::RoutingRouter;
@@ -267,6 +267,9 @@ async fn delivery(parts: Parts, shared: Option<Arc<dyn SharedState>>) {
             until(&parts.shutdown, board.run());
         }
     }
+    // In a fleet (its database in use): clicks and questions reach their host
+    // through it, and a few hosts hold the app's connections for all.
+    let fleet = s.fleet.as_ref().filter(|_| shared.fleet().is_some());
     let runner = actions.map(|(offer, _)| {
         let runner = Arc::new(Runner::new(RunnerParts {
             host: s.host.clone(),
@@ -278,16 +281,41 @@ async fn delivery(parts: Parts, shared: Option<Arc<dyn SharedState>>) {
             supervisor: parts.supervisor.clone(),
             wakeup: parts.wakeup.clone(),
             trigger: parts.trigger.clone(),
+            fleet: fleet.map(|f| FleetRunner {
+                by_program: f.by_program,
+                silent_after: f.silent_after,
+            }),
         }));
         if parts.supervisor.is_none() {
             tracing::warn!("buttons can mute, but not act on processes or show stderr: no supervisord XML-RPC");
         }
         runner
     });
-    let asker = asker(&parts, shared.clone());
+    let local = local_source(&parts, shared.clone());
+    let asker = asker(&parts, shared.clone(), local.clone());
     if let Some(app_token) = s.app_token.clone().filter(|_| runner.is_some() || asker.is_some()) {
-        let (connections, api, shutdown) = (s.actions.connections, parts.slack.clone(), parts.shutdown.clone());
-        tokio::spawn(crate::interact::serve(app_token, connections, api, runner, asker, shutdown));
+        let (api, shutdown) = (parts.slack.clone(), parts.shutdown.clone());
+        match fleet {
+            Some(f) => {
+                let holding = crate::interact::holder::HolderParts {
+                    host: s.host.clone(),
+                    slots: f.socket_connections,
+                    lease: crate::interact::holder::lease_for(f.silent_after),
+                    shared: shared.clone(),
+                    app_token,
+                    api,
+                    runner: runner.clone(),
+                    asker,
+                };
+                tokio::spawn(crate::interact::holder::hold(holding, shutdown));
+                let inbox = crate::interact::route::inbox(shared.clone(), s.host.clone(), runner, local);
+                until(&parts.shutdown, inbox);
+            }
+            None => {
+                let connections = s.actions.connections;
+                tokio::spawn(crate::interact::serve(app_token, connections, api, runner, asker, shutdown));
+            }
+        }
     }
     dispatcher.run(parts.wakeup.clone()).await;
 }
@@ -364,15 +392,25 @@ fn own_process(settings: &Settings) -> Option<(String, String)> {
 /// answers for this host alone (a fleet passes its own [`Source`] instead).
 ///
 /// [`Source`]: crate::interact::ask::Source
-fn asker(parts: &Parts, shared: Arc<dyn SharedState>) -> Option<Arc<crate::interact::Asker>> {
+fn asker(
+    parts: &Parts,
+    shared: Arc<dyn SharedState>,
+    local: Option<Arc<crate::interact::local::LocalSource>>,
+) -> Option<Arc<crate::interact::Asker>> {
+    use crate::interact::ask::Source;
     use crate::interact::command::{Asker, AskerParts};
-    use crate::interact::local::LocalSource;
     let s = &parts.settings;
-    if s.app_token.is_none() || !s.actions.anyone_may_ask() {
-        return None;
-    }
-    let supervisor = parts.supervisor.clone().map(|c| c.with_timeout(s.actions.timeout));
-    let source = Arc::new(LocalSource::new(s.host.clone(), supervisor, shared.clone()));
+    let local = local?;
+    let source: Arc<dyn Source> = match s.fleet.as_ref().filter(|_| shared.fleet().is_some()) {
+        Some(f) => Arc::new(crate::interact::fleet_source::FleetSource::new(
+            s.host.clone(),
+            local,
+            shared.clone(),
+            f.silent_after,
+            s.actions.timeout,
+        )),
+        None => local,
+    };
     Some(Arc::new(Asker::new(AskerParts {
         host: s.host.clone(),
         settings: s.actions.clone(),
@@ -381,6 +419,17 @@ fn asker(parts: &Parts, shared: Arc<dyn SharedState>) -> Option<Arc<crate::inter
         shared,
         source,
     })))
+}
+
+/// This host's answers to `/supervisor` (its supervisord, its shared state), when an
+/// app-level token is set and someone may ask something.
+fn local_source(parts: &Parts, shared: Arc<dyn SharedState>) -> Option<Arc<crate::interact::local::LocalSource>> {
+    let s = &parts.settings;
+    if s.app_token.is_none() || !s.actions.anyone_may_ask() {
+        return None;
+    }
+    let supervisor = parts.supervisor.clone().map(|c| c.with_timeout(s.actions.timeout));
+    Some(Arc::new(crate::interact::local::LocalSource::new(s.host.clone(), supervisor, shared)))
 }
 
 /// Actions from Slack, when an app-level token and an allow list are set: what cards

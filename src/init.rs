@@ -202,6 +202,10 @@ channel = "#ops"
 # first failure told to the channel once for the whole fleet. "host": a card per
 # program and host, as without a fleet.
 # thread_by = "program"
+# How many hosts of the fleet hold the Slack app's Socket Mode connections (1 to 10:
+# Slack allows an app 10); the others open none, and clicks and /supervisor reach
+# them through the fleet's database.
+# socket_connections = 2
 
 # For events that match no [[route]] below:
 # States not reported at all.
@@ -235,8 +239,10 @@ channel = "#ops"
 # public URL). Needs an app-level token (xapp-..., scope connections:write, Socket
 # Mode and Interactivity on), from SLACK_APP_TOKEN_FILE, SLACK_APP_TOKEN or
 # app_token_file (at the top of this file).
-# Nobody allowed, no buttons. Use one Slack app per host: Slack hands a click to any
-# connection of the app, and a host runs only its own cards' buttons.
+# Nobody allowed, no buttons. Hosts sharing one Slack app need a fleet (fleet_url,
+# above): Slack hands a click to any connection of the app, and the fleet routes it
+# to the host that owns the process (without a fleet, a host runs only its own
+# cards' buttons).
 #
 # The same connection answers the slash command /supervisor (add it to the app with
 # the scope commands): status [pattern], tail <process> [host] [n] [--stdout],

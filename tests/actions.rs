@@ -229,7 +229,7 @@ async fn a_forged_value_or_another_hosts_card_is_refused_and_nothing_runs() {
     assert_eq!(told.iter().filter(|t| t.contains("not signed by this listener")).count(), 2, "{told:#?}");
     assert!(told.iter().any(|t| t.contains("not one supervisor-slack made")), "{told:#?}");
     let owner = told.iter().find(|t| t.contains("belongs to the host")).expect("the owner is named");
-    assert!(owner.contains("*web-2*") && owner.contains("*web-1*") && owner.contains("own Slack app"), "{owner}");
+    assert!(owner.contains("*web-2*") && owner.contains("*web-1*") && owner.contains("need a fleet (fleet_url)"), "{owner}");
     std::thread::sleep(secs(2));
     assert_eq!(env.sv.process_pid("worker"), Some(before), "nothing was restarted");
     assert_eq!(env.sv.state("slack").as_deref(), Some("RUNNING"), "nor the listener");
@@ -543,7 +543,7 @@ async fn a_click_that_reaches_another_hosts_listener_names_the_owner_and_runs_on
         standin.ephemerals()
     );
     let told = standin.ephemerals().into_iter().next().unwrap().text.unwrap();
-    assert!(told.contains("listener on *web-2*") && told.contains("own Slack app"), "{told}");
+    assert!(told.contains("listener on *web-2*") && told.contains("need a fleet (fleet_url)"), "{told}");
     assert!(wait_until(secs(20), || sv.process_pid("worker").is_some_and(|p| p != before)), "web-1 restarted worker");
     std::thread::sleep(secs(2));
     assert_eq!(sv.main_log().matches("stopped: worker").count(), 1, "once:\n{}", sv.main_log());

@@ -370,35 +370,53 @@ async fn on_the_page_in_chromium_a_typed_command_is_answered_only_for_the_user()
     eprintln!("figure: page commands answered at {figures:?} ms since the stand-in started");
 }
 
-/// Two hosts (two supervisords, two listeners) on one Slack app: a command reaches
-/// either listener, and `status` must cover both hosts, a name both run must be
-/// ambiguous and list both. Each listener knows only its own host until a fleet
-/// source answers for the others.
+/// Two hosts of a fleet (two supervisords, two listeners, one PostgreSQL) on one
+/// Slack app, one of them holding its connection: `status` covers both hosts from
+/// either, a name both run is ambiguous and lists both, and `tail worker web-2`
+/// asked of whichever host holds the connection is answered by web-2 (through the
+/// fleet's action queue when it is not web-2 itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs fleet mode (issue 25)"]
-async fn in_a_fleet_of_two_hosts_status_covers_both_and_a_shared_name_is_ambiguous() {
-    let standin = StandIn::start(options()).await.unwrap();
-    let mut hosts = Vec::new();
-    for host in ["web-1", "web-2"] {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = slack_listener(dir.path(), &standin.api_url(), &format!("\n[actions]\n{}", admin()))
-            .env("SLACK_APP_TOKEN", APP_TOKEN)
-            .env("SUPERVISOR_SLACK_HOST", host);
-        let sv = Supervisord::start(SupervisordConfig::new().program(Program::sleeper("worker")).listener(listener));
-        sv.wait_for_state("worker", "RUNNING", secs(10));
-        hosts.push((sv, dir));
+async fn in_a_fleet_of_two_hosts_status_covers_both_and_a_question_reaches_its_host() {
+    let standin = StandIn::start(StandInOptions { random_sockets: true, ..options() }).await.unwrap();
+    let url = common::postgres::database();
+    let extra = format!("socket_connections = 1\n[actions]\n{}", admin());
+    let hosts: Vec<common::fleet::Host> = ["web-1", "web-2"]
+        .iter()
+        .map(|host| {
+            let worker = Program::new("worker", &format!("/bin/sh -c 'echo worker-says-{host} >&2; exec sleep 1000'"));
+            common::fleet::Host::start_env(host, &standin.api_url(), &url, &[worker], &extra, &[("SLACK_APP_TOKEN", APP_TOKEN)])
+        })
+        .collect();
+    for h in &hosts {
+        h.sv.wait_for_state("worker", "RUNNING", secs(10));
     }
-    assert!(standin.wait_for_sockets(2, secs(20)).await, "both listeners opened Socket Mode");
-    // Several times: each envelope goes to either connection.
-    for _ in 0..4 {
-        let out = standin.command(SlashCommand::new(ADMIN, "#ops", "status")).await.unwrap();
+    assert!(standin.wait_for_sockets(1, secs(20)).await, "one listener opened Socket Mode");
+    // Both hosts' heartbeats are in (status lists every host's table).
+    let both = |text: &str| text.contains("worker · web-1") && text.contains("worker · web-2");
+    let mut text = String::new();
+    for _ in 0..40 {
+        let out = standin.command(SlashCommand::new(ADMIN, "#ops", "status worker")).await.unwrap();
+        text = out.payload.unwrap()["text"].as_str().unwrap().to_string();
+        if both(&text) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(both(&text) && text.contains("on 2 hosts"), "{text}");
+    let out = standin.command(SlashCommand::new(ADMIN, "#ops", "tail worker")).await.unwrap();
+    let text = out.payload.unwrap()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("“worker” means 2 processes"), "{text}");
+    assert!(text.contains("`/supervisor tail worker web-1`"), "{text}");
+    for host in ["web-1", "web-2"] {
+        let out = standin.command(SlashCommand::new(ADMIN, "#ops", &format!("tail worker {host}"))).await.unwrap();
         assert!(out.acked);
-        let text = out.payload.unwrap()["text"].as_str().unwrap().to_string();
-        assert!(text.starts_with("*2 processes* on 2 hosts"), "{text}");
-        assert!(text.contains("worker · web-1") && text.contains("worker · web-2"), "{text}");
-        let out = standin.command(SlashCommand::new(ADMIN, "#ops", "tail worker")).await.unwrap();
-        let text = out.payload.unwrap()["text"].as_str().unwrap().to_string();
-        assert!(text.contains("“worker” means 2 processes"), "{text}");
-        assert!(text.contains("`/supervisor tail worker web-1`"), "{text}");
+        let said = format!("worker-says-{host}");
+        let answered = |s: &StandIn| s.command_answers().iter().any(|a| a.text().contains(&said));
+        assert!(
+            standin.wait_for(secs(15), answered).await,
+            "{host} answered its tail: {:#?}\n{}",
+            standin.command_answers(),
+            hosts.iter().map(|h| h.log()).collect::<Vec<_>>().join("\n")
+        );
     }
 }

@@ -574,6 +574,16 @@ fn fleet_settings_are_checked_and_the_url_never_quoted() {
     let loaded = load("", &env).unwrap();
     assert_eq!(loaded.settings.fleet.unwrap().url.expose(), "host=db user=u dbname=x");
     assert!(load("", &[("SLACK_TOKEN", "x")]).unwrap().settings.fleet.is_none());
+    // How many hosts hold the app's connections: 1 to 10, default 2, a fleet setting.
+    let msg = assert_error("fleet_url = \"postgresql://u:p@db/x\"\nsocket_connections = 11\n", "socket_connections", 2);
+    assert!(msg.contains("1 to 10") && msg.contains("10 Socket Mode connections per app"), "{msg}");
+    assert_error("fleet_url = \"postgresql://u:p@db/x\"\nsocket_connections = 0\n", "socket_connections", 2);
+    let msg = assert_error("socket_connections = 3\n", "socket_connections", 1);
+    assert!(msg.contains("set fleet_url"), "{msg}");
+    let loaded = load("fleet_url = \"postgresql://u:p@db/x\"\nsocket_connections = 3\n", &[("SLACK_TOKEN", "x")]).unwrap();
+    assert_eq!(loaded.settings.fleet.unwrap().socket_connections, 3);
+    let loaded = load("fleet_url = \"postgresql://u:p@db/x\"\n", &[("SLACK_TOKEN", "x")]).unwrap();
+    assert_eq!(loaded.settings.fleet.unwrap().socket_connections, 2);
 }
 
 #[test]

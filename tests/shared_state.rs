@@ -34,6 +34,7 @@ fn fleet(url: &str, name: &str) -> FleetSettings {
         heartbeat: Duration::from_secs(1),
         silent_after: Duration::from_secs(3),
         by_program: true,
+        socket_connections: 2,
     }
 }
 
@@ -343,6 +344,10 @@ async fn check_reports_the_fleet_database_and_says_how_to_fix_it() {
     let (shown, fleet) = report(&url).await;
     assert!(fleet.iter().any(|f| f.what.contains("fleet database schema 2")), "{shown}");
     assert!(fleet.iter().any(|f| f.what.contains("1 host(s): web-7 (heard of")), "{shown}");
+    // Who holds the app's connections.
+    assert!(s.lease("socket 1", "web-7", Duration::from_secs(30)).await.unwrap());
+    let (shown, _) = report(&url).await;
+    assert!(shown.contains("Socket Mode connections (socket_connections = 2): socket 1 by web-7"), "{shown}");
     // Nothing listening.
     let (shown, fleet) = report("postgresql://postgres:sEcReT@127.0.0.1:9/x").await;
     assert_eq!(fleet[0].level, Level::Problem, "{shown}");
@@ -414,4 +419,51 @@ async fn one_host_wins_the_claim_to_post_a_programs_card() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(hosts[1].fleet_broadcast(&card, "#ops", 2, 3, Duration::from_millis(200)).await.unwrap());
     assert!(!hosts[1].fleet_broadcast(&card, "#ops", 3, 3, Duration::from_millis(200)).await.unwrap());
+}
+
+/// The fleet's action queue: an action queued for a host wakes it (NOTIFY), is
+/// taken once however many takers race, and answered; one nobody took expires and
+/// can no longer be taken; an expired one is not taken late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_is_taken_once_and_one_nobody_took_expires() {
+    use supervisor_slack::store::ActionState;
+    let url = postgres::database();
+    let (asker, owner, twin) = (pg(&url, "default").await, pg(&url, "default").await, pg(&url, "default").await);
+    let payload = serde_json::json!({"q": 1});
+    // Woken at once, not at the next look.
+    let waiting = {
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            let at = Instant::now();
+            owner.wait_for_actions("web-2", Duration::from_secs(10)).await;
+            at.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = asker.queue_action("web-2", "ask", &payload, Duration::from_secs(30)).await.unwrap();
+    let woke = waiting.await.unwrap();
+    assert!(woke < Duration::from_secs(5), "woken by the notification: {woke:?}");
+    assert_eq!(asker.action_state(id).await.unwrap(), ActionState::Queued);
+    // Two takers at once (the same host twice, say): one gets it.
+    let (a, b) = tokio::join!(owner.take_actions("web-2"), twin.take_actions("web-2"));
+    let taken: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!((taken[0].id, taken[0].kind.as_str(), &taken[0].payload), (id, "ask", &payload));
+    assert!(owner.take_actions("web-1").await.unwrap().is_empty(), "another host's queue is its own");
+    assert!(!asker.expire_action(id).await.unwrap(), "taken: too late to expire");
+    assert_eq!(asker.action_state(id).await.unwrap(), ActionState::Taken);
+    owner.finish_action(id, &serde_json::json!({"a": 2})).await.unwrap();
+    assert_eq!(asker.action_state(id).await.unwrap(), ActionState::Done(serde_json::json!({"a": 2})));
+    // Nobody takes it: it expires and never runs.
+    let late = asker.queue_action("web-3", "click", &payload, Duration::from_secs(30)).await.unwrap();
+    assert!(asker.expire_action(late).await.unwrap());
+    assert_eq!(asker.action_state(late).await.unwrap(), ActionState::Expired);
+    assert!(owner.take_actions("web-3").await.unwrap().is_empty(), "an expired action is never taken");
+    // Past its time, it is not taken either.
+    asker.queue_action("web-4", "click", &payload, Duration::from_millis(300)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(owner.take_actions("web-4").await.unwrap().is_empty(), "not taken after its time");
+    // One host has no queue.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(sqlite(&dir).queue_action("web-2", "ask", &payload, Duration::from_secs(1)).await.is_err());
 }

@@ -73,5 +73,13 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
             .collect();
         out.push(Finding::ok(format!("fleet: {} host(s): {}", probe.hosts.len(), listed.join(", "))));
     }
+    if !probe.sockets.is_empty() {
+        let held: Vec<String> = probe.sockets.iter().map(|(slot, h)| format!("{slot} by {h}")).collect();
+        out.push(Finding::note(format!(
+            "the Slack app's Socket Mode connections (socket_connections = {}): {}",
+            fleet.socket_connections,
+            held.join(", ")
+        )));
+    }
     out
 }

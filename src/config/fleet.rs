@@ -24,11 +24,14 @@ pub struct FleetSettings {
     /// One card per program across the fleet (`thread_by = "program"`), or one per
     /// program and host (`"host"`).
     pub by_program: bool,
+    /// How many listeners of the fleet hold the app's Socket Mode connections.
+    pub socket_connections: u32,
 }
 
 pub const DEFAULT_FLEET_NAME: &str = "default";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SILENT_AFTER: Duration = Duration::from_secs(90);
+pub const DEFAULT_SOCKET_CONNECTIONS: u32 = 2;
 
 /// The fleet settings; `None` without `fleet_url`.
 pub(super) fn resolve(
@@ -64,6 +67,7 @@ pub(super) fn resolve(
         fleet_only("fleet_name", f.fleet_name.as_ref().map(|s| s.span()))?;
         fleet_only("heartbeat", f.heartbeat.as_ref().map(|s| s.span()))?;
         fleet_only("silent_after", f.silent_after.as_ref().map(|s| s.span()))?;
+        fleet_only("socket_connections", f.socket_connections.as_ref().map(|s| s.span()))?;
         if let Some(t) = &f.thread_by {
             if t.get_ref().trim() == "program" {
                 return Err(file.invalid(
@@ -122,12 +126,24 @@ pub(super) fn resolve(
         Some(t) => thread_by(file, t)?,
         None => true,
     };
+    let socket_connections = match &f.socket_connections {
+        Some(n) if !(1..=10).contains(n.get_ref()) => {
+            return Err(file.invalid(
+                "socket_connections",
+                n.span(),
+                "must be 1 to 10: Slack allows 10 Socket Mode connections per app, and the fleet shares one app",
+            ))
+        }
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_SOCKET_CONNECTIONS,
+    };
     Ok(Some(FleetSettings {
         url,
         name,
         heartbeat,
         silent_after,
         by_program,
+        socket_connections,
     }))
 }
 

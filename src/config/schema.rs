@@ -71,6 +71,9 @@ pub struct FileSettings {
     /// `"program"`: one card per program across the fleet (the default in a fleet);
     /// `"host"`: one card per program and host.
     pub thread_by: Option<Spanned<String>>,
+    /// In a fleet: how many listeners hold the app's Socket Mode connections (1–10,
+    /// default 2); the others open none, and clicks reach them through the fleet.
+    pub socket_connections: Option<Spanned<u32>>,
     /// States never reported when no `[[route]]` matches.
     pub skip: Option<Spanned<Vec<Spanned<String>>>>,
     /// `"always"` or `"after_failure"`, when no `[[route]]` matches.

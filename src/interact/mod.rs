@@ -11,6 +11,14 @@
 //!   neither Slack calls nor audit rows);
 //! - [`members`]: who is in an allowed user group (`usergroups.users.list`, cached).
 //!
+//! One Slack app for a fleet:
+//! - [`holder`]: a few hosts hold the app's connections for all (leases in the
+//!   fleet's database; `socket_connections`), the others open none;
+//! - [`route`]: a click on another host's card, checked and queued for its owner in
+//!   the fleet's action queue, and the owner's side that takes, runs and answers;
+//! - [`fleet_source`]: `/supervisor` across the fleet (every host's processes, a
+//!   question routed to its owner).
+//!
 //! Asking from Slack (`/supervisor`), on the same connection:
 //! - [`command`]: the slash command — parsed, checked (who may), answered in the ack
 //!   or, when slower, to its `response_url`; only the asker sees the answer;
@@ -20,9 +28,12 @@
 
 pub mod ask;
 pub mod command;
+pub mod fleet_source;
+pub mod holder;
 pub mod local;
 pub mod members;
 pub mod refusals;
+pub mod route;
 pub mod run;
 
 use std::sync::Arc;

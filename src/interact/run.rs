@@ -56,6 +56,18 @@ pub struct RunnerParts {
     pub wakeup: Arc<Wakeup>,
     /// The reader's pulse: the outcome waits for the events the action caused.
     pub trigger: Arc<Trigger>,
+    /// In a fleet: clicks on other hosts' cards are routed to them through the
+    /// fleet's action queue (`None`: one host; such a click is refused).
+    pub fleet: Option<FleetRunner>,
+}
+
+/// What a runner needs to know of its fleet.
+#[derive(Debug, Clone)]
+pub struct FleetRunner {
+    /// Cards are per program across the fleet: a click's thread is the program's.
+    pub by_program: bool,
+    /// A host not heard of for this long is silent: nothing is routed to it.
+    pub silent_after: Duration,
 }
 
 /// Runs clicks for one listener.
@@ -68,11 +80,27 @@ pub struct Runner {
 }
 
 /// Why a click does nothing, as the user is told.
-struct Refused {
+pub(super) struct Refused {
     /// For the user (ephemeral).
-    tell: String,
+    pub(super) tell: String,
     /// For the log and the audit.
-    why: String,
+    pub(super) why: String,
+}
+
+/// A click no older than [`MAX_AGE`]: an older one is refused rather than run late.
+pub(super) fn fresh(click: &Click) -> Result<(), Refused> {
+    let age = click.age();
+    if age <= MAX_AGE {
+        return Ok(());
+    }
+    Err(Refused {
+        tell: format!(
+            "Your click reached this listener {} late (the limit is {}), so nothing was done rather than act at a moment you no longer expect. Click again if it is still wanted.",
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            humantime::format_duration(MAX_AGE)
+        ),
+        why: format!("{}s old", age.as_secs()),
+    })
 }
 
 /// The mark of an action under way on a process, released when dropped (on every
@@ -138,11 +166,11 @@ impl Runner {
             }
         };
         let key = value.key();
-        if value.host != self.parts.host {
+        if value.host != self.parts.host && self.parts.fleet.is_none() {
             // Slack gives a click to any connection of the app: this one is not ours.
             let r = Refused {
                 tell: format!(
-                    "This card belongs to the host *{}*, but your click reached the listener on *{}*: Slack hands each click to any connection of the app, not to the one that posted the card. Nothing was done. Give each host its own Slack app (its own bot and app-level token) so that every click reaches the host that posted the card.",
+                    "This card belongs to the host *{}*, but your click reached the listener on *{}*: Slack hands each click to any connection of the app, not to the one that posted the card. Nothing was done. Hosts that share one Slack app need a fleet (fleet_url), which routes every click to the host that owns the process.",
                     escape_mrkdwn(&value.host),
                     escape_mrkdwn(&self.parts.host)
                 ),
@@ -150,27 +178,15 @@ impl Runner {
             };
             return self.refuse(click, None, r).await;
         }
-        let action = match self.parts.signer.verify(&value, &click.action_id) {
+        let action = match self.signed(click, &value) {
             Ok(a) => a,
-            Err(e) => {
-                let r = Refused {
-                    tell: "This button's value is not signed by this listener (forged or edited); nothing was done.".into(),
-                    why: e.to_string(),
-                };
-                return self.refuse(click, None, r).await;
-            }
+            Err(r) => return self.refuse(click, None, r).await,
         };
-        let age = click.age();
-        if age > MAX_AGE {
-            let r = Refused {
-                tell: format!(
-                    "Your click reached this listener {} late (the limit is {}), so nothing was done rather than act at a moment you no longer expect. Click again if it is still wanted.",
-                    humantime::format_duration(Duration::from_secs(age.as_secs())),
-                    humantime::format_duration(MAX_AGE)
-                ),
-                why: format!("{}s old", age.as_secs()),
-            };
+        if let Err(r) = fresh(click) {
             return self.refuse(click, Some((&key, action)), r).await;
+        }
+        if value.host != self.parts.host {
+            return self.route(click, &key, action).await;
         }
         let thread = match self.admit(click, &key, action).await {
             Ok(t) => t,
@@ -185,10 +201,17 @@ impl Runner {
             }
             Err(e) => {
                 tracing::error!(user = %click.user, thread = %key, error = %e, "cannot audit a click, so it does not run");
-                self.tell(click, "The listener cannot write its audit log (disk trouble?), so nothing was done.").await;
+                self.tell(click, &self.no_audit()).await;
                 return;
             }
         };
+        self.run_admitted(click, &key, action, &thread, id).await;
+    }
+
+    /// Runs a click that passed every check and was recorded as `id` in the audit:
+    /// one action at a time per process; its outcome recorded.
+    pub(super) async fn run_admitted(&self, click: &Click, key: &ThreadKey, action: Action, thread: &ThreadRecord, id: i64) -> String {
+        let shared = &self.parts.shared;
         let outcome = match self.mark_busy(&key) {
             None => {
                 let r = Refused {
@@ -202,16 +225,46 @@ impl Runner {
                 self.tell(click, &r.tell).await;
                 format!("refused: {}", r.why)
             }
-            Some(_busy) => self.run(click, &key, action, &thread).await,
+            Some(_busy) => self.run(click, key, action, thread).await,
         };
         if let Err(e) = shared.click_outcome(id, &outcome).await {
             tracing::warn!(thread = %key, error = %e, "cannot record an action's outcome");
         }
+        outcome
+    }
+
+    /// The action a button's value asks for, if the value is signed by this
+    /// listener's key (the fleet's, in a fleet) for this button.
+    pub(super) fn signed(&self, click: &Click, value: &ButtonValue) -> Result<Action, Refused> {
+        self.parts.signer.verify(value, &click.action_id).map_err(|e| Refused {
+            tell: match self.parts.fleet {
+                Some(_) => "This button's value is not signed by this fleet (forged, edited, or made by a host outside the fleet); nothing was done.".into(),
+                None => "This button's value is not signed by this listener (forged or edited); nothing was done.".into(),
+            },
+            why: e.to_string(),
+        })
+    }
+
+    /// What the clicker is told when the audit cannot be written.
+    pub(super) fn no_audit(&self) -> String {
+        match self.parts.fleet {
+            Some(_) => "The fleet database cannot be reached now, so nothing was done (a click is never kept to run later). Try again in a moment.".into(),
+            None => "The listener cannot write its audit log (disk trouble?), so nothing was done.".into(),
+        }
+    }
+
+    pub(super) fn parts(&self) -> &RunnerParts {
+        &self.parts
+    }
+
+    /// Whether `user` may be told why nothing was done (a few times at most).
+    pub(super) fn may_tell(&self, user: &str) -> bool {
+        self.refusals.may_tell(user)
     }
 
     /// Refuses a click: logged; told to the user and audited (when it names a
     /// process of this host) a few times per user at most.
-    async fn refuse(&self, click: &Click, about: Option<(&ThreadKey, Action)>, r: Refused) {
+    pub(super) async fn refuse(&self, click: &Click, about: Option<(&ThreadKey, Action)>, r: Refused) {
         tracing::warn!(user = %click.user, action_id = %click.action_id, "refused a click: {}", r.why);
         if !self.refusals.may_tell(&click.user) {
             return;
@@ -232,32 +285,23 @@ impl Runner {
 
     /// Whether the click may run: who asks, whether the action is on, where its
     /// thread is, and whether supervisord can be asked.
-    async fn admit(&self, click: &Click, key: &ThreadKey, action: Action) -> Result<ThreadRecord, Refused> {
+    pub(super) async fn admit(&self, click: &Click, key: &ThreadKey, action: Action) -> Result<ThreadRecord, Refused> {
+        self.may(click, key, action).await?;
         let p = &self.parts;
-        let allowed_user = p.settings.allow_users.contains(&click.user)
-            || self.members.any_has(&p.api, &p.settings.allow_groups, &click.user).await;
-        if !allowed_user {
-            return Err(Refused {
-                tell: format!(
-                    "You are not allowed to {action} {} on {}: only the people and groups in [actions] allow_users / allow_groups of its listener are. Ask whoever runs it to add your member id {}.",
-                    escape_mrkdwn(&key.display_name()),
-                    escape_mrkdwn(&p.host),
-                    escape_mrkdwn(&click.user)
-                ),
-                why: "user not in allow_users or allow_groups".into(),
-            });
-        }
-        if !p.settings.allowed.contains(&action.setting()) {
-            return Err(Refused {
-                tell: format!("{action} is switched off on {} ([actions] allowed).", escape_mrkdwn(&p.host)),
-                why: "action not in [actions] allowed".into(),
-            });
-        }
-        let Some(thread) = self.thread_in(key, &click.channel_id).await else {
-            return Err(Refused {
-                tell: "This listener does not know this card's thread any more (was its state reset?); nothing was done.".into(),
-                why: "no thread for this card".into(),
-            });
+        let thread = match self.thread_in(key, &click.channel_id).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Err(Refused {
+                    tell: "This listener does not know this card's thread any more (was its state reset?); nothing was done.".into(),
+                    why: "no thread for this card".into(),
+                })
+            }
+            Err(e) => {
+                return Err(Refused {
+                    tell: self.no_audit(),
+                    why: format!("the card's thread cannot be read: {e}"),
+                })
+            }
         };
         if action.controls_process() || action == Action::Stderr {
             if p.supervisor.is_none() {
@@ -270,15 +314,45 @@ impl Runner {
         Ok(thread)
     }
 
-    /// The thread of `key` in the channel `channel_id` (where a button was clicked).
-    async fn thread_in(&self, key: &ThreadKey, channel_id: &str) -> Option<ThreadRecord> {
-        self.parts
+    /// Whether the clicker may ask for `action` here: allowed, and the action on.
+    pub(super) async fn may(&self, click: &Click, key: &ThreadKey, action: Action) -> Result<(), Refused> {
+        let p = &self.parts;
+        let allowed_user = p.settings.allow_users.contains(&click.user)
+            || self.members.any_has(&p.api, &p.settings.allow_groups, &click.user).await;
+        if !allowed_user {
+            return Err(Refused {
+                tell: format!(
+                    "You are not allowed to {action} {} on {}: only the people and groups in [actions] allow_users / allow_groups of its listener are. Ask whoever runs it to add your member id {}.",
+                    escape_mrkdwn(&key.display_name()),
+                    escape_mrkdwn(&key.host),
+                    escape_mrkdwn(&click.user)
+                ),
+                why: "user not in allow_users or allow_groups".into(),
+            });
+        }
+        if !p.settings.allowed.contains(&action.setting()) {
+            return Err(Refused {
+                tell: format!("{action} is switched off on {} ([actions] allowed).", escape_mrkdwn(&p.host)),
+                why: "action not in [actions] allowed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The thread of `key` in the channel `channel_id` (where a button was clicked):
+    /// its program's across the fleet when cards are per program.
+    async fn thread_in(&self, key: &ThreadKey, channel_id: &str) -> Result<Option<ThreadRecord>, crate::store::StoreError> {
+        let card = match &self.parts.fleet {
+            Some(f) if f.by_program => ThreadKey::fleet(&key.group, &key.process),
+            _ => key.clone(),
+        };
+        Ok(self
+            .parts
             .shared
-            .threads_of(key)
-            .await
-            .ok()?
+            .threads_of(&card)
+            .await?
             .into_iter()
-            .find(|t| t.channel_id.as_deref() == Some(channel_id) && t.parent_ts.is_some())
+            .find(|t| t.channel_id.as_deref() == Some(channel_id) && t.parent_ts.is_some()))
     }
 
     fn mark_busy(&self, key: &ThreadKey) -> Option<Busy<'_>> {
@@ -294,7 +368,7 @@ impl Runner {
         let user = click.user.as_str();
         tracing::info!(user, thread = %key, %action, "action requested from Slack");
         if action.controls_process() {
-            self.note(thread, controls::requested(action, key, user));
+            self.note(key, thread, controls::requested(action, key, user));
         }
         let limit = self.parts.settings.timeout + Duration::from_secs(1);
         let (card, outcome) = match tokio::time::timeout(limit, self.perform(action, key, thread, user)).await {
@@ -314,7 +388,7 @@ impl Runner {
                 .wait_quiet(Duration::from_millis(300), Duration::from_secs(2))
                 .await;
         }
-        self.note(thread, card);
+        self.note(key, thread, card);
         outcome
     }
 
@@ -383,13 +457,14 @@ impl Runner {
         }
     }
 
-    /// Queues a line for the card's thread: its worker posts it in its turn.
-    fn note(&self, thread: &ThreadRecord, card: Card) {
-        self.parts.dispatcher.note(&thread.key, &thread.channel, card);
+    /// Queues a line for the card's thread: the worker of `key`'s thread posts it in
+    /// its turn (under the program's card, when cards are per program).
+    fn note(&self, key: &ThreadKey, thread: &ThreadRecord, card: Card) {
+        self.parts.dispatcher.note(key, &thread.channel, card);
     }
 
     /// Tells the clicker alone (`chat.postEphemeral`), in the card's thread.
-    async fn tell(&self, click: &Click, text: &str) {
+    pub(super) async fn tell(&self, click: &Click, text: &str) {
         let thread = click.thread_ts.as_deref();
         if let Err(f) = self
             .parts

@@ -59,6 +59,9 @@ pub struct StandInOptions {
     /// The user reading the page: the page's clicks are theirs, and it shows their
     /// ephemeral messages.
     pub page_user: String,
+    /// Each envelope (a click, a command) goes to a live Socket Mode connection
+    /// picked at random, as Slack may do; off: to each in turn.
+    pub random_sockets: bool,
 }
 
 impl Default for StandInOptions {
@@ -78,6 +81,7 @@ impl Default for StandInOptions {
             usergroups: Vec::new(),
             usergroups_error: None,
             users: vec![("U0DEMO".into(), "demo".into())],
+            random_sockets: false,
             page_user: "U0DEMO".into(),
         }
     }

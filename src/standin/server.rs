@@ -50,7 +50,7 @@ impl StandIn {
             workspace: Workspace::default(),
             limits: Limits::default(),
             ephemerals: Vec::new(),
-            sockets: Sockets::new(socket_listener.local_addr()?),
+            sockets: Sockets::new(socket_listener.local_addr()?, opts.random_sockets),
             commands: HashMap::new(),
             answers: Vec::new(),
         };

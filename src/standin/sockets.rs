@@ -59,20 +59,24 @@ pub(super) struct Sockets {
     pub(super) opened: usize,
     /// Which live connection gets the next envelope.
     pub(super) turn: usize,
+    /// Pick the connection at random instead of in turn.
+    pub(super) random: bool,
     /// Envelopes sent and not yet acknowledged: who to tell when the ack comes.
     pub(super) waiting: HashMap<String, oneshot::Sender<Instant>>,
     pub(super) acks: Vec<Ack>,
 }
 
 impl Sockets {
-    /// The sockets of a server listening at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// The sockets of a server listening at `addr`; envelopes go to the live
+    /// connections in turn, or to one at random.
+    pub fn new(addr: SocketAddr, random: bool) -> Self {
         Sockets {
             url: format!("ws://{addr}/link/"),
             tickets: HashSet::new(),
             live: Vec::new(),
             opened: 0,
             turn: 0,
+            random,
             waiting: HashMap::new(),
             acks: Vec::new(),
         }
@@ -91,11 +95,15 @@ impl Sockets {
         !self.live.is_empty()
     }
 
-    /// Sends an envelope to the next live connection in turn. The receiver learns
+    /// Sends an envelope to the next live connection in turn (or one at random). The receiver learns
     /// when its ack arrived; `None`: no live connection.
     pub fn send(&mut self, envelope_id: &str, frame: String) -> Option<oneshot::Receiver<Instant>> {
         while !self.live.is_empty() {
-            let i = self.turn % self.live.len();
+            let i = if self.random {
+                fastrand::usize(..self.live.len())
+            } else {
+                self.turn % self.live.len()
+            };
             if self.live[i]
                 .orders
                 .send(Order::Frame(frame.clone()))

@@ -25,8 +25,8 @@ pub use outbox::{Appended, NewestRow, Outbox, OutboxEntry, SetAside, WaitingView
 pub use shared::sqlite::SqliteShared;
 pub use shared::postgres::{FleetProbe, PostgresShared};
 pub use shared::{
-    AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted,
-    ProgramOnHost, SharedState, ThreadRecord, HISTORY_MAX,
+    ActionState, AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted,
+    ProgramOnHost, QueuedAction, SharedState, ThreadRecord, HISTORY_MAX,
 };
 
 #[derive(Debug, thiserror::Error)]

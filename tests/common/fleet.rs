@@ -26,9 +26,24 @@ impl Host {
     /// to the stand-in at `api_url`, in the fleet whose database is at `fleet_url`,
     /// with `extra` settings.
     pub fn start(name: &str, api_url: &str, fleet_url: &str, programs: &[Program], extra: &str) -> Host {
+        Host::start_env(name, api_url, fleet_url, programs, extra, &[])
+    }
+
+    /// [`Host::start`] with more environment for the listener (an app token, say).
+    pub fn start_env(
+        name: &str,
+        api_url: &str,
+        fleet_url: &str,
+        programs: &[Program],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Host {
         let dir = tempfile::Builder::new().prefix(&format!("host-{name}-")).tempdir().unwrap();
         let settings = format!("{}{extra}", fleet_settings(fleet_url));
-        let listener = slack_listener_for(name, dir.path(), api_url, &settings);
+        let mut listener = slack_listener_for(name, dir.path(), api_url, &settings);
+        for (k, v) in env {
+            listener = listener.env(k, v);
+        }
         let mut config = SupervisordConfig::new().listener(listener);
         for p in programs {
             config = config.program(p.clone());

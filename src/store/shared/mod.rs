@@ -399,6 +399,82 @@ pub trait SharedState: Send + Sync {
 
     /// The newest command noted by [`SharedState::command_seen`].
     async fn last_command(&self) -> Result<Option<CommandSeen>, StoreError>;
+
+    // --- the fleet's action queue -------------------------------------------------
+    // A click or a question for the host that owns the process, wherever Slack
+    // delivered it: a durable row its owner takes once, runs and answers; NOTIFY only
+    // wakes the owner, and it looks anyway every few seconds. One host has no queue.
+
+    /// Queues `payload` (a `kind`: `click`, `ask`) for `owner`, to be taken within
+    /// `ttl` or never.
+    async fn queue_action(
+        &self,
+        _owner: &str,
+        _kind: &str,
+        _payload: &serde_json::Value,
+        _ttl: Duration,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Fleet {
+            message: "no fleet: a click or a question cannot reach another host".into(),
+        })
+    }
+
+    /// Takes every action queued for `owner` that has not expired, oldest first: each
+    /// is taken by one call only.
+    async fn take_actions(&self, _owner: &str) -> Result<Vec<QueuedAction>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Waits, at most `within`, until an action is queued for `owner`.
+    async fn wait_for_actions(&self, _owner: &str, within: Duration) {
+        tokio::time::sleep(within).await
+    }
+
+    /// Records the answer of the action `id`: it is done.
+    async fn finish_action(&self, _id: i64, _answer: &serde_json::Value) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Where the action `id` stands.
+    async fn action_state(&self, _id: i64) -> Result<ActionState, StoreError> {
+        Ok(ActionState::Gone)
+    }
+
+    /// Expires the action `id` if nobody took it yet: `true` when it will never run,
+    /// `false` when its owner took it first.
+    async fn expire_action(&self, _id: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// The holders of the live leases whose names start with `prefix`, as (name,
+    /// holder).
+    async fn lease_holders(&self, _prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An action its owner took from the fleet's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedAction {
+    pub id: i64,
+    /// `click` or `ask`.
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// Where a queued action stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionState {
+    /// Waiting for its owner.
+    Queued,
+    /// Its owner took it and runs it.
+    Taken,
+    /// Done, with its answer.
+    Done(serde_json::Value),
+    /// Nobody took it in time: it never runs.
+    Expired,
+    /// No such action (pruned, or never queued).
+    Gone,
 }
 
 /// One host's part of a program, for the program's card across the fleet.

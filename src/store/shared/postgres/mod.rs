@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{
-    AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, SharedState, ThreadRecord,
+    ActionState, AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted, ProgramOnHost, QueuedAction, SharedState, ThreadRecord,
     HISTORY_MAX,
 };
 use crate::config::FleetSettings;
@@ -23,6 +23,7 @@ use crate::pacing::Call;
 use crate::store::StoreError;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
+mod actions;
 mod budget;
 mod conn;
 mod schema;
@@ -39,6 +40,8 @@ pub struct PostgresShared {
     pg: Arc<Pg>,
     fleet: String,
     budget: Arc<SharedBudget>,
+    /// Rung when an action is queued for a host of this process.
+    bells: Arc<actions::Bells>,
     /// The tasks that keep the connection and hear notifications: stopped (and the
     /// connection closed) when this is dropped.
     tasks: Vec<tokio::task::AbortHandle>,
@@ -67,6 +70,8 @@ pub struct FleetProbe {
     /// Whether the role may create tables in the database (the first listener needs
     /// to, to create the schema; later migrations too).
     pub can_create: bool,
+    /// Who holds the Slack app's Socket Mode connections: (slot, host).
+    pub sockets: Vec<(String, String)>,
 }
 
 impl PostgresShared {
@@ -77,11 +82,14 @@ impl PostgresShared {
         let pg = Pg::new(&fleet.url)?;
         let keeper = tokio::spawn(pg.clone().keep()).abort_handle();
         let (budget, hearing) = SharedBudget::new(pg.clone(), fleet.name.clone(), pace);
+        let bells = Arc::new(actions::Bells::default());
+        let ringing = tokio::spawn(bells.clone().hear(pg.clone(), fleet.name.clone())).abort_handle();
         Ok(Arc::new(PostgresShared {
             budget,
             pg,
+            bells,
             fleet: fleet.name.clone(),
-            tasks: vec![keeper, hearing],
+            tasks: vec![keeper, hearing, ringing],
         }))
     }
 
@@ -151,7 +159,22 @@ impl PostgresShared {
         } else {
             Vec::new()
         };
+        let sockets = if has_hosts {
+            client
+                .query(
+                    "SELECT name, holder FROM leases WHERE fleet = $1 AND starts_with(name, 'socket ') AND expires_at > now() ORDER BY name",
+                    &[&fleet.name],
+                )
+                .await
+                .map_err(|e| pg.error(&e))?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(FleetProbe {
+            sockets,
             address,
             server_version: version,
             schema: at,
@@ -427,6 +450,10 @@ impl SharedState for PostgresShared {
                 &[&self.fleet, &(keep.days as i32), &(keep.rows as i64)],
             )
             .await?;
+        let done = actions::prune(&self.pg, &self.fleet).await?;
+        if done > 0 {
+            tracing::info!(rows = done, "forgot the fleet's actions older than {} day(s)", actions::KEEP_DAYS);
+        }
         Ok(gone.len())
     }
 
@@ -793,5 +820,42 @@ impl SharedState for PostgresShared {
                 user: v["user"].as_str()?.to_string(),
             })
         }))
+    }
+
+    // --- the fleet's action queue
+
+    async fn queue_action(&self, owner: &str, kind: &str, payload: &serde_json::Value, ttl: Duration) -> Result<i64, StoreError> {
+        actions::queue(&self.pg, &self.fleet, owner, kind, payload, ttl).await
+    }
+
+    async fn take_actions(&self, owner: &str) -> Result<Vec<QueuedAction>, StoreError> {
+        actions::take(&self.pg, &self.fleet, owner).await
+    }
+
+    async fn wait_for_actions(&self, owner: &str, within: Duration) {
+        self.bells.wait(owner, within).await
+    }
+
+    async fn finish_action(&self, id: i64, answer: &serde_json::Value) -> Result<(), StoreError> {
+        actions::finish(&self.pg, &self.fleet, id, answer).await
+    }
+
+    async fn action_state(&self, id: i64) -> Result<ActionState, StoreError> {
+        actions::state(&self.pg, &self.fleet, id).await
+    }
+
+    async fn expire_action(&self, id: i64) -> Result<bool, StoreError> {
+        actions::expire(&self.pg, &self.fleet, id).await
+    }
+
+    async fn lease_holders(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .pg
+            .query(
+                "SELECT name, holder FROM leases WHERE fleet = $1 AND starts_with(name, $2) AND expires_at > now() ORDER BY name",
+                &[&self.fleet, &prefix],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -96,7 +96,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: cards across the fleet: a program's thread is the row of host '' (the
     // fleet); who may post its parent (a claim), and its broadcast episode. Each
     // host's own failure episodes (a crash loop told once), kept while one is open;
-    // each process's last crash, for `/supervisor why`.
+    // each process's last crash, for `/supervisor why`; the action queue (a click or
+    // a question for the host that owns the process).
     "
     ALTER TABLE threads ADD COLUMN claim_holder text;
     ALTER TABLE threads ADD COLUMN claim_until timestamptz;
@@ -119,6 +120,19 @@ const MIGRATIONS: &[&str] = &[
         crash       jsonb NOT NULL,
         PRIMARY KEY (fleet, host, grp, process)
     );
+    CREATE TABLE actions (
+        id          bigserial PRIMARY KEY,
+        fleet       text NOT NULL,
+        owner       text NOT NULL,
+        kind        text NOT NULL,
+        payload     jsonb NOT NULL,
+        state       text NOT NULL DEFAULT 'queued',
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        expires_at  timestamptz NOT NULL,
+        taken_at    timestamptz,
+        answer      jsonb
+    );
+    CREATE INDEX actions_queued ON actions (fleet, owner) WHERE state = 'queued';
     ",
 ];
 
