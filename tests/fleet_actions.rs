@@ -374,3 +374,72 @@ async fn with_the_database_down_a_click_is_refused_and_never_runs_later() {
         assert_eq!(f.api_state(h), "FATAL", "nothing ran on {h}, then or later");
     }
 }
+
+/// A holder killed while it routes a click: the click ran once (its request and
+/// outcome in the thread) or not at all (nothing in the thread), never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_mid_click_runs_it_once_or_not_at_all_and_the_thread_says_which() {
+    let mut f = Fleet::start(&["web-1", "web-2"], 1, None).await;
+    for h in &f.hosts {
+        h.sv.wait_for_state("api", "FATAL", secs(20));
+    }
+    assert!(f.standin.wait_for_sockets(1, secs(20)).await, "{}", f.logs());
+    let holder = f.psql("SELECT holder FROM leases WHERE name = 'socket 1'").trim().to_string();
+    let owner = if holder == "web-1" { "web-2" } else { "web-1" };
+    f.wait_start_buttons(&[owner]).await;
+    f.fix(owner);
+    let reply = f.start_reply(owner).unwrap();
+    f.standin.click(click(&reply, "start")).await.unwrap();
+    let victim = f.hosts.iter().position(|h| h.name == holder).unwrap();
+    f.hosts[victim].kill9();
+    tokio::time::sleep(secs(8)).await;
+    let requested = format!("of api on {owner} requested by");
+    let lines = f.api_card().map(|t| t.replies.iter().map(|r| r.visible_text()).collect::<Vec<_>>()).unwrap_or_default();
+    let asked = lines.iter().filter(|l| l.contains(&requested)).count();
+    let spawned = f.host(owner).sv.main_log().matches("spawned: 'api'").count();
+    match f.api_state(owner).as_str() {
+        "RUNNING" => {
+            assert_eq!(asked, 1, "it ran, once, and the thread says so: {lines:#?}");
+            assert_eq!(spawned, 2, "spawned at boot and once by the click");
+        }
+        other => {
+            assert_eq!(other, "FATAL");
+            assert_eq!(asked, 0, "it did not run, and the thread says nothing ran: {lines:#?}");
+            assert_eq!(spawned, 1);
+        }
+    }
+    eprintln!("figure: with its holder killed at once, the click {}", if asked == 1 { "ran" } else { "did not run" });
+}
+
+/// `thread_by = "host"`: each host keeps its own card, and their buttons work from
+/// whichever connection Slack picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_host_cards_keep_their_buttons_working_from_any_connection() {
+    let standin = StandIn::start(random_sockets()).await.unwrap();
+    let url = postgres::database();
+    let extra = format!("thread_by = \"host\"\nsocket_connections = 1\n[actions]\nallow_users = [\"{ADMIN}\"]\n");
+    let hosts: Vec<Host> = ["web-1", "web-2"]
+        .iter()
+        .map(|h| Host::start_env(h, &standin.api_url(), &url, &[Program::sleeper("worker")], &extra, &[("SLACK_APP_TOKEN", APP_TOKEN)]))
+        .collect();
+    assert!(standin.wait_for_sockets(1, secs(20)).await);
+    for h in &hosts {
+        h.sv.wait_for_state("worker", "RUNNING", secs(10));
+        let title = format!("worker RUNNING on {}", h.name);
+        let card = |s: &StandIn| {
+            s.channel("#ops").into_iter().find(|t| {
+                t.parent.header().unwrap_or_default().contains(&title) && s.buttons("#ops", &t.parent.ts).iter().any(|(id, _, _)| id == "restart")
+            })
+        };
+        assert!(standin.wait_for(secs(30), |s| card(s).is_some()).await, "{}'s own card with its buttons", h.name);
+        let before = h.sv.process_pid("worker").unwrap();
+        let ts = card(&standin).unwrap().parent.ts;
+        standin.click(Click::new(ADMIN, "#ops", ts, "restart")).await.unwrap();
+        assert!(
+            common::wait_until(secs(20), || h.sv.process_pid("worker").is_some_and(|p| p != before)),
+            "{}'s worker restarted: {:?}",
+            h.name,
+            standin.ephemerals()
+        );
+    }
+}
