@@ -93,8 +93,16 @@ impl Source for FleetSource {
         match owner(self.shared.as_ref(), host, self.silent_after).await {
             Ok(Owner::Alive) => {}
             Ok(Owner::Silent(at)) => return Err(Unreachable::Silent(Some(at))),
-            Ok(Owner::Unknown) => return Err(Unreachable::Failed(format!("{host} is not a host of this fleet"))),
-            Err(e) => return Err(Unreachable::Failed(format!("the fleet database cannot be read now: {e}"))),
+            Ok(Owner::Unknown) => {
+                return Err(Unreachable::Failed(format!(
+                    "{host} is not a host of this fleet"
+                )))
+            }
+            Err(e) => {
+                return Err(Unreachable::Failed(format!(
+                    "the fleet database cannot be read now: {e}"
+                )))
+            }
         }
         let payload = serde_json::to_value(&question).expect("questions serialize");
         let started = Instant::now();
@@ -102,7 +110,11 @@ impl Source for FleetSource {
             .shared
             .queue_action(host, "ask", &payload, PICKUP)
             .await
-            .map_err(|e| Unreachable::Failed(format!("the fleet database cannot queue the question now: {e}")))?;
+            .map_err(|e| {
+                Unreachable::Failed(format!(
+                    "the fleet database cannot queue the question now: {e}"
+                ))
+            })?;
         match wait_taken(self.shared.as_ref(), id, PICKUP).await {
             Pickup::Taken => {}
             Pickup::Expired | Pickup::Unknown => return Err(Unreachable::NoAnswer(PICKUP)),
@@ -110,7 +122,11 @@ impl Source for FleetSource {
         loop {
             if let Ok(ActionState::Done(answer)) = self.shared.action_state(id).await {
                 return serde_json::from_value::<Result<Answer, Unreachable>>(answer)
-                    .unwrap_or_else(|e| Err(Unreachable::Failed(format!("{host} answered something this listener cannot read: {e}"))));
+                    .unwrap_or_else(|e| {
+                        Err(Unreachable::Failed(format!(
+                            "{host} answered something this listener cannot read: {e}"
+                        )))
+                    });
             }
             if started.elapsed() >= self.timeout {
                 return Err(Unreachable::NoAnswer(self.timeout));

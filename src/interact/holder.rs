@@ -73,7 +73,10 @@ pub async fn hold(p: HolderParts, shutdown: Shutdown) {
             if !said_held_by_others {
                 if let Ok(holders) = p.shared.lease_holders(SLOT_PREFIX).await {
                     said_held_by_others = true;
-                    let by: Vec<String> = holders.iter().map(|(slot, h)| format!("{slot}: {h}")).collect();
+                    let by: Vec<String> = holders
+                        .iter()
+                        .map(|(slot, h)| format!("{slot}: {h}"))
+                        .collect();
                     tracing::info!(
                         held_by = %by.join(", "),
                         "the fleet's Socket Mode connections are held by other hosts: this host opens none (clicks and commands reach it through the fleet)"

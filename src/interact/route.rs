@@ -97,7 +97,11 @@ pub enum Owner {
 }
 
 /// Whether `host` is a live host of the fleet.
-pub async fn owner(shared: &dyn SharedState, host: &str, silent_after: Duration) -> Result<Owner, String> {
+pub async fn owner(
+    shared: &dyn SharedState,
+    host: &str,
+    silent_after: Duration,
+) -> Result<Owner, String> {
     let hosts = shared.hosts().await.map_err(|e| e.to_string())?;
     Ok(match hosts.into_iter().find(|h| h.host == host) {
         None => Owner::Unknown,
@@ -139,7 +143,10 @@ impl Runner {
         if let Err(r) = self.may(click, key, action).await {
             return self.refuse(click, Some((key, action)), r).await;
         }
-        let audit = match shared.record_click(&click.user, &click.action_ts, key, action.name()).await {
+        let audit = match shared
+            .record_click(&click.user, &click.action_ts, key, action.name())
+            .await
+        {
             Ok(Some(id)) => id,
             Ok(None) => {
                 tracing::info!(user = %click.user, thread = %key, %action, action_ts = %click.action_ts, "the same click was delivered again: it is routed once");
@@ -161,11 +168,16 @@ impl Runner {
             audit,
         };
         let payload = serde_json::to_value(&routed).expect("a click serializes");
-        let id = match shared.queue_action(&key.host, "click", &payload, PICKUP).await {
+        let id = match shared
+            .queue_action(&key.host, "click", &payload, PICKUP)
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(user = %click.user, thread = %key, error = %e, "cannot queue a click for its host");
-                let _ = shared.click_outcome(audit, "refused: the fleet database could not queue it").await;
+                let _ = shared
+                    .click_outcome(audit, "refused: the fleet database could not queue it")
+                    .await;
                 return self.tell(click, &self.no_audit()).await;
             }
         };
@@ -176,7 +188,14 @@ impl Runner {
             Pickup::Expired => {
                 tracing::warn!(user = %click.user, thread = %key, %action, "the owner did not take a click in time: it expired");
                 let _ = shared
-                    .click_outcome(audit, &format!("expired: {} did not take it within {}s", key.host, PICKUP.as_secs()))
+                    .click_outcome(
+                        audit,
+                        &format!(
+                            "expired: {} did not take it within {}s",
+                            key.host,
+                            PICKUP.as_secs()
+                        ),
+                    )
                     .await;
                 let tell = format!(
                     "*{host}* did not take your {action} of {name} within {} seconds, so it was dropped: nothing was done, and nothing will run later. Click again when *{host}* answers.",
@@ -212,13 +231,21 @@ impl Runner {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(user = %click.user, "a click queued for this host is not a button value ({e}): refused");
-                return self.refuse_routed(&click, audit, "refused: not a button value".into()).await;
+                return self
+                    .refuse_routed(&click, audit, "refused: not a button value".into())
+                    .await;
             }
         };
         if value.host != p.host {
             // The row says this host; the signed value does not: never run it here.
             tracing::error!(user = %click.user, named = %value.host, "a click queued for this host names another host in its signed value: refused");
-            return self.refuse_routed(&click, audit, format!("refused: addressed to {}", value.host)).await;
+            return self
+                .refuse_routed(
+                    &click,
+                    audit,
+                    format!("refused: addressed to {}", value.host),
+                )
+                .await;
         }
         let key = value.key();
         let action = match self.signed(&click, &value) {
@@ -232,7 +259,8 @@ impl Runner {
             Ok(t) => t,
             Err(r) => return self.refused_routed(&click, audit, r).await,
         };
-        self.run_admitted(&click, &key, action, &thread, audit).await
+        self.run_admitted(&click, &key, action, &thread, audit)
+            .await
     }
 
     async fn refused_routed(&self, click: &Click, audit: i64, r: Refused) -> String {
@@ -240,7 +268,8 @@ impl Runner {
         if self.may_tell(&click.user) {
             self.tell(click, &r.tell).await;
         }
-        self.refuse_routed(click, audit, format!("refused: {}", r.why)).await
+        self.refuse_routed(click, audit, format!("refused: {}", r.why))
+            .await
     }
 
     async fn refuse_routed(&self, _click: &Click, audit: i64, outcome: String) -> String {
@@ -263,7 +292,8 @@ pub async fn inbox(
         match shared.take_actions(&host).await {
             Ok(taken) => {
                 for action in taken {
-                    let (shared, host, runner, local) = (shared.clone(), host.clone(), runner.clone(), local.clone());
+                    let (shared, host, runner, local) =
+                        (shared.clone(), host.clone(), runner.clone(), local.clone());
                     tokio::spawn(async move { answer(shared, host, runner, local, action).await });
                 }
             }
@@ -281,7 +311,10 @@ async fn answer(
     action: QueuedAction,
 ) {
     let answer = match action.kind.as_str() {
-        "click" => match (runner, serde_json::from_value::<RoutedClick>(action.payload)) {
+        "click" => match (
+            runner,
+            serde_json::from_value::<RoutedClick>(action.payload),
+        ) {
             (Some(r), Ok(c)) => {
                 let limit = r.parts().settings.timeout + Duration::from_secs(15);
                 match tokio::time::timeout(limit, r.run_routed(c)).await {
@@ -291,7 +324,9 @@ async fn answer(
             }
             (None, Ok(c)) => {
                 tracing::warn!(user = %c.user, "a click was routed to this host, but its buttons are off ([actions] allows nobody, or no app-level token)");
-                let _ = shared.click_outcome(c.audit, "refused: buttons are off on the owner host").await;
+                let _ = shared
+                    .click_outcome(c.audit, "refused: buttons are off on the owner host")
+                    .await;
                 serde_json::json!({ "outcome": "refused: buttons are off on the owner host" })
             }
             (_, Err(e)) => serde_json::json!({ "error": format!("not a click: {e}") }),
@@ -301,9 +336,9 @@ async fn answer(
                 let answered = super::ask::Source::ask(l.as_ref(), &host, q).await;
                 serde_json::to_value(&answered).expect("answers serialize")
             }
-            (None, Ok(_)) => serde_json::to_value(Err::<super::ask::Answer, _>(super::ask::Unreachable::Failed(
-                format!("/supervisor is off on {host}"),
-            )))
+            (None, Ok(_)) => serde_json::to_value(Err::<super::ask::Answer, _>(
+                super::ask::Unreachable::Failed(format!("/supervisor is off on {host}")),
+            ))
             .expect("answers serialize"),
             (_, Err(e)) => serde_json::json!({ "error": format!("not a question: {e}") }),
         },

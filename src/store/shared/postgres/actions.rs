@@ -22,7 +22,12 @@ pub struct Bells(Mutex<HashMap<String, Arc<Notify>>>);
 
 impl Bells {
     fn bell(&self, owner: &str) -> Arc<Notify> {
-        self.0.lock().unwrap().entry(owner.to_string()).or_default().clone()
+        self.0
+            .lock()
+            .unwrap()
+            .entry(owner.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Rings `owner`'s bell: its next wait ends at once, even if nobody waits now.
@@ -44,7 +49,9 @@ impl Bells {
             match notices.recv().await {
                 Ok(payload) => {
                     let mut parts = payload.splitn(3, ' ');
-                    if let (Some("action"), Some(f), Some(owner)) = (parts.next(), parts.next(), parts.next()) {
+                    if let (Some("action"), Some(f), Some(owner)) =
+                        (parts.next(), parts.next(), parts.next())
+                    {
                         if f == fleet {
                             self.ring(owner);
                         }
@@ -80,9 +87,10 @@ pub async fn queue(
             &[&fleet, &owner, &kind, payload, &ttl.as_secs_f64()],
         )
         .await?;
-    row.map(|r| r.get::<_, i64>(0)).ok_or_else(|| StoreError::Fleet {
-        message: "the fleet database did not queue the action".into(),
-    })
+    row.map(|r| r.get::<_, i64>(0))
+        .ok_or_else(|| StoreError::Fleet {
+            message: "the fleet database did not queue the action".into(),
+        })
 }
 
 pub async fn take(pg: &Pg, fleet: &str, owner: &str) -> Result<Vec<QueuedAction>, StoreError> {
@@ -108,7 +116,12 @@ pub async fn take(pg: &Pg, fleet: &str, owner: &str) -> Result<Vec<QueuedAction>
     Ok(out)
 }
 
-pub async fn finish(pg: &Pg, fleet: &str, id: i64, answer: &serde_json::Value) -> Result<(), StoreError> {
+pub async fn finish(
+    pg: &Pg,
+    fleet: &str,
+    id: i64,
+    answer: &serde_json::Value,
+) -> Result<(), StoreError> {
     pg.query(
         "UPDATE actions SET state = 'done', answer = $3 WHERE fleet = $1 AND id = $2",
         &[&fleet, &id, answer],
@@ -129,7 +142,9 @@ pub async fn state(pg: &Pg, fleet: &str, id: i64) -> Result<ActionState, StoreEr
         Some(r) => match r.get::<_, String>(0).as_str() {
             "queued" => ActionState::Queued,
             "taken" => ActionState::Taken,
-            "done" => ActionState::Done(r.get::<_, Option<serde_json::Value>>(1).unwrap_or_default()),
+            "done" => {
+                ActionState::Done(r.get::<_, Option<serde_json::Value>>(1).unwrap_or_default())
+            }
             _ => ActionState::Expired,
         },
     })

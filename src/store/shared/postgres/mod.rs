@@ -5,7 +5,12 @@
 //! kept on disk) while the database is out of reach.
 //! - [`conn`]: the one connection, kept up in the background, queries bounded;
 //! - [`schema`]: the listener's own tables, migrated at connect under an advisory lock;
-//! - [`budget`]: one budget per channel for the whole fleet, and the shared 429 gate.
+//! - [`budget`]: one budget per channel for the whole fleet, and the shared 429 gate;
+//! - [`hosts`]: heartbeats, silence and return, leases;
+//! - [`cards`]: a program's card across the fleet (the claim, each host's part, the
+//!   trail, the broadcast episode);
+//! - [`actions`]: the action queue (a click or a question for its owner host);
+//! - [`probe`]: what `check` reports of the fleet database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +30,15 @@ use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 mod actions;
 mod budget;
+mod cards;
 mod conn;
+mod hosts;
+mod probe;
 mod schema;
 
 use budget::SharedBudget;
 use conn::Pg;
+pub use probe::FleetProbe;
 
 /// The newest `/supervisor` command that reached the fleet, in `meta`.
 const COMMAND_META: &str = "last_command";
@@ -53,25 +62,6 @@ impl Drop for PostgresShared {
             t.abort();
         }
     }
-}
-
-/// What `check` reports of the fleet database.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FleetProbe {
-    /// `HOST:PORT/DATABASE as USER`.
-    pub address: String,
-    /// The server's version (`server_version`).
-    pub server_version: String,
-    /// The listener's schema version there (0: none yet), and this release's.
-    pub schema: i32,
-    pub schema_known: i32,
-    /// The hosts of this fleet, and how long since each was heard of.
-    pub hosts: Vec<(String, Duration)>,
-    /// Whether the role may create tables in the database (the first listener needs
-    /// to, to create the schema; later migrations too).
-    pub can_create: bool,
-    /// Who holds the Slack app's Socket Mode connections: (slot, host).
-    pub sockets: Vec<(String, String)>,
 }
 
 impl PostgresShared {
@@ -101,87 +91,6 @@ impl PostgresShared {
     /// Whether the database answers now.
     pub fn connected(&self) -> bool {
         self.pg.is_up()
-    }
-
-    /// Connects once (no schema change) and says what the fleet database holds: for
-    /// `check`. The error says what is wrong and how to fix it.
-    pub async fn probe(fleet: &FleetSettings) -> Result<FleetProbe, StoreError> {
-        let pg = Pg::new(&fleet.url)?;
-        let address = pg.address();
-        let config: tokio_postgres::Config = fleet.url.expose().parse().map_err(|_| StoreError::Fleet {
-            message: "fleet_url is not a PostgreSQL connection string".into(),
-        })?;
-        let connect = tokio::time::timeout(Duration::from_secs(10), config.connect(tokio_postgres::NoTls));
-        let (client, connection) = match connect.await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(pg.error(&e)),
-            Err(_) => {
-                return Err(StoreError::Fleet {
-                    message: format!("no answer from {address} within 10s"),
-                })
-            }
-        };
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let version: String = client
-            .query_one("SHOW server_version", &[])
-            .await
-            .map_err(|e| pg.error(&e))?
-            .get(0);
-        let can_create: bool = client
-            .query_one("SELECT has_database_privilege(current_user, current_database(), 'CREATE')", &[])
-            .await
-            .map_err(|e| pg.error(&e))?
-            .get(0);
-        let at = match schema::version(&client).await {
-            Ok(v) => v,
-            // A role that may not create the schema's bookkeeping table: no schema yet.
-            Err(_) if !can_create => 0,
-            Err(e) => return Err(pg.error(&e)),
-        };
-        let has_hosts: bool = client
-            .query_one("SELECT to_regclass('hosts') IS NOT NULL", &[])
-            .await
-            .map_err(|e| pg.error(&e))?
-            .get(0);
-        let hosts = if has_hosts {
-            client
-                .query(
-                    "SELECT host, EXTRACT(EPOCH FROM now() - last_seen)::float8 FROM hosts WHERE fleet = $1 ORDER BY host",
-                    &[&fleet.name],
-                )
-                .await
-                .map_err(|e| pg.error(&e))?
-                .iter()
-                .map(|r| (r.get::<_, String>(0), Duration::try_from_secs_f64(r.get(1)).unwrap_or_default()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let sockets = if has_hosts {
-            client
-                .query(
-                    "SELECT name, holder FROM leases WHERE fleet = $1 AND starts_with(name, 'socket ') AND expires_at > now() ORDER BY name",
-                    &[&fleet.name],
-                )
-                .await
-                .map_err(|e| pg.error(&e))?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Ok(FleetProbe {
-            sockets,
-            address,
-            server_version: version,
-            schema: at,
-            schema_known: schema::VERSION,
-            hosts,
-            can_create,
-        })
     }
 }
 
@@ -517,213 +426,47 @@ impl SharedState for PostgresShared {
     }
 
     async fn heartbeat(&self, host: &str, processes: &[HostProcess], from_supervisord: bool) -> Result<(), StoreError> {
-        self.pg
-            .query(
-                "INSERT INTO hosts (fleet, host, last_seen, processes, from_supervisord)
-                 VALUES ($1, $2, now(), $3, $4)
-                 ON CONFLICT (fleet, host) DO UPDATE SET last_seen = now(),
-                     processes = excluded.processes, from_supervisord = excluded.from_supervisord",
-                &[&self.fleet, &host, &json(&processes), &from_supervisord],
-            )
-            .await?;
-        Ok(())
+        hosts::heartbeat(self, host, processes, from_supervisord).await
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        let rows = self
-            .pg
-            .query(
-                "SELECT host, last_seen, EXTRACT(EPOCH FROM now() - last_seen)::float8, processes,
-                        from_supervisord, silent_since
-                 FROM hosts WHERE fleet = $1 ORDER BY host",
-                &[&self.fleet],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| HostRecord {
-                host: r.get(0),
-                last_seen: r.get(1),
-                quiet_for: Duration::try_from_secs_f64(r.get(2)).unwrap_or_default(),
-                processes: serde_json::from_value(r.get(3)).unwrap_or_default(),
-                from_supervisord: r.get(4),
-                silent_since: r.get(5),
-            })
-            .collect())
+        hosts::hosts(self).await
     }
 
     async fn newly_silent(&self, after: Duration) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let rows = self
-            .pg
-            .query(
-                "UPDATE hosts SET silent_since = last_seen
-                 WHERE fleet = $1 AND silent_since IS NULL AND last_seen < now() - make_interval(secs => $2)
-                 RETURNING host, last_seen",
-                &[&self.fleet, &after.as_secs_f64()],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        hosts::newly_silent(self, after).await
     }
 
     async fn back_again(&self, after: Duration) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let rows = self
-            .pg
-            .query(
-                "UPDATE hosts h SET silent_since = NULL
-                 FROM (SELECT host, silent_since AS was FROM hosts
-                       WHERE fleet = $1 AND silent_since IS NOT NULL
-                         AND last_seen >= now() - make_interval(secs => $2)
-                       FOR UPDATE) back
-                 WHERE h.fleet = $1 AND h.host = back.host
-                 RETURNING h.host, back.was",
-                &[&self.fleet, &after.as_secs_f64()],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        hosts::back_again(self, after).await
     }
 
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let row = self
-            .pg
-            .query_opt(
-                "INSERT INTO leases AS l (fleet, name, holder, expires_at)
-                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-                 ON CONFLICT (fleet, name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-                 WHERE l.holder = excluded.holder OR l.expires_at < now()
-                 RETURNING holder",
-                &[&self.fleet, &name, &holder, &ttl.as_secs_f64()],
-            )
-            .await?;
-        Ok(row.is_some())
+        hosts::lease(self, name, holder, ttl).await
     }
 
     async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        self.pg
-            .query(
-                "DELETE FROM leases WHERE fleet = $1 AND name = $2 AND holder = $3",
-                &[&self.fleet, &name, &holder],
-            )
-            .await?;
-        Ok(())
+        hosts::release(self, name, holder).await
     }
 
-    async fn claim_parent(
-        &self,
-        key: &ThreadKey,
-        channel: &str,
-        replaces: Option<&str>,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let secs = ttl.as_secs_f64();
-        // The row of a thread nobody posted yet is made by the first to claim it.
-        let row = self
-            .pg
-            .query_opt(
-                "INSERT INTO threads AS t (fleet, host, grp, process, channel, claim_holder, claim_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
-                 ON CONFLICT (fleet, host, grp, process, channel) DO UPDATE SET
-                     claim_holder = excluded.claim_holder, claim_until = excluded.claim_until
-                 WHERE t.parent_ts IS NOT DISTINCT FROM $8
-                   AND (t.claim_holder IS NULL OR t.claim_holder = excluded.claim_holder OR t.claim_until < now())
-                 RETURNING 1",
-                &[&self.fleet, &key.host, &key.group, &key.process, &channel, &holder, &secs, &replaces],
-            )
-            .await?;
-        Ok(row.is_some())
+    async fn claim_parent(&self, key: &ThreadKey, channel: &str, replaces: Option<&str>, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        cards::claim_parent(self, key, channel, replaces, holder, ttl).await
     }
 
     async fn program_hosts(&self, group: &str, process: &str, channel: &str) -> Result<Vec<ProgramOnHost>, StoreError> {
-        let rows = self
-            .pg
-            .query(
-                "SELECT t.host, t.latest, h.processes, EXTRACT(EPOCH FROM now() - h.last_seen)::float8
-                 FROM threads t LEFT JOIN hosts h ON h.fleet = t.fleet AND h.host = t.host
-                 WHERE t.fleet = $1 AND t.grp = $2 AND t.process = $3 AND t.channel = $4 AND t.host <> ''
-                 ORDER BY t.host",
-                &[&self.fleet, &group, &process, &channel],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let table: Option<serde_json::Value> = r.get(2);
-                let reported = table
-                    .and_then(|t| serde_json::from_value::<Vec<HostProcess>>(t).ok())
-                    .and_then(|t| t.into_iter().find(|p| p.group == group && p.process == process));
-                ProgramOnHost {
-                    host: r.get(0),
-                    latest: r
-                        .get::<_, Option<serde_json::Value>>(1)
-                        .and_then(|l| serde_json::from_value(l).ok()),
-                    reported,
-                    quiet_for: r
-                        .get::<_, Option<f64>>(3)
-                        .map(|s| Duration::try_from_secs_f64(s).unwrap_or_default()),
-                }
-            })
-            .collect())
+        cards::program_hosts(self, group, process, channel).await
     }
 
     async fn record_trail(&self, key: &ThreadKey, channel: &str, state: State) -> Result<(), StoreError> {
-        let max = HISTORY_MAX as i64;
-        self.pg
-            .query(
-                "UPDATE threads t SET history = (SELECT COALESCE(jsonb_agg(e ORDER BY i), '[]'::jsonb) FROM (
-                     SELECT e, i FROM jsonb_array_elements(t.history || $6) WITH ORDINALITY AS x(e, i)
-                     ORDER BY i DESC LIMIT $7) kept)
-                 WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5",
-                &[&self.fleet, &key.host, &key.group, &key.process, &channel, &json(&[state]), &max],
-            )
-            .await?;
-        Ok(())
+        cards::record_trail(self, key, channel, state).await
     }
 
-    async fn fleet_broadcast(
-        &self,
-        key: &ThreadKey,
-        channel: &str,
-        failing: usize,
-        hosts: usize,
-        regroup: Duration,
-    ) -> Result<bool, StoreError> {
-        let (failing, hosts) = (failing as i32, hosts as i32);
-        let row = self
-            .pg
-            .query_opt(
-                "UPDATE threads t SET episode = n.episode
-                 FROM (SELECT CASE
-                     WHEN e IS NULL OR ((e->>'calm_since') IS NOT NULL
-                                        AND (e->>'calm_since')::timestamptz < now() - make_interval(secs => $8))
-                         THEN jsonb_build_object('since', now(), 'broadcasts', 1, 'first_failing', $6::int,
-                                                 'first_at', now(), 'said', true)
-                     WHEN (e->>'broadcasts')::int < 2 AND $7::int > 1 AND $6::int * 2 >= $7::int
-                          AND (e->>'first_failing')::int * 2 < $7::int
-                          AND (e->>'first_at')::timestamptz < now() - make_interval(secs => $8)
-                         THEN (e - 'calm_since') || jsonb_build_object('broadcasts', 2, 'said', true)
-                     ELSE (e - 'calm_since') || jsonb_build_object('said', false)
-                   END AS episode
-                   FROM (SELECT episode AS e FROM threads
-                         WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5
-                         FOR UPDATE) cur) n
-                 WHERE t.fleet = $1 AND t.host = $2 AND t.grp = $3 AND t.process = $4 AND t.channel = $5
-                 RETURNING (n.episode->>'said')::bool",
-                &[&self.fleet, &key.host, &key.group, &key.process, &channel, &failing, &hosts, &regroup.as_secs_f64()],
-            )
-            .await?;
-        Ok(row.map(|r| r.get::<_, bool>(0)).unwrap_or(false))
+    async fn fleet_broadcast(&self, key: &ThreadKey, channel: &str, failing: usize, hosts: usize, regroup: Duration) -> Result<bool, StoreError> {
+        cards::fleet_broadcast(self, key, channel, failing, hosts, regroup).await
     }
 
     async fn fleet_calm(&self, key: &ThreadKey, channel: &str) -> Result<(), StoreError> {
-        self.pg
-            .query(
-                "UPDATE threads SET episode = episode || jsonb_build_object('calm_since', now())
-                 WHERE fleet = $1 AND host = $2 AND grp = $3 AND process = $4 AND channel = $5
-                   AND episode IS NOT NULL AND episode->>'calm_since' IS NULL",
-                &[&self.fleet, &key.host, &key.group, &key.process, &channel],
-            )
-            .await?;
-        Ok(())
+        cards::fleet_calm(self, key, channel).await
     }
 
     // --- episodes
