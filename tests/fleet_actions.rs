@@ -443,3 +443,51 @@ async fn per_host_cards_keep_their_buttons_working_from_any_connection() {
         );
     }
 }
+
+/// `api` down on several hosts: the program's card offers one Start for all of them,
+/// its confirmation naming them; clicked (delivered twice), it starts api on each
+/// host where it is down — once each — and not where someone started it already,
+/// and each host's Start is audited in the thread with its own outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_start_on_the_programs_card_starts_it_on_every_host_where_it_is_down() {
+    let f = Fleet::start(&["web-1", "web-2", "web-3"], 2, None).await;
+    for h in &f.hosts {
+        h.sv.wait_for_state("api", "FATAL", secs(20));
+    }
+    let card_button = |s: &StandIn| {
+        let t = s.channel("#ops").into_iter().find(|t| t.parent.header().unwrap_or_default().contains("api — FATAL on 3 hosts"))?;
+        let b = s.buttons("#ops", &t.parent.ts).into_iter().find(|(id, _, _)| id == "start")?;
+        Some((t, b))
+    };
+    assert!(f.standin.wait_for(secs(40), |s| card_button(s).is_some()).await, "the card's Start: {:#?}", f.api_card());
+    let (card, (_, text, _)) = card_button(&f.standin).unwrap();
+    assert_eq!(text, "Start on the 3 failing hosts");
+    let json = serde_json::to_string(&card.parent.attachments).unwrap();
+    assert!(json.contains("supervisord starts api on web-1, web-2, web-3"), "the confirmation names the hosts: {json}");
+    for h in ["web-1", "web-2", "web-3"] {
+        f.fix(h);
+    }
+    // Someone starts it on web-3 by hand first: the card's Start leaves it alone.
+    f.host("web-3").sv.ctl_ok(&["start", "api"]);
+    tokio::time::sleep(secs(2)).await;
+    let mut c = Click::new(ADMIN, "#ops", card.parent.ts.clone(), "start");
+    c.repeat = 2;
+    let out = f.standin.click(c).await.unwrap();
+    assert_eq!(out.acked, [true, true]);
+    for h in ["web-1", "web-2"] {
+        assert!(common::wait_until(secs(20), || f.api_state(h) == "RUNNING"), "{h}: {}\n{:?}\n{}", f.api_state(h), f.told(), f.logs());
+    }
+    tokio::time::sleep(secs(3)).await;
+    for h in &f.hosts {
+        assert_eq!(h.sv.main_log().matches("spawned: 'api'").count(), 2, "{}: at boot, then once", h.name);
+    }
+    let lines = f.api_card().map(|t| t.replies.iter().map(|r| r.visible_text()).collect::<Vec<_>>()).unwrap_or_default();
+    for h in ["web-1", "web-2"] {
+        let asked = format!("of api on {h} requested by");
+        assert_eq!(lines.iter().filter(|l| l.contains(&asked)).count(), 1, "{h} audited once: {lines:#?}");
+    }
+    assert!(!lines.iter().any(|l| l.contains("of api on web-3 requested by")), "web-3 was not asked: {lines:#?}");
+    let audit = f.psql("SELECT host || ' ' || coalesce(outcome, '-') FROM clicks ORDER BY host");
+    assert!(audit.contains("web-1 RUNNING") && audit.contains("web-2 RUNNING"), "{audit}");
+    assert!(!audit.contains("web-3"), "{audit}");
+}

@@ -117,6 +117,41 @@ impl Card {
     }
 }
 
+impl Card {
+    /// A program's card across the fleet with its one button: Start on every host
+    /// where the program is down now (`hosts`, as drawn), with a confirmation naming
+    /// them. `value` is signed for the program across the fleet.
+    pub fn with_fleet_start(mut self, value: &str, name: &str, hosts: &[String]) -> Card {
+        let Some(blocks) = self.blocks.as_array_mut() else {
+            return self;
+        };
+        let name = fit_plain(&sanitize_line(name), 60);
+        let mut listed: Vec<String> = hosts.iter().take(10).map(|h| sanitize_line(h)).collect();
+        if hosts.len() > 10 {
+            listed.push(format!("and {} more", hosts.len() - 10));
+        }
+        let n = hosts.len();
+        let button = json!({
+            "type": "button",
+            "action_id": Action::Start.name(),
+            "text": plain(&fit_plain(&format!("Start on the {n} failing hosts"), 75)),
+            "value": value,
+            "style": "primary",
+            "confirm": {
+                "title": {"type": "plain_text", "text": fit_plain(&format!("Start {name} on {n} hosts?"), 100)},
+                "text": {"type": "plain_text", "text": fit_plain(&format!(
+                    "supervisord starts {name} on {}: each host where it is down when you click. Each host's outcome is in the thread.",
+                    listed.join(", ")
+                ), 300)},
+                "confirm": {"type": "plain_text", "text": "Start"},
+                "deny": {"type": "plain_text", "text": "Cancel"},
+            },
+        });
+        blocks.push(json!({"type": "actions", "block_id": BLOCK_ID, "elements": [button]}));
+        self
+    }
+}
+
 fn name_of(key: &ThreadKey) -> String {
     escape_mrkdwn(&sanitize_line(&key.display_name()))
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::delivery::Delivery;
 use super::thread::{Renew, ThreadState};
 use crate::card::fleet_card::{self, FleetCardInput, HostPart};
+use crate::actions::Action;
 use crate::card::Card;
 use crate::slack::{Failure, Outgoing};
 use crate::store::Posted;
@@ -178,12 +179,25 @@ impl FleetKeeper {
                 trail.push(worst);
             }
         }
-        fleet_card::fleet_card(&FleetCardInput {
+        let card = fleet_card::fleet_card(&FleetCardInput {
             name: &name,
             hosts: parts,
             trail: &trail,
             environment: self.core.settings.environment.as_deref(),
-        })
+        });
+        // Down on several hosts: one Start for all of them (each host's own reply
+        // carries its own buttons).
+        let down: Vec<String> = parts
+            .iter()
+            .filter(|(_, p)| matches!(p, HostPart::State { state: State::Fatal, .. } | HostPart::State { state: State::Exited, expected: Some(false), .. }))
+            .map(|(h, _)| h.clone())
+            .collect();
+        match &self.core.offer {
+            Some(offer) if down.len() >= 2 && offer.allowed.contains(&Action::Start) && !self.card.is_supervisord() => {
+                card.with_fleet_start(&offer.signer.value(&self.card, Action::Start), &name, &down)
+            }
+            _ => card,
+        }
     }
 
     /// Posts the program's parent replacing `replaces` — if this host wins the claim;

@@ -27,7 +27,7 @@ use super::Click;
 use crate::actions::{Action, ButtonValue};
 use crate::card::escape_mrkdwn;
 use crate::store::{ActionState, QueuedAction, SharedState};
-use crate::supervisord::event::ThreadKey;
+use crate::supervisord::event::{State, ThreadKey};
 
 /// How long the owner has to take an action: after that it expires (it never runs
 /// later) and whoever asked is told.
@@ -51,6 +51,10 @@ struct RoutedClick {
     action_ts: String,
     /// The click's row in the shared audit (its outcome goes there).
     audit: i64,
+    /// For a program's button across the fleet (its value names no host): the host
+    /// this copy is for.
+    #[serde(default)]
+    target: Option<String>,
 }
 
 /// Whether the owner took an action in time.
@@ -114,6 +118,9 @@ impl Runner {
     /// A click on another host's card, signed by the fleet and fresh: checked here
     /// as far as this host can, then queued for the owner, which runs it.
     pub(super) async fn route(&self, click: &Click, key: &ThreadKey, action: Action) {
+        if key.is_fleet() {
+            return self.route_to_every_host(click, key, action).await;
+        }
         let p = self.parts();
         let silent_after = p.fleet.as_ref().map_or(Duration::MAX, |f| f.silent_after);
         let shared = p.shared.as_ref();
@@ -143,10 +150,7 @@ impl Runner {
         if let Err(r) = self.may(click, key, action).await {
             return self.refuse(click, Some((key, action)), r).await;
         }
-        let audit = match shared
-            .record_click(&click.user, &click.action_ts, key, action.name())
-            .await
-        {
+        let audit = match shared.record_click(&click.user, &click.action_ts, key, action.name()).await {
             Ok(Some(id)) => id,
             Ok(None) => {
                 tracing::info!(user = %click.user, thread = %key, %action, action_ts = %click.action_ts, "the same click was delivered again: it is routed once");
@@ -157,6 +161,29 @@ impl Runner {
                 return self.tell(click, &self.no_audit()).await;
             }
         };
+        let name = escape_mrkdwn(&key.display_name());
+        match self.queue_for(click, key, action, audit, None).await {
+            None | Some(Pickup::Taken) => {}
+            Some(Pickup::Expired) => {
+                let tell = format!(
+                    "*{host}* did not take your {action} of {name} within {} seconds, so it was dropped: nothing was done, and nothing will run later. Click again when *{host}* answers.",
+                    PICKUP.as_secs()
+                );
+                self.tell(click, &tell).await;
+            }
+            Some(Pickup::Unknown) => {
+                let tell = format!(
+                    "The fleet database went away while your {action} of {name} waited for *{host}*: if it ran, its outcome is in the card's thread; if not, nothing will run later."
+                );
+                self.tell(click, &tell).await;
+            }
+        }
+    }
+
+    /// Queues a checked click (audited as `audit`) for `key`'s host and waits for it
+    /// to be taken; `None`: it could not be queued (the clicker was told).
+    async fn queue_for(&self, click: &Click, key: &ThreadKey, action: Action, audit: i64, target: Option<&str>) -> Option<Pickup> {
+        let shared = self.parts().shared.as_ref();
         let routed = RoutedClick {
             user: click.user.clone(),
             channel_id: click.channel_id.clone(),
@@ -166,56 +193,98 @@ impl Runner {
             value: click.value.clone(),
             action_ts: click.action_ts.clone(),
             audit,
+            target: target.map(str::to_string),
         };
         let payload = serde_json::to_value(&routed).expect("a click serializes");
-        let id = match shared
-            .queue_action(&key.host, "click", &payload, PICKUP)
-            .await
-        {
+        let id = match shared.queue_action(&key.host, "click", &payload, PICKUP).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(user = %click.user, thread = %key, error = %e, "cannot queue a click for its host");
-                let _ = shared
-                    .click_outcome(audit, "refused: the fleet database could not queue it")
-                    .await;
-                return self.tell(click, &self.no_audit()).await;
+                let _ = shared.click_outcome(audit, "refused: the fleet database could not queue it").await;
+                self.tell(click, &self.no_audit()).await;
+                return None;
             }
         };
         tracing::info!(user = %click.user, thread = %key, %action, owner = %key.host, "routed a click to the host that owns the process");
-        let name = escape_mrkdwn(&key.display_name());
-        match wait_taken(shared, id, PICKUP).await {
-            Pickup::Taken => {}
-            Pickup::Expired => {
-                tracing::warn!(user = %click.user, thread = %key, %action, "the owner did not take a click in time: it expired");
-                let _ = shared
-                    .click_outcome(
-                        audit,
-                        &format!(
-                            "expired: {} did not take it within {}s",
-                            key.host,
-                            PICKUP.as_secs()
-                        ),
-                    )
-                    .await;
-                let tell = format!(
-                    "*{host}* did not take your {action} of {name} within {} seconds, so it was dropped: nothing was done, and nothing will run later. Click again when *{host}* answers.",
-                    PICKUP.as_secs()
-                );
-                self.tell(click, &tell).await;
+        let pickup = wait_taken(shared, id, PICKUP).await;
+        if pickup == Pickup::Expired {
+            tracing::warn!(user = %click.user, thread = %key, %action, "the owner did not take a click in time: it expired");
+            let expired = format!("expired: {} did not take it within {}s", key.host, PICKUP.as_secs());
+            let _ = shared.click_outcome(audit, &expired).await;
+        }
+        Some(pickup)
+    }
+
+    /// A program's button across the fleet (Start on every host where it is down):
+    /// one audited copy of the click for each live host whose process is FATAL or
+    /// exited unexpectedly now, each queued for its host and run there.
+    async fn route_to_every_host(&self, click: &Click, program: &ThreadKey, action: Action) {
+        let p = self.parts();
+        let shared = p.shared.as_ref();
+        let name = escape_mrkdwn(&program.display_name());
+        if action != Action::Start {
+            let r = Refused {
+                tell: "Only Start is offered for every host of a program; nothing was done.".into(),
+                why: format!("{action} asked for every host"),
+            };
+            return self.refuse(click, None, r).await;
+        }
+        let shown = ThreadKey { host: "its failing hosts".into(), ..program.clone() };
+        if let Err(r) = self.may(click, &shown, action).await {
+            return self.refuse(click, None, r).await;
+        }
+        let silent_after = p.fleet.as_ref().map_or(Duration::MAX, |f| f.silent_after);
+        let hosts = match shared.hosts().await {
+            Ok(h) => h,
+            Err(_) => return self.tell(click, &self.no_audit()).await,
+        };
+        let down: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.quiet_for <= silent_after)
+            .filter(|h| {
+                h.processes.iter().any(|pr| {
+                    pr.group == program.group
+                        && pr.process == program.process
+                        && (pr.state == State::Fatal || (pr.state == State::Exited && pr.expected == Some(false)))
+                })
+            })
+            .map(|h| h.host.clone())
+            .collect();
+        if down.is_empty() {
+            return self.tell(click, &format!("{name} is down on no live host now: nothing to start.")).await;
+        }
+        tracing::info!(user = %click.user, program = %program.display_name(), hosts = %down.join(", "), "Start on every host where the program is down");
+        let runs = down.iter().map(|host| async move {
+            let key = ThreadKey { host: host.clone(), ..program.clone() };
+            // One audit row per host: the same click delivered again runs once.
+            let click_id = format!("{}@{host}", click.action_ts);
+            match shared.record_click(&click.user, &click_id, &key, action.name()).await {
+                Ok(Some(audit)) => (host.clone(), self.queue_for(click, &key, action, audit, Some(host)).await),
+                Ok(None) => (host.clone(), Some(Pickup::Taken)),
+                Err(_) => (host.clone(), None),
             }
-            Pickup::Unknown => {
-                let tell = format!(
-                    "The fleet database went away while your {action} of {name} waited for *{host}*: if it ran, its outcome is in the card's thread; if not, nothing will run later."
-                );
-                self.tell(click, &tell).await;
-            }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        let missed: Vec<String> = results
+            .iter()
+            .filter(|(_, r)| !matches!(r, Some(Pickup::Taken)))
+            .map(|(h, _)| format!("*{}*", escape_mrkdwn(h)))
+            .collect();
+        if !missed.is_empty() {
+            let tell = format!(
+                "Start of {name}: {} did not take it within {} seconds, so nothing ran there (and nothing will later); the other hosts' outcomes are in the thread.",
+                missed.join(", "),
+                PICKUP.as_secs()
+            );
+            self.tell(click, &tell).await;
         }
     }
 
     /// A click routed to this host by another one: checked again as this host's own
-    /// (the signed value must name this host), run, audited; its outcome.
+    /// (the signed value must name this host, or be the program's button across the
+    /// fleet with this host's copy), run, audited; its outcome.
     async fn run_routed(&self, routed: RoutedClick) -> String {
-        let audit = routed.audit;
+        let (audit, target) = (routed.audit, routed.target);
         let click = Click {
             user: routed.user,
             channel_id: routed.channel_id,
@@ -231,23 +300,16 @@ impl Runner {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(user = %click.user, "a click queued for this host is not a button value ({e}): refused");
-                return self
-                    .refuse_routed(&click, audit, "refused: not a button value".into())
-                    .await;
+                return self.refuse_routed(audit, "refused: not a button value".into()).await;
             }
         };
-        if value.host != p.host {
+        let for_every_host = value.host.is_empty() && target.as_deref() == Some(p.host.as_str());
+        if value.host != p.host && !for_every_host {
             // The row says this host; the signed value does not: never run it here.
             tracing::error!(user = %click.user, named = %value.host, "a click queued for this host names another host in its signed value: refused");
-            return self
-                .refuse_routed(
-                    &click,
-                    audit,
-                    format!("refused: addressed to {}", value.host),
-                )
-                .await;
+            return self.refuse_routed(audit, format!("refused: addressed to {}", value.host)).await;
         }
-        let key = value.key();
+        let key = ThreadKey { host: p.host.clone(), ..value.key() };
         let action = match self.signed(&click, &value) {
             Ok(a) => a,
             Err(r) => return self.refused_routed(&click, audit, r).await,
@@ -259,8 +321,37 @@ impl Runner {
             Ok(t) => t,
             Err(r) => return self.refused_routed(&click, audit, r).await,
         };
-        self.run_admitted(&click, &key, action, &thread, audit)
-            .await
+        if for_every_host {
+            if let Err(r) = self.still_down(&key, action).await {
+                return self.refused_routed(&click, audit, r).await;
+            }
+        }
+        self.run_admitted(&click, &key, action, &thread, audit).await
+    }
+
+    /// For a program's Start across the fleet: the process must be down here now
+    /// (FATAL, or exited), whatever the queue says.
+    async fn still_down(&self, key: &ThreadKey, action: Action) -> Result<(), Refused> {
+        let state = match self.parts().supervisor.as_ref() {
+            Some(client) => client
+                .get_process_info(&key.xmlrpc_name())
+                .await
+                .ok()
+                .and_then(|i| i.state())
+                .unwrap_or(State::Unknown),
+            None => State::Unknown,
+        };
+        if action == Action::Start && matches!(state, State::Fatal | State::Exited) {
+            return Ok(());
+        }
+        Err(Refused {
+            tell: format!(
+                "{} is {state} on *{}*, not down: the Start for every failing host did nothing there.",
+                escape_mrkdwn(&key.display_name()),
+                escape_mrkdwn(&key.host)
+            ),
+            why: format!("not down here ({state})"),
+        })
     }
 
     async fn refused_routed(&self, click: &Click, audit: i64, r: Refused) -> String {
@@ -268,11 +359,10 @@ impl Runner {
         if self.may_tell(&click.user) {
             self.tell(click, &r.tell).await;
         }
-        self.refuse_routed(click, audit, format!("refused: {}", r.why))
-            .await
+        self.refuse_routed(audit, format!("refused: {}", r.why)).await
     }
 
-    async fn refuse_routed(&self, _click: &Click, audit: i64, outcome: String) -> String {
+    async fn refuse_routed(&self, audit: i64, outcome: String) -> String {
         let _ = self.parts().shared.click_outcome(audit, &outcome).await;
         outcome
     }

@@ -33,7 +33,14 @@ pub struct SharedBudget {
     /// Used while the database is out of reach.
     alone: LocalPacing,
     pacing_alone: AtomicBool,
+    /// When this host started: until the database first answers (or
+    /// [`FIRST_CONNECT`] has passed), calls wait for it rather than pace alone.
+    started: Instant,
 }
+
+/// How long calls wait for the database's first answer before pacing alone: hosts
+/// starting together would otherwise each spend the channel's whole burst at once.
+const FIRST_CONNECT: Duration = Duration::from_secs(15);
 
 fn lane(call: Call<'_>) -> String {
     match call {
@@ -52,6 +59,7 @@ impl SharedBudget {
             pace,
             gates: Mutex::new(HashMap::new()),
             pacing_alone: AtomicBool::new(false),
+            started: Instant::now(),
         });
         let listener = budget.clone();
         let hearing = tokio::spawn(async move { listener.hear_gates().await }).abort_handle();
@@ -105,6 +113,14 @@ impl SharedBudget {
                         continue;
                     }
                     return;
+                }
+                Err(_) if !self.pg.was_up() && self.started.elapsed() < FIRST_CONNECT => {
+                    let left = FIRST_CONNECT.saturating_sub(self.started.elapsed());
+                    let _ = tokio::time::timeout(left, self.pg.until_up()).await;
+                    if !self.pg.is_up() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
                 }
                 Err(e) => {
                     if !self.pacing_alone.swap(true, Ordering::SeqCst) {

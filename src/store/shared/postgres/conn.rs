@@ -37,6 +37,8 @@ pub struct Pg {
     config: Config,
     live: RwLock<Option<Live>>,
     up: watch::Sender<bool>,
+    /// The connection was up once.
+    ever_up: std::sync::atomic::AtomicBool,
     notices: broadcast::Sender<Notice>,
 }
 
@@ -65,6 +67,7 @@ impl Pg {
             config,
             live: RwLock::new(None),
             up: watch::channel(false).0,
+            ever_up: std::sync::atomic::AtomicBool::new(false),
             notices: broadcast::channel(256).0,
         }))
     }
@@ -101,6 +104,11 @@ impl Pg {
     /// Whether the connection is up now.
     pub fn is_up(&self) -> bool {
         *self.up.borrow()
+    }
+
+    /// Whether the connection was ever up since this process started.
+    pub fn was_up(&self) -> bool {
+        self.ever_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Completes when the connection is up (at once if it is).
@@ -187,6 +195,7 @@ impl Pg {
             client: Arc::new(client),
             statements: Arc::default(),
         });
+        self.ever_up.store(true, std::sync::atomic::Ordering::SeqCst);
         self.up.send_replace(true);
         Ok(done_rx)
     }
