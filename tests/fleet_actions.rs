@@ -64,18 +64,10 @@ impl Fleet {
         };
         let flags = tempfile::tempdir().unwrap();
         let extra = format!("socket_connections = {sockets}\n[actions]\nallow_users = [\"{ADMIN}\"]\n");
-        let hosts = std::thread::scope(|s| {
-            let started: Vec<_> = names
-                .iter()
-                .map(|h| {
-                    let (api_url, url, flags, extra) = (standin.api_url(), url.clone(), &flags, &extra);
-                    s.spawn(move || {
-                        let flag = flags.path().join(format!("{h}.fixed"));
-                        Host::start_env(h, &api_url, &url, &[api(&flag)], extra, &[("SLACK_APP_TOKEN", APP_TOKEN)])
-                    })
-                })
-                .collect();
-            started.into_iter().map(|j| j.join().unwrap()).collect::<Vec<Host>>()
+        let api_url = standin.api_url();
+        let hosts = common::fleet::start_together(names, |h| {
+            let flag = flags.path().join(format!("{h}.fixed"));
+            Host::start_env(h, &api_url, &url, &[api(&flag)], &extra, &[("SLACK_APP_TOKEN", APP_TOKEN)])
         });
         Fleet {
             standin,

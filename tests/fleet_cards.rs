@@ -71,17 +71,9 @@ async fn fleet(names: &[&str], extra: &str) -> Fleet {
     let url = postgres::database();
     let flags = tempfile::tempdir().unwrap();
     // Started together: the first failures race for the card.
-    let hosts = std::thread::scope(|s| {
-        let started: Vec<_> = names
-            .iter()
-            .map(|h| {
-                let (api_url, url, flags) = (standin.api_url(), url.clone(), &flags);
-                s.spawn(move || {
-                    Host::start(h, &api_url, &url, &[Program::sleeper("web"), api(&flag(flags, h))], extra)
-                })
-            })
-            .collect();
-        started.into_iter().map(|j| j.join().unwrap()).collect::<Vec<Host>>()
+    let api_url = standin.api_url();
+    let hosts = common::fleet::start_together(names, |h| {
+        Host::start(h, &api_url, &url, &[Program::sleeper("web"), api(&flag(&flags, h))], extra)
     });
     Fleet {
         standin,

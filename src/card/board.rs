@@ -80,35 +80,13 @@ pub fn summary(host: &str, lines: &[BoardLine]) -> String {
     }
 }
 
-/// The board card of `host`. `from_supervisord`: the list is what supervisord reports
-/// (else what the events showed). `at`: when it was made.
-pub fn board(host: &str, lines: &[BoardLine], from_supervisord: bool, at: DateTime<Utc>) -> Card {
-    let mut sorted: Vec<&BoardLine> = lines.iter().collect();
-    sorted.sort_by(|a, b| a.rank().cmp(&b.rank()).then(a.name.cmp(&b.name)));
-    let host_raw = sanitize_line(host);
-    let summary_raw = summary(&host_raw, lines);
-    let failing = lines.iter().any(BoardLine::failing);
-    let bar = if failing {
-        color(State::Fatal, None)
-    } else if lines.iter().all(|l| l.state == State::Running) {
-        color(State::Running, None)
-    } else {
-        color(State::Stopped, None)
-    };
+/// Board lines packed into sections (each under Slack's limit), as many as the
+/// card holds in all; what does not fit is counted: "… and N {more}".
+pub(super) fn sections_of(lines: Vec<String>, more: &str) -> Vec<String> {
     let mut sections: Vec<String> = vec![String::new()];
-    let mut shown = 0;
-    let mut used = 0;
-    for l in &sorted {
-        let since = l
-            .since
-            .map(|t| format!(" since {}", When::new(t).slack))
-            .unwrap_or_default();
-        let line = format!(
-            "{} *{}* {}{since}",
-            emoji(l.state, l.expected),
-            fit_escaped(&sanitize_line(&l.name), 100),
-            l.state
-        );
+    let total = lines.len();
+    let (mut used, mut shown) = (0, 0);
+    for line in lines {
         let n = line.chars().count() + 1;
         if used + n > LINES_CHARS {
             break;
@@ -125,10 +103,44 @@ pub fn board(host: &str, lines: &[BoardLine], from_supervisord: bool, at: DateTi
             last.push_str(&line);
         }
     }
-    if sorted.len() > shown {
+    if total > shown {
         let last = sections.last_mut().expect("one section");
-        last.push_str(&format!("\n… and {} more", sorted.len() - shown));
+        last.push_str(&format!("\n… and {} {more}", total - shown));
     }
+    sections
+}
+
+/// The board card of `host`. `from_supervisord`: the list is what supervisord reports
+/// (else what the events showed). `at`: when it was made.
+pub fn board(host: &str, lines: &[BoardLine], from_supervisord: bool, at: DateTime<Utc>) -> Card {
+    let mut sorted: Vec<&BoardLine> = lines.iter().collect();
+    sorted.sort_by(|a, b| a.rank().cmp(&b.rank()).then(a.name.cmp(&b.name)));
+    let host_raw = sanitize_line(host);
+    let summary_raw = summary(&host_raw, lines);
+    let failing = lines.iter().any(BoardLine::failing);
+    let bar = if failing {
+        color(State::Fatal, None)
+    } else if lines.iter().all(|l| l.state == State::Running) {
+        color(State::Running, None)
+    } else {
+        color(State::Stopped, None)
+    };
+    let lines: Vec<String> = sorted
+        .iter()
+        .map(|l| {
+            let since = l
+                .since
+                .map(|t| format!(" since {}", When::new(t).slack))
+                .unwrap_or_default();
+            format!(
+                "{} *{}* {}{since}",
+                emoji(l.state, l.expected),
+                fit_escaped(&sanitize_line(&l.name), 100),
+                l.state
+            )
+        })
+        .collect();
+    let sections = sections_of(lines, "more");
     let mut blocks = vec![json!({
         "type": "header",
         "text": {"type": "plain_text", "text": fit_plain(&format!("🖥 {summary_raw}"), HEADER_MAX), "emoji": true}

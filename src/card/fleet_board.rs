@@ -24,10 +24,6 @@ pub struct FleetHost {
     pub lines: Vec<BoardLine>,
 }
 
-/// Characters of lines in all (a message holds 12,000 characters of JSON).
-const LINES_CHARS: usize = 8000;
-/// Characters of one section.
-const SECTION_CHARS: usize = 2800;
 
 fn failing(l: &BoardLine) -> bool {
     crate::supervisord::event::failing(l.state, l.expected)
@@ -119,31 +115,7 @@ pub fn fleet_board(fleet: &str, hosts: &[FleetHost], at: DateTime<Utc>) -> Card 
             None => format!("🖥 {host}: {counts}"),
         });
     }
-    let mut sections: Vec<String> = vec![String::new()];
-    let mut used = 0;
-    let total = lines.len();
-    let mut shown = 0;
-    for line in lines {
-        let n = line.chars().count() + 1;
-        if used + n > LINES_CHARS {
-            break;
-        }
-        used += n;
-        shown += 1;
-        let last = sections.last_mut().expect("one section");
-        if !last.is_empty() && last.chars().count() + n > SECTION_CHARS {
-            sections.push(line);
-        } else {
-            if !last.is_empty() {
-                last.push('\n');
-            }
-            last.push_str(&line);
-        }
-    }
-    if total > shown {
-        let last = sections.last_mut().expect("one section");
-        last.push_str(&format!("\n… and {} more lines", total - shown));
-    }
+    let sections = super::board::sections_of(lines, "more lines");
     let mut blocks = vec![json!({
         "type": "header",
         "text": {"type": "plain_text", "text": fit_plain(&format!("🛰 {summary_raw}"), HEADER_MAX), "emoji": true}

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::auth::{Auth, Identity};
-use super::command::{CommandAnswer, Pending};
 use super::faults::Faults;
 use super::limits::Limits;
 use super::sockets::Sockets;
-use super::state::{names_match, Call, Ephemeral, Workspace};
+use super::state::{names_match, Call, CommandAnswer, Ephemeral, Pending, Workspace};
 use super::wire::{str_param, Answer};
 use crate::shutdown::Shutdown;
 

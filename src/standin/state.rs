@@ -305,3 +305,35 @@ pub struct Ephemeral {
     /// The `message_ts` answered.
     pub ts: String,
 }
+
+// --- slash commands
+
+/// An answer the user saw: from the ack, or posted to the response URL.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandAnswer {
+    /// The command's `trigger_id` (the response URL's last part).
+    pub id: String,
+    pub user: String,
+    /// The channel's id.
+    pub channel: String,
+    /// `ack` or `response_url`.
+    pub via: &'static str,
+    /// As sent.
+    pub body: Value,
+    /// When it arrived, since the stand-in started.
+    pub at: Duration,
+}
+
+impl CommandAnswer {
+    /// Its `text` (what a text-only answer shows).
+    pub fn text(&self) -> String {
+        self.body.get("text").and_then(Value::as_str).unwrap_or("").to_string()
+    }
+}
+
+/// A command on its way: who typed it where, for the answers that come later.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub user: String,
+    pub channel: String,
+}

@@ -86,3 +86,13 @@ pub fn churner(name: &str) -> Program {
         .startsecs(0)
         .autorestart("true")
 }
+
+/// Starts the hosts `names` together (their first events race, as a deploy's do),
+/// each with `start`.
+pub fn start_together(names: &[&str], start: impl Fn(&str) -> Host + Sync) -> Vec<Host> {
+    std::thread::scope(|s| {
+        let start = &start;
+        let started: Vec<_> = names.iter().map(|h| s.spawn(move || start(h))).collect();
+        started.into_iter().map(|j| j.join().unwrap()).collect()
+    })
+}
