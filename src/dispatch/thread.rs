@@ -21,6 +21,10 @@ pub struct ThreadState {
     pub work: Notify,
     /// For the keeper: the parent may need an edit, or a new parent is asked for.
     pub parent: Notify,
+    /// For a worker waiting for its parent: the keeper posted it, or Slack refused it.
+    /// (Not `work`: new entries must not wake a worker that cannot reply yet, or it
+    /// reads its whole batch again for every event of a storm.)
+    pub parent_ready: Notify,
     flapping: AtomicBool,
     last_event: Mutex<Option<Instant>>,
     /// The parent card the channel shows now (as posted or last edited).
@@ -104,12 +108,14 @@ impl ThreadState {
 
     /// A new parent was recorded: the worker replies under it.
     pub fn parent_posted(&self) {
+        self.parent_ready.notify_one();
         self.work.notify_one();
     }
 
     /// Slack will not take the parent asked for (the keeper's side).
     pub fn parent_refused(&self, f: Failure) {
         *self.refused.lock().unwrap() = Some(f);
+        self.parent_ready.notify_one();
         self.work.notify_one();
     }
 

@@ -227,9 +227,10 @@ impl Worker {
             },
         };
         self.state.ask_renew(renew);
-        // Another host may post the program's card: look again soon.
+        // Until the keeper has posted it (or Slack refused it); another host may post
+        // the program's card: look again soon.
         let wait = if card.is_fleet() { Duration::from_millis(500) } else { PARENT_WAIT };
-        let _ = tokio::time::timeout(wait, self.state.work.notified()).await;
+        let _ = tokio::time::timeout(wait, self.state.parent_ready.notified()).await;
         Parent::Wait
     }
 
