@@ -112,11 +112,15 @@ impl Worker {
                 );
             }
             if let Some(wait) = self.not_due(&batch).await {
+                // Read again after the wait: not held through it (a flapping
+                // process's batch is up to DIGEST_MAX entries, for each process).
+                let full = batch.len() == limit;
+                drop(batch);
                 match wait {
                     // New entries queue behind a full batch and cannot change it:
                     // re-reading it on every event would only churn (one folded into
                     // its last entry at a full outbox waits for the digest).
-                    Some(wait) if batch.len() == limit => tokio::time::sleep(wait).await,
+                    Some(wait) if full => tokio::time::sleep(wait).await,
                     Some(wait) => {
                         let _ = tokio::time::timeout(wait, self.state.work.notified()).await;
                     }
