@@ -120,7 +120,7 @@ pub fn listen(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Re
             .on_signals()
             .context("installing signal handlers")?;
     }
-    runtime.spawn(finish(parts.shutdown.clone(), in_hand.clone(), handler.held_events()));
+    runtime.spawn(finish(parts.shutdown.clone(), in_hand.clone(), handler.held_events(), parts.state_path.clone()));
     runtime.spawn(delivery(parts.clone(), shared.ok()));
 
     let stdin = std::io::stdin();
@@ -139,8 +139,9 @@ pub fn listen(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Re
 }
 
 /// The end of the process, once shutdown is triggered: the event in hand answered,
-/// held events written if the disk takes them, deliveries under way finished.
-async fn finish(shutdown: Shutdown, in_hand: Arc<InHand>, held: HeldEvents) {
+/// held events written if the disk takes them, deliveries under way finished, the
+/// state database's WAL folded in.
+async fn finish(shutdown: Shutdown, in_hand: Arc<InHand>, held: HeldEvents, state: PathBuf) {
     shutdown.triggered().await;
     in_hand.answered(Duration::from_millis(900)).await;
     held.last_words(None);
@@ -148,6 +149,7 @@ async fn finish(shutdown: Shutdown, in_hand: Arc<InHand>, held: HeldEvents) {
     if unfinished > 0 {
         tracing::warn!(unfinished, "exiting with deliveries under way: they are sent again at the next start");
     }
+    crate::store::at_exit(&state);
     std::process::exit(0);
 }
 

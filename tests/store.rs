@@ -583,3 +583,42 @@ async fn the_last_crash_of_a_process_is_kept_across_a_restart_and_replaced_by_th
     assert_eq!(s.last_crash(&other).await.unwrap(), None, "per process");
     assert_eq!(s.last_command().await.unwrap().map(|c| c.user), Some("U0ADMIN".into()));
 }
+
+/// The state directory a stopped listener leaves: every event in `state.db`, and a WAL
+/// that is empty (or gone), whether supervisord closed its stdin or stopped it with
+/// SIGTERM. (While it runs, the delivery side's reads keep the reader's checkpoints
+/// from emptying the WAL: a listener stopped after a flood would otherwise leave
+/// megabytes of it.)
+#[test]
+fn a_stopped_listener_leaves_its_events_in_the_database_and_an_empty_wal() {
+    use common::outbox::outbox;
+    use common::pipe::PipeListener;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let wal = dir.path().join("state.db-wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    // Slack out of reach: every event stays waiting in the outbox.
+    let unreachable = "http://127.0.0.1:9/api";
+    let mut l = PipeListener::start(dir.path(), unreachable, "");
+    for i in 0..300 {
+        let (from, to) = if i % 2 == 0 { ("STARTING", "RUNNING") } else { ("RUNNING", "STARTING") };
+        l.state(&format!("p{}", i % 7), from, to);
+    }
+    assert!(wal_len() > 0, "a running listener writes through the WAL");
+    let serial = l.serial();
+    l.close();
+    assert_eq!(wal_len(), 0, "stdin closed: the WAL is folded in and emptied");
+    assert_eq!(outbox(&db).len(), 300, "every event is in the database");
+
+    let mut l = PipeListener::start_with(dir.path(), unreachable, "", serial);
+    for i in 0..300 {
+        let (from, to) = if i % 2 == 0 { ("STARTING", "RUNNING") } else { ("RUNNING", "STARTING") };
+        l.state(&format!("q{}", i % 7), from, to);
+    }
+    let status = l.terminate();
+    assert!(status.success(), "SIGTERM: clean exit, got {status}");
+    assert_eq!(wal_len(), 0, "SIGTERM: the WAL is folded in and emptied");
+    let rows = outbox(&db);
+    assert_eq!(rows.len(), 600, "every event of both runs is in the database");
+    assert!(rows.iter().all(|r| !r.delivered), "nothing reached the unreachable Slack");
+}

@@ -100,6 +100,21 @@ CREATE TABLE IF NOT EXISTS crashes (
 );
 ";
 
+/// Folds the WAL of the database at `path` into it and empties the WAL file, if no
+/// other connection is using it: for the end of the process, so that a stopped
+/// listener leaves a compact state directory (the reader's checkpoints keep the WAL
+/// bounded while it runs, but cannot empty it while the delivery side reads). Waits
+/// 200 ms at most for a lock; a missing file is left missing.
+pub(super) fn truncate_wal(path: &Path) -> Result<(), rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_millis(200))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
 /// One connection to the state database.
 pub(super) struct Db {
     pub conn: Connection,

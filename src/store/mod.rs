@@ -12,7 +12,7 @@
 //! - [`known`]: what the channel shows per thread, from both, for reconcile and the
 //!   board.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 mod db;
 mod known;
@@ -28,6 +28,18 @@ pub use shared::{
     ActionState, AuditKeep, AuditRow, Budget, CommandSeen, CrashRecord, Episode, HostProcess, HostRecord, Mute, Posted,
     ProgramOnHost, QueuedAction, SharedState, ThreadRecord, HISTORY_MAX,
 };
+
+/// The last thing the process does with the local state (after the delivery side has
+/// drained): the WALs of the state database and its pacing file are folded in and
+/// emptied, if nothing else holds them. Failing here loses nothing: SQLite folds the
+/// WAL in at the next open.
+pub fn at_exit(state: &Path) {
+    for path in [state.to_path_buf(), shared::sqlite::pacing_path(state)] {
+        if let Err(e) = db::truncate_wal(&path) {
+            tracing::debug!(path = %path.display(), error = %e, "the WAL is left for the next start to fold in");
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -30,7 +30,7 @@ pub struct SqliteShared {
 }
 
 /// Where the pacing state of the state database at `state` lives.
-fn pacing_path(state: &Path) -> PathBuf {
+pub(in crate::store) fn pacing_path(state: &Path) -> PathBuf {
     state.with_extension("pacing.db")
 }
 
