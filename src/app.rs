@@ -122,6 +122,7 @@ pub fn listen(settings: Settings, renderer: Renderer, state_path: PathBuf) -> Re
     }
     runtime.spawn(finish(parts.shutdown.clone(), in_hand.clone(), handler.held_events(), parts.state_path.clone()));
     runtime.spawn(delivery(parts.clone(), shared.ok()));
+    runtime.spawn(give_back_memory());
 
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -217,6 +218,28 @@ fn budget(s: &Settings) -> Budget {
         post_burst: s.post_burst,
         post_interval: s.post_interval,
         updates_per_minute: s.updates_per_minute,
+    }
+}
+
+/// Every few seconds, returns the memory the process has freed to the OS. glibc keeps
+/// what a thread frees in that thread's arena, and the delivery side's batches (up to
+/// 500 entries a process, read, sent and dropped over and over under load) leave
+/// those arenas fragmented: peak RSS after 100,000 events varied from 17.8 to 21.6 MB
+/// without this (see BENCHMARKS.md). A trim of a few MB of heap takes well under a
+/// millisecond, on a delivery thread, never on the reader's.
+async fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim takes no pointers and is thread-safe (glibc locks
+            // each arena it trims).
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 }
 
