@@ -157,13 +157,7 @@ pub fn board(host: &str, lines: &[BoardLine], from_supervisord: bool, at: DateTi
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": format!("updated {} · {source}", When::new(at).slack)}]
     }));
-    let text = fit_escaped(&summary_raw, 300);
-    Card {
-        fallback: text.clone(),
-        text,
-        color: bar.to_string(),
-        blocks: serde_json::Value::Array(blocks),
-    }
+    Card::summary(&summary_raw, bar, blocks)
 }
 
 #[cfg(test)]

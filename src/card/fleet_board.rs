@@ -127,13 +127,7 @@ pub fn fleet_board(fleet: &str, hosts: &[FleetHost], at: DateTime<Utc>) -> Card 
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": format!("updated {} · as each host last reported", When::new(at).slack)}]
     }));
-    let text = fit_escaped(&summary_raw, 300);
-    Card {
-        fallback: text.clone(),
-        text,
-        color: bar.to_string(),
-        blocks: serde_json::Value::Array(blocks),
-    }
+    Card::summary(&summary_raw, bar, blocks)
 }
 
 /// The line said in the board's thread when a host goes silent.

@@ -190,13 +190,7 @@ pub fn fleet_card(input: &FleetCardInput<'_>) -> Card {
     }
     context.push(json!({"type": "mrkdwn", "text": about}));
     blocks.push(json!({"type": "context", "elements": context}));
-    let text = fit_escaped(&format!("{icon} {head}"), 300);
-    Card {
-        fallback: text.clone(),
-        text,
-        color: bar.to_string(),
-        blocks: serde_json::Value::Array(blocks),
-    }
+    Card::summary(&format!("{icon} {head}"), bar, blocks)
 }
 
 #[cfg(test)]

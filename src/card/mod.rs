@@ -122,6 +122,19 @@ pub struct Card {
 }
 
 impl Card {
+    /// A summary card (a board, a program's card across the fleet): `summary_raw`,
+    /// escaped and cut to 300 characters, is both its notification text and its
+    /// fallback; `bar` its colour.
+    pub(crate) fn summary(summary_raw: &str, bar: &str, blocks: Vec<Value>) -> Card {
+        let text = text::fit_escaped(summary_raw, 300);
+        Card {
+            fallback: text.clone(),
+            text,
+            color: bar.to_string(),
+            blocks: Value::Array(blocks),
+        }
+    }
+
     /// `{"text": ..., "attachments": [{"color", "fallback", "blocks"}]}` — the message
     /// content as Slack receives it (channel, thread_ts etc. are added by the caller).
     /// A plain-text card (`blocks` null) is `{"text": ...}` alone.

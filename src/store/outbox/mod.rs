@@ -22,8 +22,10 @@ mod recent;
 pub use delivery::{OutboxEntry, SetAside, WaitingView};
 pub use recent::NewestRow;
 
-/// Commits between two WAL checkpoints of the reader (about 4 pages each: a WAL of
-/// ~3 MB at most).
+/// Commits between two WAL checkpoints of the reader (about 4 pages each). The WAL
+/// restarts from its beginning only when no delivery-side read holds an older
+/// snapshot, so under a steady load it grows to a few MB (4-15 MB in a 20,000-event
+/// run); it is emptied at exit ([`crate::store::at_exit`]).
 pub const CHECKPOINT_EVERY: u32 = 200;
 
 /// Commits between two counts of the waiting entries (for the outbox cap).
