@@ -128,11 +128,14 @@ impl Worker {
                 }
                 continue;
             }
+            // Only its last id is needed from here (the claim reads the entries
+            // again): not held through the waits for a parent, a slot or Slack.
+            let upto = batch.last().map_or(0, |e| e.id);
+            drop(batch);
             let thread = match self.parent().await {
                 Parent::Ready(t) => t,
                 Parent::Wait => continue,
                 Parent::Refused(f) => {
-                    let upto = batch.last().map_or(0, |e| e.id);
                     if let Ok(batch) = self.core.outbox(|o| o.claim(&key, &channel, upto)) {
                         let thread = ThreadRecord::new(key.clone(), &channel);
                         self.give_up(&batch, &thread, f).await;
@@ -148,7 +151,6 @@ impl Worker {
             };
             // From here on nothing is folded into these entries: what is marked
             // delivered is what is sent.
-            let upto = batch.last().map_or(0, |e| e.id);
             let claimed = self.core.outbox(|o| o.claim(&key, &channel, upto));
             let batch = match claimed {
                 Ok(b) if !b.is_empty() => b,
