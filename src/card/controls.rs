@@ -158,13 +158,7 @@ fn name_of(key: &ThreadKey) -> String {
 
 /// An audit line: plain text (no attachment), so the thread reads it once.
 fn note(state: State, emoji: &str, text: String) -> Card {
-    let text = format!("{emoji} {text}");
-    Card {
-        fallback: text.clone(),
-        color: color(state, Some(true)).to_string(),
-        blocks: Value::Null,
-        text,
-    }
+    Card::plain(format!("{emoji} {text}"), color(state, Some(true)))
 }
 
 /// "Restart requested by @user": posted before the action runs.

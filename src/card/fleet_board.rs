@@ -149,12 +149,7 @@ pub fn back_again(host: &str, silent_since: DateTime<Utc>) -> Card {
 }
 
 fn note(text: String) -> Card {
-    Card {
-        fallback: text.clone(),
-        text,
-        color: String::new(),
-        blocks: serde_json::Value::Null,
-    }
+    Card::plain(text, "")
 }
 
 #[cfg(test)]

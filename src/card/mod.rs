@@ -135,6 +135,16 @@ impl Card {
         }
     }
 
+    /// A plain-text card (no attachment blocks): `text` is also its fallback.
+    pub(crate) fn plain(text: String, color: &str) -> Card {
+        Card {
+            fallback: text.clone(),
+            text,
+            color: color.to_string(),
+            blocks: Value::Null,
+        }
+    }
+
     /// `{"text": ..., "attachments": [{"color", "fallback", "blocks"}]}` — the message
     /// content as Slack receives it (channel, thread_ts etc. are added by the caller).
     /// A plain-text card (`blocks` null) is `{"text": ...}` alone.
@@ -437,12 +447,7 @@ const PLAIN_TEXT_MAX: usize = 3000;
 /// A plain-text card (no blocks) for when Slack refused the rich one.
 pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
     let Some(latest) = events.last() else {
-        return Card {
-            text: "(no events)".into(),
-            color: color(State::Unknown, None).into(),
-            fallback: "(no events)".into(),
-            blocks: Value::Null,
-        };
+        return Card::plain("(no events)".into(), color(State::Unknown, None));
     };
     let at = model::When::new(latest.at);
     let mut text = match variant {
@@ -472,12 +477,7 @@ pub fn plain_text(events: &[ProcessState], variant: Variant) -> Card {
             text.push_str(&line);
         }
     }
-    Card {
-        fallback: text.clone(),
-        text,
-        color: color(latest.to, latest.expected).to_string(),
-        blocks: Value::Null,
-    }
+    Card::plain(text, color(latest.to, latest.expected))
 }
 
 /// Renders sample events — every state, crash context, hostile and huge names and logs —

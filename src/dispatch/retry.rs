@@ -194,7 +194,7 @@ impl Retrier {
         card: &Card,
         latest: Option<&ProcessState>,
     ) -> Result<Edited, Failure> {
-        match self.update(channel, at, card, latest).await {
+        match self.edit(channel, at, card, latest).await {
             Ok(()) => Ok(Edited::InPlace),
             Err(Failure::EditRefused(code)) | Err(Failure::ThreadGone(code)) => {
                 tracing::info!(channel, code, "the message can no longer be edited: posting it anew");
@@ -213,16 +213,6 @@ impl Retrier {
     /// the card and `latest` tells what); a message that can no longer be edited is
     /// the caller's to replace (`EditRefused`, `ThreadGone`).
     pub async fn edit(
-        &self,
-        channel: &str,
-        at: &Posted,
-        card: &Card,
-        latest: Option<&ProcessState>,
-    ) -> Result<(), Failure> {
-        self.update(channel, at, card, latest).await
-    }
-
-    async fn update(
         &self,
         channel: &str,
         at: &Posted,

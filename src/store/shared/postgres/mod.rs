@@ -10,6 +10,7 @@
 //! - [`cards`]: a program's card across the fleet (the claim, each host's part, the
 //!   trail, the broadcast episode);
 //! - [`actions`]: the action queue (a click or a question for its owner host);
+//! - [`audit`]: the click audit (each click once, its outcome, a bounded history);
 //! - [`probe`]: what `check` reports of the fleet database.
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::store::StoreError;
 use crate::supervisord::event::{ProcessState, State, ThreadKey};
 
 mod actions;
+mod audit;
 mod budget;
 mod cards;
 mod conn;
@@ -294,76 +296,20 @@ impl SharedState for PostgresShared {
         }))
     }
 
-    async fn record_click(
-        &self,
-        user: &str,
-        click: &str,
-        key: &ThreadKey,
-        action: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let row = self
-            .pg
-            .query_opt(
-                "INSERT INTO clicks (fleet, user_id, click, host, grp, process, action)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (fleet, user_id, click) DO NOTHING RETURNING id",
-                &[&self.fleet, &user, &click, &key.host, &key.group, &key.process, &action],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+    async fn record_click(&self, user: &str, click: &str, key: &ThreadKey, action: &str) -> Result<Option<i64>, StoreError> {
+        audit::record_click(self, user, click, key, action).await
     }
 
     async fn click_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
-        self.pg
-            .query(
-                "UPDATE clicks SET outcome = $3 WHERE fleet = $1 AND id = $2",
-                &[&self.fleet, &id, &outcome],
-            )
-            .await?;
-        Ok(())
+        audit::click_outcome(self, id, outcome).await
     }
 
     async fn audit(&self, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = self
-            .pg
-            .query(
-                "SELECT id, at, user_id, host, grp, process, action, outcome FROM clicks
-                 WHERE fleet = $1 ORDER BY id DESC LIMIT $2",
-                &[&self.fleet, &(limit as i64)],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditRow {
-                id: r.get(0),
-                at: r.get(1),
-                user: r.get(2),
-                key: ThreadKey {
-                    host: r.get(3),
-                    group: r.get(4),
-                    process: r.get(5),
-                },
-                action: r.get(6),
-                outcome: r.get(7),
-            })
-            .collect())
+        audit::rows(self, limit).await
     }
 
     async fn prune_audit(&self, keep: AuditKeep) -> Result<usize, StoreError> {
-        let gone = self
-            .pg
-            .query(
-                "DELETE FROM clicks WHERE fleet = $1 AND (at < now() - make_interval(days => $2)
-                     OR id <= (SELECT id FROM clicks WHERE fleet = $1 ORDER BY id DESC OFFSET $3 LIMIT 1))
-                 RETURNING 1",
-                &[&self.fleet, &(keep.days as i32), &(keep.rows as i64)],
-            )
-            .await?;
-        let done = actions::prune(&self.pg, &self.fleet).await?;
-        if done > 0 {
-            tracing::info!(rows = done, "forgot the fleet's actions older than {} day(s)", actions::KEEP_DAYS);
-        }
-        Ok(gone.len())
+        audit::prune(self, keep).await
     }
 
     async fn signing_key(&self) -> Result<Vec<u8>, StoreError> {
